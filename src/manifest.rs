@@ -1,0 +1,423 @@
+//! `plugin.json`: parsing and validation, compatible with Mattermost's manifest schema.
+//!
+//! Everything here is pure: no file is read and no process is started. Unknown
+//! fields are kept, so a manifest survives a round trip unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Platform keys accepted in `server.executables`, as Mattermost spells them.
+pub const PLATFORM_KEYS: [&str; 5] = [
+    "linux-amd64",
+    "linux-arm64",
+    "darwin-amd64",
+    "darwin-arm64",
+    "windows-amd64",
+];
+
+const ID_MIN_LEN: usize = 3;
+const ID_MAX_LEN: usize = 190;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_server_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSection>,
+    /// Kept as-is: the host has no use for it, but the embedding application may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_schema: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executables: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// What is wrong with a manifest. `field` names the JSON field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("field `{field}` is missing")]
+    Missing { field: &'static str },
+    #[error("field `id`: {reason} (got {id:?})")]
+    InvalidId { id: String, reason: String },
+    #[error("field `{field}`: {value:?} is not a semantic version ({reason})")]
+    InvalidVersion {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("field `server.executables`: unknown platform key {key:?}; expected one of {}", PLATFORM_KEYS.join(", "))]
+    UnknownPlatform { key: String },
+    #[error("field `server.runtime`: unsupported runtime {runtime:?}; the only runtime plugvisor knows is \"python\" (omit the field for a native executable)")]
+    UnknownRuntime { runtime: String },
+    #[error("field `{field}`: no executable for platform {platform}; add `server.executables.{platform}` or `server.executable`")]
+    NoExecutable { field: &'static str, platform: String },
+    #[error("field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle")]
+    UnsafePath {
+        field: String,
+        path: String,
+        reason: &'static str,
+    },
+}
+
+impl Manifest {
+    /// Parses and validates a manifest's text.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| ManifestError::Json {
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks every rule that needs no file system.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        validate_id(&self.id)?;
+        if let Some(version) = &self.version {
+            validate_semver("version", version)?;
+        }
+        if let Some(version) = &self.min_server_version {
+            validate_semver("min_server_version", version)?;
+        }
+        let Some(server) = &self.server else {
+            return Ok(());
+        };
+        if let Some(runtime) = &server.runtime
+            && runtime != "python"
+        {
+            return Err(ManifestError::UnknownRuntime {
+                runtime: runtime.clone(),
+            });
+        }
+        if let Some(executables) = &server.executables {
+            for (key, path) in executables {
+                if !PLATFORM_KEYS.contains(&key.as_str()) {
+                    return Err(ManifestError::UnknownPlatform { key: key.clone() });
+                }
+                clean_bundle_path(&format!("server.executables.{key}"), path)?;
+            }
+        }
+        if let Some(path) = &server.executable {
+            clean_bundle_path("server.executable", path)?;
+        }
+        Ok(())
+    }
+
+    /// The executable for `platform` (e.g. `linux-amd64`): `server.executables[platform]`
+    /// wins over `server.executable`. Returns the field it came from and the cleaned path.
+    pub fn executable_for(&self, platform: &str) -> Result<(String, PathBuf), ManifestError> {
+        let server = self.server.as_ref().ok_or(ManifestError::Missing {
+            field: "server.executable",
+        })?;
+        if let Some(path) = server.executables.as_ref().and_then(|m| m.get(platform)) {
+            let field = format!("server.executables.{platform}");
+            let cleaned = clean_bundle_path(&field, path)?;
+            return Ok((field, cleaned));
+        }
+        if let Some(path) = &server.executable {
+            let field = "server.executable".to_string();
+            let cleaned = clean_bundle_path(&field, path)?;
+            return Ok((field, cleaned));
+        }
+        Err(ManifestError::NoExecutable {
+            field: "server.executables",
+            platform: platform.to_string(),
+        })
+    }
+
+    /// A Python plugin says `server.runtime: "python"` or has an executable ending in `.py`.
+    pub fn is_python(&self, platform: &str) -> bool {
+        let Some(server) = &self.server else {
+            return false;
+        };
+        server.runtime.as_deref() == Some("python")
+            || self
+                .executable_for(platform)
+                .map(|(_, path)| path.extension().is_some_and(|ext| ext == "py"))
+                .unwrap_or(false)
+    }
+
+    pub fn display_version(&self) -> &str {
+        self.version.as_deref().unwrap_or("-")
+    }
+}
+
+/// The platform key of the machine this runs on, in Mattermost's spelling.
+pub fn current_platform() -> String {
+    let os = match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{os}-{arch}")
+}
+
+fn validate_id(id: &str) -> Result<(), ManifestError> {
+    if id.is_empty() {
+        return Err(ManifestError::Missing { field: "id" });
+    }
+    let invalid = |reason: String| ManifestError::InvalidId {
+        id: id.to_string(),
+        reason,
+    };
+    let len = id.chars().count();
+    if !(ID_MIN_LEN..=ID_MAX_LEN).contains(&len) {
+        return Err(invalid(format!(
+            "must be {ID_MIN_LEN} to {ID_MAX_LEN} characters long, not {len}"
+        )));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(invalid(format!(
+            "character {bad:?} is not allowed; use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_semver(field: &'static str, value: &str) -> Result<(), ManifestError> {
+    // Mattermost accepts a leading "v".
+    let bare = value.strip_prefix('v').unwrap_or(value);
+    semver::Version::parse(bare)
+        .map(|_| ())
+        .map_err(|e| ManifestError::InvalidVersion {
+            field,
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Cleans a bundle-relative path lexically and refuses any that would leave the bundle.
+/// Symlinks are checked later, against the real file system (see `runtime`).
+pub fn clean_bundle_path(field: &str, raw: &str) -> Result<PathBuf, ManifestError> {
+    let unsafe_path = |reason| ManifestError::UnsafePath {
+        field: field.to_string(),
+        path: raw.to_string(),
+        reason,
+    };
+    if raw.trim().is_empty() {
+        return Err(unsafe_path("is empty"));
+    }
+    if raw.contains('\0') {
+        return Err(unsafe_path("contains a NUL byte"));
+    }
+    let path = Path::new(raw);
+    let mut cleaned = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => cleaned.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !cleaned.pop() {
+                    return Err(unsafe_path("climbs out of the bundle with `..`"));
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(unsafe_path("is absolute"));
+            }
+        }
+    }
+    if cleaned.as_os_str().is_empty() {
+        return Err(unsafe_path("names the bundle directory itself"));
+    }
+    Ok(cleaned)
+}
+
+/// serde_json appends " at line L column C"; we report those as fields.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text)
+    }
+
+    #[test]
+    fn parses_a_mattermost_manifest_and_keeps_unknown_fields() {
+        let text = r#"{
+            "id": "com.example.demo", "name": "Demo", "version": "1.2.3",
+            "min_server_version": "9.0.0",
+            "homepage_url": "https://example.com",
+            "server": {"executables": {"linux-amd64": "server/dist/plugin-linux-amd64"},
+                       "executable": "server/plugin", "extra_server": 1},
+            "webapp": {"bundle_path": "webapp/dist/main.js"},
+            "settings_schema": {"settings": [{"key": "A", "type": "text"}]}
+        }"#;
+        let manifest = parse(text).unwrap();
+        assert_eq!(manifest.id, "com.example.demo");
+        assert_eq!(manifest.extra["homepage_url"], "https://example.com");
+        assert!(manifest.extra.contains_key("webapp"));
+        assert_eq!(manifest.server.as_ref().unwrap().extra["extra_server"], 1);
+        let round_trip: Value = serde_json::to_value(&manifest).unwrap();
+        let original: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(round_trip, original);
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_column() {
+        let err = parse("{\n  \"id\": \"abc\",\n  oops\n}").unwrap_err();
+        match err {
+            ManifestError::Json { line, column, .. } => {
+                assert_eq!(line, 3);
+                assert_eq!(column, 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn id_rules() {
+        assert_eq!(
+            parse(r#"{"version":"1.0.0"}"#).unwrap_err(),
+            ManifestError::Missing { field: "id" }
+        );
+        let too_short = parse(r#"{"id":"ab"}"#).unwrap_err();
+        assert!(too_short.to_string().contains("3 to 190"), "{too_short}");
+        let long = format!(r#"{{"id":"{}"}}"#, "a".repeat(191));
+        assert!(matches!(
+            parse(&long).unwrap_err(),
+            ManifestError::InvalidId { .. }
+        ));
+        let ok = format!(r#"{{"id":"{}"}}"#, "a".repeat(190));
+        assert!(parse(&ok).is_ok());
+        let bad = parse(r#"{"id":"bad id"}"#).unwrap_err();
+        assert!(bad.to_string().contains("' '"), "{bad}");
+        assert!(parse(r#"{"id":"a-b_c.D9"}"#).is_ok());
+        assert!(parse(r#"{"id":"caf\u00e9"}"#).is_err());
+    }
+
+    #[test]
+    fn version_must_be_semver() {
+        assert!(parse(r#"{"id":"abc","version":"1.0.0"}"#).is_ok());
+        assert!(parse(r#"{"id":"abc","version":"v1.0.0-rc.1"}"#).is_ok());
+        let err = parse(r#"{"id":"abc","version":"1.0"}"#).unwrap_err();
+        assert!(matches!(
+            err,
+            ManifestError::InvalidVersion {
+                field: "version",
+                ..
+            }
+        ));
+        let err = parse(r#"{"id":"abc","min_server_version":"nine"}"#).unwrap_err();
+        assert!(err.to_string().contains("min_server_version"));
+    }
+
+    #[test]
+    fn platform_executable_wins_over_generic() {
+        let m = parse(
+            r#"{"id":"abc","server":{"executable":"generic","executables":{"linux-amd64":"bin/linux"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.executable_for("linux-amd64").unwrap(),
+            (
+                "server.executables.linux-amd64".to_string(),
+                PathBuf::from("bin/linux")
+            )
+        );
+        assert_eq!(
+            m.executable_for("darwin-arm64").unwrap().1,
+            PathBuf::from("generic")
+        );
+    }
+
+    #[test]
+    fn no_executable_for_platform() {
+        let m = parse(r#"{"id":"abc","server":{"executables":{"linux-arm64":"x"}}}"#).unwrap();
+        let err = m.executable_for("linux-amd64").unwrap_err();
+        assert!(err.to_string().contains("linux-amd64"), "{err}");
+        let m = parse(r#"{"id":"abc"}"#).unwrap();
+        assert!(m.executable_for("linux-amd64").is_err());
+    }
+
+    #[test]
+    fn unknown_platform_and_runtime_are_refused() {
+        let err = parse(r#"{"id":"abc","server":{"executables":{"linux-386":"x"}}}"#).unwrap_err();
+        assert!(matches!(err, ManifestError::UnknownPlatform { .. }));
+        let err = parse(r#"{"id":"abc","server":{"executable":"x","runtime":"ruby"}}"#).unwrap_err();
+        assert!(matches!(err, ManifestError::UnknownRuntime { .. }));
+    }
+
+    #[test]
+    fn paths_may_not_escape() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/usr/bin/python3",
+            "",
+            ".",
+            "a/..",
+            "x\0y",
+        ] {
+            let text = serde_json::json!({"id":"abc","server":{"executable":bad}}).to_string();
+            assert!(
+                matches!(parse(&text), Err(ManifestError::UnsafePath { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        assert_eq!(
+            clean_bundle_path("f", "./server/../bin//plugin").unwrap(),
+            PathBuf::from("bin/plugin")
+        );
+    }
+
+    #[test]
+    fn python_detection() {
+        let by_ext = parse(r#"{"id":"abc","server":{"executable":"plugin.py"}}"#).unwrap();
+        assert!(by_ext.is_python("linux-amd64"));
+        let by_runtime =
+            parse(r#"{"id":"abc","server":{"executable":"main","runtime":"python"}}"#).unwrap();
+        assert!(by_runtime.is_python("linux-amd64"));
+        let native = parse(r#"{"id":"abc","server":{"executable":"main"}}"#).unwrap();
+        assert!(!native.is_python("linux-amd64"));
+    }
+
+    #[test]
+    fn current_platform_uses_mattermost_spelling() {
+        let platform = current_platform();
+        assert!(!platform.contains("x86_64") && !platform.contains("macos"));
+        assert!(platform.contains('-'));
+    }
+}

@@ -1,0 +1,399 @@
+//! How a bundle is launched: a native executable, or a Python script under an
+//! interpreter found by a fixed lookup order. The result is a plain value that
+//! the supervisor executes later.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::manifest::{ManifestError, current_platform};
+
+/// Interpreters inside the bundle, in lookup order, relative to the bundle.
+pub const BUNDLE_INTERPRETERS: [&str; 4] = [
+    "venv/bin/python",
+    "venv/bin/python3",
+    ".venv/bin/python",
+    ".venv/bin/python3",
+];
+/// Interpreter names looked up on PATH, after the bundle and the configured one.
+pub const PATH_INTERPRETERS: [&str; 2] = ["python3", "python"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Native,
+    Python,
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Native => "native",
+            RuntimeKind::Python => "python",
+        })
+    }
+}
+
+/// Settings that shape launch plans.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Interpreter from the host configuration, tried after the bundle's venvs.
+    pub interpreter: Option<PathBuf>,
+    pub native_start_timeout: Duration,
+    pub python_start_timeout: Duration,
+    pub platform: String,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            interpreter: None,
+            native_start_timeout: Duration::from_secs(3),
+            python_start_timeout: Duration::from_secs(10),
+            platform: current_platform(),
+        }
+    }
+}
+
+/// Everything needed to start a plugin process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchPlan {
+    pub runtime: RuntimeKind,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The bundle directory; relative paths in `args` are relative to it.
+    pub working_dir: PathBuf,
+    #[serde(serialize_with = "serialize_millis")]
+    pub start_timeout: Duration,
+}
+
+impl LaunchPlan {
+    /// The command as a person would type it, from the bundle directory.
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(|a| a.as_os_str()))
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("field `{field}`: {} does not exist in the bundle", path.display())]
+    MissingExecutable { field: String, path: PathBuf },
+    #[error("field `{field}`: {} is not a regular file", path.display())]
+    NotAFile { field: String, path: PathBuf },
+    #[error("field `{field}`: {} is not executable; run `chmod +x {}`", path.display(), path.display())]
+    NotExecutable { field: String, path: PathBuf },
+    #[error("field `{field}`: {} resolves to {}, outside the bundle; symlinks may not leave the bundle", path.display(), target.display())]
+    SymlinkEscape {
+        field: String,
+        path: PathBuf,
+        target: PathBuf,
+    },
+    #[error("no Python interpreter found for this Python plugin; tried: {}. Create a venv in the bundle (`python3 -m venv venv`) or pass --interpreter", tried.join(", "))]
+    NoInterpreter { tried: Vec<String> },
+}
+
+/// Where an interpreter candidate comes from, in lookup order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterpreterCandidate {
+    /// A path (in the bundle, or configured).
+    Path(PathBuf),
+    /// A bare name to find on PATH.
+    OnPath(&'static str),
+}
+
+/// The interpreter lookup order, with no file system access.
+pub fn interpreter_candidates(
+    bundle_dir: &Path,
+    configured: Option<&Path>,
+) -> Vec<InterpreterCandidate> {
+    let mut candidates: Vec<_> = BUNDLE_INTERPRETERS
+        .iter()
+        .map(|rel| InterpreterCandidate::Path(bundle_dir.join(rel)))
+        .collect();
+    candidates.extend(configured.map(|p| InterpreterCandidate::Path(p.to_path_buf())));
+    candidates.extend(PATH_INTERPRETERS.iter().map(|n| InterpreterCandidate::OnPath(n)));
+    candidates
+}
+
+/// Builds the launch plan for a bundle, checking the files it names.
+pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPlan, LaunchError> {
+    let manifest = &bundle.manifest;
+    let (field, relative) = manifest.executable_for(&options.platform)?;
+    let file = checked_bundle_file(&bundle.dir, &field, &relative)?;
+    let working_dir = std::path::absolute(&bundle.dir).unwrap_or_else(|_| bundle.dir.clone());
+
+    if manifest.is_python(&options.platform) {
+        let search_path = std::env::var_os("PATH").unwrap_or_default();
+        let interpreter =
+            find_interpreter(&bundle.dir, options.interpreter.as_deref(), &search_path)?;
+        return Ok(LaunchPlan {
+            runtime: RuntimeKind::Python,
+            program: interpreter,
+            args: vec![relative.into_os_string()],
+            working_dir,
+            start_timeout: options.python_start_timeout,
+        });
+    }
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o111 == 0 {
+        return Err(LaunchError::NotExecutable {
+            field,
+            path: relative,
+        });
+    }
+    Ok(LaunchPlan {
+        runtime: RuntimeKind::Native,
+        program: working_dir.join(&relative),
+        args: Vec::new(),
+        working_dir,
+        start_timeout: options.native_start_timeout,
+    })
+}
+
+/// Resolves `relative` inside `bundle_dir`, following symlinks, and refuses any
+/// file that is missing, not a file, or outside the bundle.
+fn checked_bundle_file(
+    bundle_dir: &Path,
+    field: &str,
+    relative: &Path,
+) -> Result<PathBuf, LaunchError> {
+    let joined = bundle_dir.join(relative);
+    let resolved = match std::fs::canonicalize(&joined) {
+        Ok(resolved) => resolved,
+        Err(_) => {
+            return Err(LaunchError::MissingExecutable {
+                field: field.to_string(),
+                path: relative.to_path_buf(),
+            });
+        }
+    };
+    let root = std::fs::canonicalize(bundle_dir).unwrap_or_else(|_| bundle_dir.to_path_buf());
+    if !resolved.starts_with(&root) {
+        return Err(LaunchError::SymlinkEscape {
+            field: field.to_string(),
+            path: relative.to_path_buf(),
+            target: resolved,
+        });
+    }
+    if !resolved.is_file() {
+        return Err(LaunchError::NotAFile {
+            field: field.to_string(),
+            path: relative.to_path_buf(),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Walks the lookup order. A venv's python is a symlink out of the bundle by
+/// design, so the bundle-escape rule does not apply to interpreters.
+fn find_interpreter(
+    bundle_dir: &Path,
+    configured: Option<&Path>,
+    search_path: &std::ffi::OsStr,
+) -> Result<PathBuf, LaunchError> {
+    let mut tried = Vec::new();
+    for candidate in interpreter_candidates(bundle_dir, configured) {
+        match candidate {
+            InterpreterCandidate::Path(path) => {
+                if is_executable_file(&path) {
+                    return Ok(std::path::absolute(&path).unwrap_or(path));
+                }
+                tried.push(path.display().to_string());
+            }
+            InterpreterCandidate::OnPath(name) => {
+                if let Some(found) = std::env::split_paths(search_path)
+                    .map(|dir| dir.join(name))
+                    .find(|p| is_executable_file(p))
+                {
+                    return Ok(found);
+                }
+                tried.push(format!("{name} on PATH"));
+            }
+        }
+    }
+    Err(LaunchError::NoInterpreter { tried })
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn bundle(dir: &Path, manifest: &str) -> Bundle {
+        Bundle {
+            dir: dir.to_path_buf(),
+            manifest: Manifest::parse(manifest).unwrap(),
+        }
+    }
+
+    fn write_executable(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn options() -> LaunchOptions {
+        LaunchOptions {
+            platform: "linux-amd64".into(),
+            ..LaunchOptions::default()
+        }
+    }
+
+    #[test]
+    fn lookup_order_is_bundle_then_configured_then_path() {
+        let candidates =
+            interpreter_candidates(Path::new("/b"), Some(Path::new("/opt/py/bin/python")));
+        assert_eq!(
+            candidates,
+            vec![
+                InterpreterCandidate::Path("/b/venv/bin/python".into()),
+                InterpreterCandidate::Path("/b/venv/bin/python3".into()),
+                InterpreterCandidate::Path("/b/.venv/bin/python".into()),
+                InterpreterCandidate::Path("/b/.venv/bin/python3".into()),
+                InterpreterCandidate::Path("/opt/py/bin/python".into()),
+                InterpreterCandidate::OnPath("python3"),
+                InterpreterCandidate::OnPath("python"),
+            ]
+        );
+    }
+
+    #[test]
+    fn native_plan_runs_the_file_from_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        write_executable(&dir.path().join("bin/plugin"));
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executables":{"linux-amd64":"bin/plugin"}}}"#,
+        );
+        let plan = plan_launch(&b, &options()).unwrap();
+        assert_eq!(plan.runtime, RuntimeKind::Native);
+        assert_eq!(plan.program, dir.path().join("bin/plugin"));
+        assert_eq!(plan.working_dir, dir.path());
+        assert_eq!(plan.start_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn native_file_must_exist_and_be_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin"}}"#);
+        assert!(matches!(
+            plan_launch(&b, &options()),
+            Err(LaunchError::MissingExecutable { .. })
+        ));
+        std::fs::write(dir.path().join("plugin"), "x").unwrap();
+        let err = plan_launch(&b, &options()).unwrap_err();
+        assert!(err.to_string().contains("chmod +x"), "{err}");
+        std::fs::create_dir(dir.path().join("adir")).unwrap();
+        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"adir"}}"#);
+        assert!(matches!(
+            plan_launch(&b, &options()),
+            Err(LaunchError::NotAFile { .. })
+        ));
+    }
+
+    #[test]
+    fn symlink_out_of_the_bundle_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        write_executable(&outside.path().join("evil"));
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("plugin")).unwrap();
+        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin"}}"#);
+        let err = plan_launch(&b, &options()).unwrap_err();
+        assert!(matches!(err, LaunchError::SymlinkEscape { .. }), "{err}");
+        // A symlink that stays inside is fine.
+        write_executable(&dir.path().join("real"));
+        std::fs::remove_file(dir.path().join("plugin")).unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("plugin")).unwrap();
+        assert!(plan_launch(&b, &options()).is_ok());
+    }
+
+    #[test]
+    fn python_plan_prefers_the_bundle_venv() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.py"), "").unwrap();
+        write_executable(&dir.path().join(".venv/bin/python3"));
+        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin.py"}}"#);
+        let configured = tempfile::tempdir().unwrap();
+        write_executable(&configured.path().join("python"));
+        let plan = plan_launch(
+            &b,
+            &LaunchOptions {
+                interpreter: Some(configured.path().join("python")),
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.runtime, RuntimeKind::Python);
+        assert_eq!(plan.program, dir.path().join(".venv/bin/python3"));
+        assert_eq!(plan.args, vec![OsString::from("plugin.py")]);
+        assert_eq!(plan.start_timeout, Duration::from_secs(10));
+        // Without the venv, the configured interpreter wins over PATH.
+        std::fs::remove_dir_all(dir.path().join(".venv")).unwrap();
+        let plan = plan_launch(
+            &b,
+            &LaunchOptions {
+                interpreter: Some(configured.path().join("python")),
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.program, configured.path().join("python"));
+    }
+
+    #[test]
+    fn no_interpreter_lists_every_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty_path = tempfile::tempdir().unwrap();
+        let err = find_interpreter(
+            dir.path(),
+            Some(Path::new("/nonexistent/python")),
+            empty_path.path().as_os_str(),
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        for expected in [
+            "venv/bin/python,",
+            "venv/bin/python3",
+            ".venv/bin/python,",
+            ".venv/bin/python3",
+            "/nonexistent/python",
+            "python3 on PATH",
+            "python on PATH",
+        ] {
+            assert!(message.contains(expected), "{expected} missing: {message}");
+        }
+        write_executable(&empty_path.path().join("python"));
+        let found = find_interpreter(dir.path(), None, empty_path.path().as_os_str()).unwrap();
+        assert_eq!(found, empty_path.path().join("python"));
+    }
+
+    #[test]
+    fn python_script_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin.py"}}"#);
+        assert!(matches!(
+            plan_launch(&b, &options()),
+            Err(LaunchError::MissingExecutable { .. })
+        ));
+    }
+}
