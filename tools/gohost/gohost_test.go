@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests build gohost and the plugins with the go command and run them
+// as real processes, the way the benchmarks and the pytest suite use them.
+
+var (
+	repoRoot string // the module root (where go.mod is)
+	binDir   string // freshly built gohost, healthy, hello-go
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	wd, err := os.Getwd()
+	if err != nil {
+		panic(err)
+	}
+	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
+	if _, err := os.Stat(filepath.Join(repoRoot, "go.mod")); err != nil {
+		panic("cannot find the module root from " + wd)
+	}
+	binDir, err = os.MkdirTemp("", "gohost-test-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(binDir)
+
+	for name, pkg := range map[string]string{
+		"gohost":   "./tools/gohost",
+		"healthy":  "./tests/goplugins/healthy",
+		"hello-go": "./examples/plugins/hello-go/server",
+	} {
+		cmd := exec.Command(goCommand(), "build", "-o", filepath.Join(binDir, name), pkg)
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Stderr.Write(out)
+			panic("go build " + pkg + ": " + err.Error())
+		}
+	}
+	return m.Run()
+}
+
+func goCommand() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// runOnce runs "gohost once ARGS..." and decodes its one JSON object.
+func runOnce(t *testing.T, dir string, args ...string) (onceResult, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "gohost"), append([]string{"once"}, args...)...)
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("gohost once: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var res onceResult
+	dec := json.NewDecoder(&stdout)
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("gohost once printed no JSON object (%v)\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if dec.More() {
+		t.Fatalf("gohost once printed more than one JSON value:\n%s", stdout.String())
+	}
+	return res, code
+}
+
+func logText(res onceResult) string {
+	return "host log:\n  " + strings.Join(res.Log, "\n  ")
+}
+
+// assertHealthyRun checks one clean start, ping and graceful stop.
+func assertHealthyRun(t *testing.T, res onceResult, code int) {
+	t.Helper()
+	if code != 0 || !res.PingOK {
+		t.Fatalf("want ping_ok and exit 0, got exit %d, start_error %q, ping_error %q\n%s",
+			code, res.StartError, res.PingError, logText(res))
+	}
+	if res.HealthStatus != "SERVING" {
+		t.Errorf("health status of service \"plugin\" = %q, want SERVING", res.HealthStatus)
+	}
+	if res.Protocol != "grpc" {
+		t.Errorf("protocol = %q, want grpc", res.Protocol)
+	}
+	if !res.Graceful {
+		t.Errorf("Kill was not graceful (go-plugin logged %q)\n%s", gracefulFailureMessage, logText(res))
+	}
+	if !res.Exited || res.ExitCode != 0 {
+		t.Errorf("want the plugin exited with status 0, got exited=%v exit_status=%q", res.Exited, res.ExitStatus)
+	}
+	if res.StartMs <= 0 || res.KillMs <= 0 {
+		t.Errorf("timings not filled in: start_ms=%v kill_ms=%v", res.StartMs, res.KillMs)
+	}
+}
+
+func TestOnceGoTestPluginPingsAndStopsGracefully(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "marker")
+	res, code := runOnce(t, repoRoot, "--env", "PLUGVISOR_TEST_MARKER="+marker, "--", filepath.Join(binDir, "healthy"))
+	assertHealthyRun(t, res, code)
+	if res.Network != "unix" {
+		t.Errorf("network = %q, want unix (go-plugin's default off Windows)", res.Network)
+	}
+	got, err := os.ReadFile(marker)
+	if err != nil || string(got) != "stopped" {
+		t.Errorf("stop marker = %q (%v), want \"stopped\": the plugin's code after plugin.Serve did not run", got, err)
+	}
+	if !strings.Contains(strings.Join(res.Log, "\n"), "controller shutdown") {
+		t.Errorf("the plugin did not log its controller-shutdown path\n%s", logText(res))
+	}
+}
+
+func TestOnceHelloGoExample(t *testing.T) {
+	res, code := runOnce(t, repoRoot, "--", filepath.Join(binDir, "hello-go"))
+	assertHealthyRun(t, res, code)
+}
+
+func TestOnceReportsAPluginThatExitsBeforeItsHandshake(t *testing.T) {
+	res, code := runOnce(t, repoRoot, "--", "/bin/sh", "-c", "echo oops >&2; exit 7")
+	if code != 1 || res.PingOK {
+		t.Fatalf("want exit 1 and ping_ok false, got exit %d ping_ok %v", code, res.PingOK)
+	}
+	if res.StartError == "" || !strings.HasPrefix(res.PingError, "not pinged") {
+		t.Errorf("want a start error and ping_error \"not pinged...\", got %q / %q", res.StartError, res.PingError)
+	}
+	if res.ExitCode != 7 {
+		t.Errorf("exit_code = %d (%q), want 7", res.ExitCode, res.ExitStatus)
+	}
+}
+
+func TestOnceTCPFlagRejectsAUnixPlugin(t *testing.T) {
+	// A go-plugin Go plugin always listens on a unix socket off Windows, so
+	// --tcp must say so rather than report a tcp run.
+	res, code := runOnce(t, repoRoot, "--tcp", "--", filepath.Join(binDir, "healthy"))
+	if code != 1 || !strings.Contains(res.StartError, "announced \"unix\"") {
+		t.Fatalf("want exit 1 and a --tcp error, got exit %d start_error %q", code, res.StartError)
+	}
+}
+
+// The Python SDK's example plugin under go-plugin's own host. It needs the
+// test venv (.venv, made by scripts/setup) and the example's venv (made by
+// scripts/setup-python).
+func TestOnceHelloPythonExample(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(repoRoot, ".venv", "bin", "python")); err != nil {
+		t.Skip("no Python test venv at .venv/bin/python: run scripts/setup first")
+	}
+	bundle := filepath.Join(repoRoot, "examples", "plugins", "hello-python")
+	python := filepath.Join(bundle, "venv", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		t.Fatalf("%s is missing: run scripts/setup-python to create the hello-python plugin's venv (%v)", python, err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "plugin.py")); err != nil {
+		t.Fatalf("the hello-python example has no plugin.py: %v", err)
+	}
+	// Like plugvisor and the design's Python runtime: the bundle is the
+	// working directory and the script path is relative to it.
+	res, code := runOnce(t, bundle, "--dir", bundle, "--", python, "plugin.py")
+	assertHealthyRun(t, res, code)
+}
