@@ -194,6 +194,7 @@ impl Supervisor {
         let deadline = Instant::now() + plan.start_timeout;
         let socket_dir = tempfile::Builder::new()
             .prefix("plugvisor-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(SupervisorError::SocketDir)?;
         let spec = SpawnSpec {

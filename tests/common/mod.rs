@@ -1,0 +1,163 @@
+//! Shared helpers for the integration tests: bundles around the fake plugin,
+//! the real Python and Go plugins, and /proc checks for leftover processes.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const FAKE_PLUGIN: &str = env!("CARGO_BIN_EXE_plugvisor-fake-plugin");
+pub const PLUGVISOR: &str = env!("CARGO_BIN_EXE_plugvisor");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An artifact built by `./scripts/setup`; fails clearly when it is missing.
+pub fn built_artifact(relative: &str) -> PathBuf {
+    let path = repo_root().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/setup (the README's test command does) first",
+        path.display()
+    );
+    path
+}
+
+/// The test venv's interpreter (grpcio installed).
+pub fn test_python() -> PathBuf {
+    built_artifact(".venv/bin/python")
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A native bundle whose executable runs the fake plugin with `flags`.
+pub fn native_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
+    let dir = root.join(id);
+    write_file(
+        &dir.join("plugin.json"),
+        &format!(r#"{{"id":"{id}","version":"1.0.0","server":{{"executable":"bin/plugin"}}}}"#),
+        0o644,
+    );
+    let quoted: Vec<String> = flags.split_whitespace().map(|f| format!("'{f}'")).collect();
+    write_file(
+        &dir.join("bin/plugin"),
+        &format!("#!/bin/sh\nexec {FAKE_PLUGIN} {}\n", quoted.join(" ")),
+        0o755,
+    );
+    dir
+}
+
+/// The seed's fake interpreter: a Python-shaped bundle (`plugin.py`) whose
+/// `venv/bin/python` is the fake plugin; `flags` go in plugin.py's first line.
+pub fn python_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
+    let dir = root.join(id);
+    write_file(
+        &dir.join("plugin.json"),
+        &format!(r#"{{"id":"{id}","version":"1.0.0","server":{{"executable":"plugin.py"}}}}"#),
+        0o644,
+    );
+    write_file(&dir.join("plugin.py"), &format!("# fake: {flags}\n"), 0o644);
+    std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
+    std::os::unix::fs::symlink(FAKE_PLUGIN, dir.join("venv/bin/python")).unwrap();
+    dir
+}
+
+/// A copy of a bundle from the repository (examples or test plugins).
+pub fn copy_bundle(from: &Path, to: &Path) -> PathBuf {
+    assert!(from.is_dir(), "{} is missing", from.display());
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_bundle(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+    to.to_path_buf()
+}
+
+/// Fields of /proc/PID/stat after the command name: (state, ppid, pgrp, session).
+fn proc_stat(pid: i32) -> Option<(char, i32, i32, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &text[text.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgrp, session))
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether the process exists at all (a zombie counts: it was not reaped).
+pub fn exists(pid: u32) -> bool {
+    proc_stat(pid as i32).is_some()
+}
+
+pub fn is_zombie(pid: u32) -> bool {
+    matches!(proc_stat(pid as i32), Some(('Z', ..)))
+}
+
+/// Processes (zombies included) whose process group or session is `pid`.
+pub fn group_or_session_members(pid: u32) -> Vec<i32> {
+    let pid = pid as i32;
+    all_pids()
+        .into_iter()
+        .filter(|&p| matches!(proc_stat(p), Some((_, _, pgrp, session)) if pgrp == pid || session == pid))
+        .collect()
+}
+
+/// Zombie children of this test process.
+pub fn my_zombies() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    all_pids()
+        .into_iter()
+        .filter(|&p| matches!(proc_stat(p), Some(('Z', ppid, ..)) if ppid == me))
+        .collect()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts that nothing of the plugin (group, session, zombie) is left.
+pub fn assert_no_leftovers(pid: u32) {
+    assert!(
+        eventually(Duration::from_secs(5), || group_or_session_members(pid).is_empty()),
+        "processes left in group/session {pid}: {:?}",
+        group_or_session_members(pid)
+    );
+    assert!(!exists(pid), "plugin {pid} still exists (zombie: {})", is_zombie(pid));
+}
+
+/// Pids written one per line by the fake plugin's --pid-file / --spawn-log.
+pub fn read_pids(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}

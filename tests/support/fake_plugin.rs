@@ -1,0 +1,258 @@
+//! A test plugin that misbehaves on request. Stands in for a Python interpreter
+//! too: when argv[1] is a file, its first line may hold more flags after
+//! `# fake:` (so a bundle's `plugin.py` can choose the behaviour).
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+use plugvisor::proto::grpc_controller_server::{GrpcController, GrpcControllerServer};
+use tonic_health::ServingStatus;
+
+#[derive(Parser, Debug, Clone)]
+struct Flags {
+    /// A script path, when run as an interpreter; its `# fake:` line adds flags.
+    script: Option<String>,
+    #[arg(long, default_value = "tcp")]
+    network: String,
+    /// serving, not_serving, or hang (accept connections, never answer).
+    #[arg(long, default_value = "serving")]
+    health: String,
+    /// Offer plugin.GRPCController.
+    #[arg(long)]
+    controller: bool,
+    /// Lines of garbage printed before the handshake.
+    #[arg(long, default_value_t = 0)]
+    garbage: usize,
+    /// Print this instead of a real handshake ({addr} is replaced).
+    #[arg(long)]
+    handshake: Option<String>,
+    /// Print no handshake at all and wait.
+    #[arg(long)]
+    no_handshake: bool,
+    /// Print a line this long (bytes, no newline) before anything else.
+    #[arg(long, default_value_t = 0)]
+    huge_line: usize,
+    /// Exit with this code before the handshake.
+    #[arg(long)]
+    exit_before: Option<i32>,
+    /// Exit this many ms after the handshake (code 3, or SIGSEGV with --segv).
+    #[arg(long)]
+    crash_after_ms: Option<u64>,
+    #[arg(long)]
+    segv: bool,
+    #[arg(long)]
+    ignore_sigterm: bool,
+    /// Start a grandchild in our process group (`sleep`).
+    #[arg(long)]
+    grandchild: bool,
+    /// Start a daemonized grandchild in a new session.
+    #[arg(long)]
+    daemon_grandchild: bool,
+    /// Write the pids of grandchildren to this file.
+    #[arg(long)]
+    pid_file: Option<String>,
+    /// Write "controller" or "sigterm" here when told to stop.
+    #[arg(long)]
+    marker: Option<String>,
+    /// Lines written to stderr at start.
+    #[arg(long)]
+    stderr: Vec<String>,
+    /// Bytes written to stderr after the handshake.
+    #[arg(long, default_value_t = 0)]
+    flood_stderr: u64,
+    /// Close stdout right after the handshake.
+    #[arg(long)]
+    close_stdout: bool,
+    /// Append a line to this file at each start (counts spawns).
+    #[arg(long)]
+    spawn_log: Option<String>,
+}
+
+fn flags() -> Flags {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(script) = args.get(1)
+        && let Ok(text) = std::fs::read_to_string(script)
+        && let Some(extra) = text.lines().next().and_then(|l| l.strip_prefix("# fake:"))
+    {
+        args.extend(extra.split_whitespace().map(str::to_string));
+    }
+    Flags::parse_from(args)
+}
+
+struct Controller {
+    marker: Option<String>,
+}
+
+#[tonic::async_trait]
+impl GrpcController for Controller {
+    async fn shutdown(
+        &self,
+        _: tonic::Request<plugvisor::proto::Empty>,
+    ) -> Result<tonic::Response<plugvisor::proto::Empty>, tonic::Status> {
+        write_marker(&self.marker, "controller");
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            std::process::exit(0);
+        });
+        Ok(tonic::Response::new(plugvisor::proto::Empty {}))
+    }
+}
+
+fn write_marker(marker: &Option<String>, text: &str) {
+    if let Some(path) = marker {
+        let _ = std::fs::write(path, text);
+    }
+}
+
+fn append(path: &Option<String>, line: &str) {
+    if let Some(path) = path {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open log file");
+        writeln!(file, "{line}").expect("write log file");
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let flags = flags();
+    append(&flags.spawn_log, &std::process::id().to_string());
+    if flags.huge_line > 0 {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = flags.huge_line;
+        let mut out = std::io::stdout().lock();
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if out.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n;
+        }
+        let _ = out.flush();
+    }
+    for line in &flags.stderr {
+        eprintln!("{line}");
+    }
+    if let Some(code) = flags.exit_before {
+        std::process::exit(code);
+    }
+    if flags.grandchild || flags.daemon_grandchild {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("1000");
+        if flags.daemon_grandchild {
+            command.arg0("fake-daemon");
+            // SAFETY: setsid is async-signal-safe.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+            }
+        }
+        let child = command.spawn().expect("spawn grandchild");
+        append(&flags.pid_file, &child.id().to_string());
+    }
+    for i in 0..flags.garbage {
+        println!("garbage line {i}");
+    }
+
+    let (address, network) = serve(&flags).await;
+    if flags.no_handshake {
+        std::future::pending::<()>().await;
+    }
+    let line = match &flags.handshake {
+        Some(template) => template.replace("{addr}", &address),
+        None => format!("1|1|{network}|{address}|grpc"),
+    };
+    println!("{line}");
+    std::io::stdout().flush().unwrap();
+    if flags.close_stdout {
+        // SAFETY: closing our own stdout fd; nothing else uses it afterwards.
+        unsafe { nix::libc::close(1) };
+    }
+    if flags.flood_stderr > 0 {
+        let bytes = flags.flood_stderr;
+        std::thread::spawn(move || {
+            let line = [b'e'; 1023];
+            let mut err = std::io::stderr().lock();
+            let mut written = 0;
+            while written < bytes {
+                if err.write_all(&line).and_then(|_| err.write_all(b"\n")).is_err() {
+                    return;
+                }
+                written += 1024;
+            }
+        });
+    }
+    if let Some(ms) = flags.crash_after_ms {
+        let segv = flags.segv;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if segv {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSEGV);
+            }
+            std::process::exit(3);
+        });
+    }
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    loop {
+        sigterm.recv().await;
+        if !flags.ignore_sigterm {
+            write_marker(&flags.marker, "sigterm");
+            std::process::exit(0);
+        }
+        eprintln!("ignoring SIGTERM");
+    }
+}
+
+/// Starts the gRPC server (or a silent listener) and returns its address.
+async fn serve(flags: &Flags) -> (String, &'static str) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let status = match flags.health.as_str() {
+        "not_serving" => ServingStatus::NotServing,
+        _ => ServingStatus::Serving,
+    };
+    reporter.set_service_status("plugin", status).await;
+    let mut router = tonic::transport::Server::builder().add_service(health);
+    if flags.controller {
+        router = router.add_service(GrpcControllerServer::new(Controller {
+            marker: flags.marker.clone(),
+        }));
+    }
+    let hang = flags.health == "hang";
+    if flags.network == "unix" {
+        let dir = std::env::var("PLUGIN_UNIX_SOCKET_DIR").unwrap_or_else(|_| "/tmp".into());
+        let path = format!("{dir}/fake-{}.sock", std::process::id());
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        if hang {
+            tokio::spawn(hold_connections(async move || listener.accept().await.map(|(s, _)| s)));
+        } else {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            tokio::spawn(router.serve_with_incoming(incoming));
+        }
+        return (path, "unix");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    if hang {
+        tokio::spawn(hold_connections(async move || listener.accept().await.map(|(s, _)| s)));
+    } else {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(router.serve_with_incoming(incoming));
+    }
+    (address, "tcp")
+}
+
+/// Accepts connections and never reads or writes them.
+async fn hold_connections<S: Send + 'static>(
+    mut accept: impl AsyncFnMut() -> std::io::Result<S>,
+) {
+    let mut held = Vec::new();
+    while let Ok(stream) = accept().await {
+        held.push(stream);
+    }
+}
+
+use std::os::unix::process::CommandExt as _;
