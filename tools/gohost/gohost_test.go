@@ -181,3 +181,80 @@ func TestOnceHelloPythonExample(t *testing.T) {
 	res, code := runOnce(t, bundle, "--dir", bundle, "--", python, "plugin.py")
 	assertHealthyRun(t, res, code)
 }
+
+// runSub runs "gohost SUBCOMMAND ARGS..." and decodes its JSON into out.
+func runSub(t *testing.T, out interface{}, sub string, args ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "gohost"), append([]string{sub}, args...)...)
+	cmd.Dir = repoRoot
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("gohost %s: %v\nstderr:\n%s", sub, err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		t.Fatalf("gohost %s printed no JSON object (%v)\nstdout:\n%s\nstderr:\n%s", sub, err, stdout.String(), stderr.String())
+	}
+	return code
+}
+
+func TestBenchSubcommandsRunTheGoTestPlugin(t *testing.T) {
+	healthy := filepath.Join(binDir, "healthy")
+	for _, sub := range []string{"start", "stop", "scale"} {
+		var res struct {
+			Runs       []json.RawMessage `json:"runs"`
+			StartMs    stats             `json:"start_ms"`
+			KillMs     stats             `json:"kill_ms"`
+			Failures   int               `json:"failures"`
+			Ungraceful int               `json:"ungraceful"`
+		}
+		if code := runSub(t, &res, sub, "--count", "3", "--", healthy); code != 0 || res.Failures != 0 {
+			t.Errorf("gohost %s: exit %d, %d failures", sub, code, res.Failures)
+		}
+		if len(res.Runs) != 3 || res.StartMs.N != 3 || res.KillMs.N != 3 || res.Ungraceful != 0 {
+			t.Errorf("gohost %s: want 3 graceful runs, got %d runs, start n=%d kill n=%d, %d ungraceful",
+				sub, len(res.Runs), res.StartMs.N, res.KillMs.N, res.Ungraceful)
+		}
+	}
+
+	var ping struct {
+		PingMs   stats `json:"ping_ms"`
+		Failures int   `json:"failures"`
+	}
+	if code := runSub(t, &ping, "ping", "--count", "50", "--", healthy); code != 0 || ping.PingMs.N != 50 {
+		t.Errorf("gohost ping: exit %d, %d pings timed, %d failures", code, ping.PingMs.N, ping.Failures)
+	}
+}
+
+func TestCrashSubcommandSeesTheGoTestPluginExit(t *testing.T) {
+	var res struct {
+		Runs []struct {
+			StartMs    float64 `json:"start_ms"`
+			ExitedMs   float64 `json:"exited_ms"`
+			PingFailMs float64 `json:"ping_fail_ms"`
+			ExitStatus string  `json:"exit_status"`
+		} `json:"runs"`
+		Failures int `json:"failures"`
+	}
+	code := runSub(t, &res, "crash", "--crash-after-ms", "300", "--", filepath.Join(binDir, "healthy"))
+	if code != 0 || res.Failures != 0 || len(res.Runs) != 1 {
+		t.Fatalf("gohost crash: exit %d, %d failures, %d runs", code, res.Failures, len(res.Runs))
+	}
+	r := res.Runs[0]
+	if r.ExitStatus != "exit status 3" {
+		t.Errorf("exit_status = %q, want \"exit status 3\"", r.ExitStatus)
+	}
+	// The crash timer starts when go-plugin builds the gRPC server, after
+	// Client() was called; exited_ms and ping_fail_ms count from Client()
+	// returning. So start_ms plus either is at least the 300 ms.
+	if r.ExitedMs < 0 || r.PingFailMs < 0 || r.StartMs+r.ExitedMs < 290 || r.StartMs+r.PingFailMs < 290 {
+		t.Errorf("the crash was not seen, or seen too early: start_ms=%v exited_ms=%v ping_fail_ms=%v (the plugin crashes 300 ms in)",
+			r.StartMs, r.ExitedMs, r.PingFailMs)
+	}
+}
