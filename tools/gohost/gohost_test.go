@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -242,7 +244,10 @@ func TestCrashSubcommandSeesTheGoTestPluginExit(t *testing.T) {
 		} `json:"runs"`
 		Failures int `json:"failures"`
 	}
-	code := runSub(t, &res, "crash", "--crash-after-ms", "300", "--", filepath.Join(binDir, "healthy"))
+	// go-plugin's host leaves the socket of a crashed plugin behind; keep it
+	// out of /tmp.
+	code := runSub(t, &res, "crash", "--crash-after-ms", "300", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(),
+		"--", filepath.Join(binDir, "healthy"))
 	if code != 0 || res.Failures != 0 || len(res.Runs) != 1 {
 		t.Fatalf("gohost crash: exit %d, %d failures, %d runs", code, res.Failures, len(res.Runs))
 	}
@@ -256,5 +261,63 @@ func TestCrashSubcommandSeesTheGoTestPluginExit(t *testing.T) {
 	if r.ExitedMs < 0 || r.PingFailMs < 0 || r.StartMs+r.ExitedMs < 290 || r.StartMs+r.PingFailMs < 290 {
 		t.Errorf("the crash was not seen, or seen too early: start_ms=%v exited_ms=%v ping_fail_ms=%v (the plugin crashes 300 ms in)",
 			r.StartMs, r.ExitedMs, r.PingFailMs)
+	}
+}
+
+// The Go test plugin on its own, as plugvisor drives it: SIGTERM takes the
+// same way out of plugin.Serve as the controller, so the socket goes away.
+func TestHealthyPluginStopsCleanlyOnSIGTERM(t *testing.T) {
+	sockDir := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "marker")
+	cmd := exec.Command(filepath.Join(binDir, "healthy"))
+	cmd.Env = append(os.Environ(),
+		Handshake.MagicCookieKey+"="+Handshake.MagicCookieValue,
+		"PLUGIN_PROTOCOL_VERSIONS=1",
+		"PLUGIN_UNIX_SOCKET_DIR="+sockDir,
+		"PLUGVISOR_TEST_MARKER="+marker,
+	)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		t.Fatalf("no handshake line: %v\nstderr:\n%s", err, stderr.String())
+	}
+	parts := strings.Split(strings.TrimSpace(line), "|")
+	if len(parts) != 6 || parts[0] != "1" || parts[1] != "1" || parts[2] != "unix" || parts[4] != "grpc" || parts[5] != "" {
+		t.Errorf("handshake line = %q, want 1|1|unix|ADDR|grpc| (empty cert field)", line)
+	}
+	if len(parts) > 3 && filepath.Dir(parts[3]) != sockDir {
+		t.Errorf("socket %q is not in PLUGIN_UNIX_SOCKET_DIR %q", parts[3], sockDir)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v, want status 0\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("still running 10 s after SIGTERM\nstderr:\n%s", stderr.String())
+	}
+	if got, err := os.ReadFile(marker); err != nil || string(got) != "stopped" {
+		t.Errorf("stop marker = %q (%v), want \"stopped\"", got, err)
+	}
+	if left, _ := os.ReadDir(sockDir); len(left) != 0 {
+		t.Errorf("the unix socket was left behind: %v", left)
+	}
+	if !strings.Contains(stderr.String(), `"reason":"signal terminated"`) {
+		t.Errorf("no \"healthy stopping\" line with reason \"signal terminated\" on stderr:\n%s", stderr.String())
 	}
 }

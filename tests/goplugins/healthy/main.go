@@ -18,12 +18,15 @@
 //     before SIGKILL.
 //   - SIGINT is swallowed by plugin.Serve (logged at trace level and ignored).
 //   - SIGTERM is not handled by go-plugin at all, so without signal.Notify the
-//     process dies at once. This plugin catches it, logs, writes the marker
-//     and exits 0. plugvisor sends SIGTERM after the controller call; go-plugin's
-//     host never sends it.
+//     process dies at once (and leaves its unix socket file behind). This
+//     plugin catches it and stops the gRPC server itself, which takes the
+//     same path out of plugin.Serve (socket removed), then exits 0.
+//     plugvisor sends SIGTERM after the controller call; go-plugin's host
+//     never sends it.
 //
-// Both paths log a line saying which one ran ("reason": "controller shutdown"
-// or "signal"), and the marker file says "stopped" either way.
+// Both paths log a "healthy stopping" line whose "reason" says which one ran
+// ("controller shutdown" or "signal terminated"), and the marker file says
+// "stopped" either way.
 package main
 
 import (
@@ -95,19 +98,32 @@ func main() {
 		crashAfter = time.Duration(ms) * time.Millisecond
 	}
 
+	var server atomic.Pointer[grpc.Server]
+	var stopReason atomic.Value // string; set by the SIGTERM handler
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
 		sig := <-sigs
-		stopped("signal", "signal", sig.String())
-		os.Exit(0)
+		srv := server.Load()
+		if srv == nil {
+			stopped("signal before serving", "signal", sig.String())
+			os.Exit(0)
+		}
+		// Stop the gRPC server the way GRPCController.Shutdown does, so
+		// plugin.Serve returns and closes (and removes) its unix socket.
+		stopReason.Store("signal " + sig.String())
+		srv.Stop()
+		time.AfterFunc(2*time.Second, func() {
+			stopped("signal, plugin.Serve did not return", "signal", sig.String())
+			os.Exit(0)
+		})
 	}()
 
-	var serving atomic.Bool
 	grpcServer := func(opts []grpc.ServerOption) *grpc.Server {
 		// go-plugin calls this in GRPCServer.Init, after the listener is
 		// open and right before it prints the handshake line.
-		serving.Store(true)
+		srv := plugin.DefaultGRPCServer(opts)
+		server.Store(srv)
 		if crashAfter >= 0 {
 			logger.Info("will crash", "after_ms", crashAfter.Milliseconds())
 			time.AfterFunc(crashAfter, func() {
@@ -115,7 +131,7 @@ func main() {
 				os.Exit(3)
 			})
 		}
-		return plugin.DefaultGRPCServer(opts)
+		return srv
 	}
 
 	logger.Info("healthy starting", "pid", os.Getpid())
@@ -125,10 +141,14 @@ func main() {
 		GRPCServer:      grpcServer,
 		Logger:          logger,
 	})
-	if !serving.Load() {
+	if server.Load() == nil {
 		// Serve logged why (for example the listener could not be opened).
 		logger.Error("healthy never started serving")
 		os.Exit(1)
 	}
-	stopped("controller shutdown")
+	if reason, ok := stopReason.Load().(string); ok {
+		stopped(reason)
+	} else {
+		stopped("controller shutdown")
+	}
 }
