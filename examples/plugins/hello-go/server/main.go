@@ -61,8 +61,10 @@ func main() {
 	})
 
 	// go-plugin ignores SIGINT while serving and leaves SIGTERM at Go's
-	// default (die at once). A host that sends SIGTERM gets a log line and a
-	// clean exit instead.
+	// default (die at once). A host that sends SIGTERM gets a log line and
+	// exit status 0 instead. (The unix socket stays behind on this path;
+	// plugvisor removes the private PLUGIN_UNIX_SOCKET_DIR it gave the plugin.
+	// tests/goplugins/healthy shows how to leave through plugin.Serve instead.)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
 	go func() {
