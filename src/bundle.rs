@@ -129,7 +129,10 @@ pub fn scan_plugins_dir(plugins_dir: &Path) -> Result<Scan, ScanError> {
     let mut by_id: BTreeMap<String, Vec<Bundle>> = BTreeMap::new();
     for dir in dirs {
         match Bundle::load(&dir) {
-            Ok(bundle) => by_id.entry(bundle.id().to_string()).or_default().push(bundle),
+            Ok(bundle) => by_id
+                .entry(bundle.id().to_string())
+                .or_default()
+                .push(bundle),
             Err(error) => scan.errors.push(error),
         }
     }
@@ -178,9 +181,15 @@ mod tests {
         assert_eq!(scan.bundles[0].id(), "good-one");
         assert_eq!(scan.errors.len(), 2);
         let broken = scan.errors[0].to_string();
-        assert!(broken.contains("broken/plugin.json") && broken.contains("line 1"), "{broken}");
+        assert!(
+            broken.contains("broken/plugin.json") && broken.contains("line 1"),
+            "{broken}"
+        );
         let empty = scan.errors[1].to_string();
-        assert!(empty.contains("empty/plugin.json") && empty.contains("no such file"), "{empty}");
+        assert!(
+            empty.contains("empty/plugin.json") && empty.contains("no such file"),
+            "{empty}"
+        );
     }
 
     #[test]
@@ -192,7 +201,10 @@ mod tests {
         assert!(scan.bundles.is_empty());
         assert_eq!(scan.errors.len(), 2);
         let message = scan.errors[0].to_string();
-        assert!(message.contains("/a") && message.contains("/b"), "{message}");
+        assert!(
+            message.contains("/a") && message.contains("/b"),
+            "{message}"
+        );
     }
 
     #[test]

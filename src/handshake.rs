@@ -81,9 +81,7 @@ pub struct Handshake {
 /// Why a handshake line was refused. Each message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeLineError {
-    #[error(
-        "malformed handshake line {line:?}: expected CORE|APP|NETWORK|ADDR|PROTOCOL, {reason}"
-    )]
+    #[error("malformed handshake line {line:?}: expected CORE|APP|NETWORK|ADDR|PROTOCOL, {reason}")]
     Malformed { line: String, reason: String },
     #[error(
         "plugin speaks go-plugin core protocol {got}, but plugvisor speaks {CORE_PROTOCOL_VERSION}; rebuild the plugin with a current go-plugin or SDK"
@@ -201,8 +199,8 @@ mod tests {
         assert_eq!(tcp.network, Network::Tcp);
         assert_eq!(tcp.address, "127.0.0.1:1234");
         assert_eq!(tcp.server_cert, None);
-        let unix = parse_handshake_line("1|2|unix|/tmp/x/plugin.sock|grpc|CERT|true", &[1, 2])
-            .unwrap();
+        let unix =
+            parse_handshake_line("1|2|unix|/tmp/x/plugin.sock|grpc|CERT|true", &[1, 2]).unwrap();
         assert_eq!(unix.network, Network::Unix);
         assert_eq!(unix.app_version, 2);
         assert_eq!(unix.server_cert.as_deref(), Some("CERT"));
@@ -297,7 +295,13 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for line in ["|||||||", "1|||||||", "1|99999999999|tcp|a|grpc", "1|1|unix|\u{0}|grpc", "\u{feff}1|1"] {
+        for line in [
+            "|||||||",
+            "1|||||||",
+            "1|99999999999|tcp|a|grpc",
+            "1|1|unix|\u{0}|grpc",
+            "\u{feff}1|1",
+        ] {
             let _ = parse_handshake_line(line, &[1]);
         }
     }

@@ -5,7 +5,9 @@
 //! ([`manifest`], [`bundle`], [`runtime`], [`handshake`]).
 
 pub mod bundle;
+pub mod environment;
 pub mod handshake;
+pub mod health;
 pub mod manifest;
 pub mod process;
 pub mod runtime;

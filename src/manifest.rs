@@ -75,11 +75,20 @@ pub enum ManifestError {
     },
     #[error("field `server.executables`: unknown platform key {key:?}; expected one of {}", PLATFORM_KEYS.join(", "))]
     UnknownPlatform { key: String },
-    #[error("field `server.runtime`: unsupported runtime {runtime:?}; the only runtime plugvisor knows is \"python\" (omit the field for a native executable)")]
+    #[error(
+        "field `server.runtime`: unsupported runtime {runtime:?}; the only runtime plugvisor knows is \"python\" (omit the field for a native executable)"
+    )]
     UnknownRuntime { runtime: String },
-    #[error("field `{field}`: no executable for platform {platform}; add `server.executables.{platform}` or `server.executable`")]
-    NoExecutable { field: &'static str, platform: String },
-    #[error("field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle")]
+    #[error(
+        "field `{field}`: no executable for platform {platform}; add `server.executables.{platform}` or `server.executable`"
+    )]
+    NoExecutable {
+        field: &'static str,
+        platform: String,
+    },
+    #[error(
+        "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
+    )]
     UnsafePath {
         field: String,
         path: String,
@@ -376,7 +385,8 @@ mod tests {
     fn unknown_platform_and_runtime_are_refused() {
         let err = parse(r#"{"id":"abc","server":{"executables":{"linux-386":"x"}}}"#).unwrap_err();
         assert!(matches!(err, ManifestError::UnknownPlatform { .. }));
-        let err = parse(r#"{"id":"abc","server":{"executable":"x","runtime":"ruby"}}"#).unwrap_err();
+        let err =
+            parse(r#"{"id":"abc","server":{"executable":"x","runtime":"ruby"}}"#).unwrap_err();
         assert!(matches!(err, ManifestError::UnknownRuntime { .. }));
     }
 

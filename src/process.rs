@@ -103,7 +103,9 @@ impl PluginProcess {
     pub fn signal_group(&self, signal: Signal) {
         match killpg(Pid::from_raw(self.pid as i32), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(error) => tracing::warn!(pid = self.pid, %error, ?signal, "cannot signal plugin process group"),
+            Err(error) => {
+                tracing::warn!(pid = self.pid, %error, ?signal, "cannot signal plugin process group")
+            }
         }
     }
 }

@@ -125,7 +125,11 @@ pub fn interpreter_candidates(
         .map(|rel| InterpreterCandidate::Path(bundle_dir.join(rel)))
         .collect();
     candidates.extend(configured.map(|p| InterpreterCandidate::Path(p.to_path_buf())));
-    candidates.extend(PATH_INTERPRETERS.iter().map(|n| InterpreterCandidate::OnPath(n)));
+    candidates.extend(
+        PATH_INTERPRETERS
+            .iter()
+            .map(|n| InterpreterCandidate::OnPath(n)),
+    );
     candidates
 }
 
@@ -148,7 +152,9 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
             start_timeout: options.python_start_timeout,
         });
     }
-    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode()).unwrap_or(0);
+    let mode = std::fs::metadata(&file)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
     if mode & 0o111 == 0 {
         return Err(LaunchError::NotExecutable {
             field,
@@ -295,7 +301,10 @@ mod tests {
     #[test]
     fn native_file_must_exist_and_be_executable() {
         let dir = tempfile::tempdir().unwrap();
-        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin"}}"#);
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin"}}"#,
+        );
         assert!(matches!(
             plan_launch(&b, &options()),
             Err(LaunchError::MissingExecutable { .. })
@@ -317,7 +326,10 @@ mod tests {
         write_executable(&outside.path().join("evil"));
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path().join("evil"), dir.path().join("plugin")).unwrap();
-        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin"}}"#);
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin"}}"#,
+        );
         let err = plan_launch(&b, &options()).unwrap_err();
         assert!(matches!(err, LaunchError::SymlinkEscape { .. }), "{err}");
         // A symlink that stays inside is fine.
@@ -332,7 +344,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("plugin.py"), "").unwrap();
         write_executable(&dir.path().join(".venv/bin/python3"));
-        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin.py"}}"#);
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
+        );
         let configured = tempfile::tempdir().unwrap();
         write_executable(&configured.path().join("python"));
         let plan = plan_launch(
@@ -390,7 +405,10 @@ mod tests {
     #[test]
     fn python_script_must_exist() {
         let dir = tempfile::tempdir().unwrap();
-        let b = bundle(dir.path(), r#"{"id":"abc","server":{"executable":"plugin.py"}}"#);
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
+        );
         assert!(matches!(
             plan_launch(&b, &options()),
             Err(LaunchError::MissingExecutable { .. })

@@ -96,7 +96,9 @@ pub enum SupervisorError {
         program: String,
         source: std::io::Error,
     },
-    #[error("plugin printed no handshake within {after:?}{skipped}; raise the start timeout if it is slow to start{stderr}")]
+    #[error(
+        "plugin printed no handshake within {after:?}{skipped}; raise the start timeout if it is slow to start{stderr}"
+    )]
     HandshakeTimeout {
         after: Duration,
         skipped: SkippedLines,
@@ -230,8 +232,7 @@ impl Supervisor {
         let handshake = match read {
             Ok(Ok(handshake)) => handshake,
             failed => {
-                let error =
-                    handshake_failure(failed, plan.start_timeout, skipped, &process).await;
+                let error = handshake_failure(failed, plan.start_timeout, skipped, &process).await;
                 // Let the stderr relay catch the last lines of an exited plugin.
                 let _ = tokio::time::timeout(Duration::from_millis(200), stderr_relay).await;
                 return Err(kill_and_wrap(&process, &stderr, error).await);
@@ -240,15 +241,14 @@ impl Supervisor {
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
 
         let connect_budget = deadline.saturating_duration_since(Instant::now());
-        let channel = match connect(&handshake, connect_budget.max(Duration::from_millis(100)))
-            .await
-        {
-            Ok(channel) => channel,
-            Err(source) => {
-                let error = PartialError::Connect(source);
-                return Err(kill_and_wrap(&process, &stderr, error).await);
-            }
-        };
+        let channel =
+            match connect(&handshake, connect_budget.max(Duration::from_millis(100))).await {
+                Ok(channel) => channel,
+                Err(source) => {
+                    let error = PartialError::Connect(source);
+                    return Err(kill_and_wrap(&process, &stderr, error).await);
+                }
+            };
         tokio::spawn(consume_stdio_stream(channel.clone()).instrument(span.clone()));
         span.in_scope(|| {
             tracing::debug!(pid = process.pid(), address = %handshake.address, "plugin connected")
@@ -386,7 +386,12 @@ impl Supervisor {
         let status = self.process.exited().await;
         // Leftover members of the group (grandchildren) die with the plugin.
         self.process.signal_group(Signal::SIGKILL);
-        drop(self.socket_dir.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(
+            self.socket_dir
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         let took = started.elapsed();
         tracing::debug!(?method, ?took, status = %describe_exit(status), "plugin stopped");
         StopReport {
@@ -410,7 +415,11 @@ impl Supervisor {
                 }
                 tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => true,
                 code => {
-                    tracing::debug!(?code, message = status.message(), "controller Shutdown failed");
+                    tracing::debug!(
+                        ?code,
+                        message = status.message(),
+                        "controller Shutdown failed"
+                    );
                     false
                 }
             },

@@ -18,6 +18,9 @@ struct Flags {
     /// serving, not_serving, or hang (accept connections, never answer).
     #[arg(long, default_value = "serving")]
     health: String,
+    /// Switch health to NOT_SERVING this many ms after start.
+    #[arg(long)]
+    unhealthy_after_ms: Option<u64>,
     /// Offer plugin.GRPCController.
     #[arg(long)]
     controller: bool,
@@ -178,7 +181,11 @@ async fn main() {
             let mut err = std::io::stderr().lock();
             let mut written = 0;
             while written < bytes {
-                if err.write_all(&line).and_then(|_| err.write_all(b"\n")).is_err() {
+                if err
+                    .write_all(&line)
+                    .and_then(|_| err.write_all(b"\n"))
+                    .is_err()
+                {
                     return;
                 }
                 written += 1024;
@@ -215,6 +222,14 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
         _ => ServingStatus::Serving,
     };
     reporter.set_service_status("plugin", status).await;
+    if let Some(ms) = flags.unhealthy_after_ms {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            reporter
+                .set_service_status("plugin", ServingStatus::NotServing)
+                .await;
+        });
+    }
     let mut router = tonic::transport::Server::builder().add_service(health);
     if flags.controller {
         router = router.add_service(GrpcControllerServer::new(Controller {
@@ -227,7 +242,9 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
         let path = format!("{dir}/fake-{}.sock", std::process::id());
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         if hang {
-            tokio::spawn(hold_connections(async move || listener.accept().await.map(|(s, _)| s)));
+            tokio::spawn(hold_connections(async move || {
+                listener.accept().await.map(|(s, _)| s)
+            }));
         } else {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             tokio::spawn(router.serve_with_incoming(incoming));
@@ -237,7 +254,9 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     if hang {
-        tokio::spawn(hold_connections(async move || listener.accept().await.map(|(s, _)| s)));
+        tokio::spawn(hold_connections(async move || {
+            listener.accept().await.map(|(s, _)| s)
+        }));
     } else {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tokio::spawn(router.serve_with_incoming(incoming));
@@ -246,9 +265,7 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
 }
 
 /// Accepts connections and never reads or writes them.
-async fn hold_connections<S: Send + 'static>(
-    mut accept: impl AsyncFnMut() -> std::io::Result<S>,
-) {
+async fn hold_connections<S: Send + 'static>(mut accept: impl AsyncFnMut() -> std::io::Result<S>) {
     let mut held = Vec::new();
     while let Ok(stream) = accept().await {
         held.push(stream);
