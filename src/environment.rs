@@ -113,7 +113,7 @@ pub struct Event {
 /// A bundle found in the plugins directory, or one that failed to load.
 #[derive(Debug, Clone)]
 pub enum Available {
-    Bundle(Bundle),
+    Bundle(Box<Bundle>),
     Invalid(BundleError),
 }
 
@@ -218,7 +218,7 @@ impl Environment {
             .inner
             .slots
             .values()
-            .map(|s| Available::Bundle(s.bundle.clone()));
+            .map(|s| Available::Bundle(Box::new(s.bundle.clone())));
         let invalid = self.inner.invalid.iter().cloned().map(Available::Invalid);
         valid.chain(invalid).collect()
     }
