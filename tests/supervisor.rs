@@ -27,7 +27,9 @@ async fn start(dir: &Path) -> Result<Supervisor, SupervisorError> {
 
 /// Starts a plugin expected to fail, and checks it left nothing behind.
 async fn start_failure(dir: &Path) -> SupervisorError {
-    let error = start(dir).await.expect_err("the plugin should fail to start");
+    let error = start(dir)
+        .await
+        .expect_err("the plugin should fail to start");
     assert!(my_zombies().is_empty(), "zombies: {:?}", my_zombies());
     error
 }
@@ -44,7 +46,10 @@ async fn seed_fake_interpreter_serves_health_and_is_reaped() {
         .await
         .unwrap();
     assert!(!supervisor.has_hooks());
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     supervisor.ping().await.unwrap();
     let pid = supervisor.pid();
     assert!(exists(pid));
@@ -68,7 +73,10 @@ async fn unix_socket_plugin_stops_through_the_controller() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket_dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "socket dir must be private");
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
@@ -98,7 +106,10 @@ async fn garbage_before_the_handshake_is_skipped() {
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(root.path(), "garbage-first", "--garbage 3");
     let supervisor = start(&dir).await.unwrap();
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     let pid = supervisor.pid();
     supervisor.stop().await;
     assert_no_leftovers(pid);
@@ -181,7 +192,10 @@ async fn exit_before_handshake_reports_status_and_stderr() {
 async fn no_handshake_times_out() {
     let root = tempfile::tempdir().unwrap();
     let pid_file = root.path().join("pids");
-    let flags = format!("--garbage 2 --no-handshake --spawn-log {}", pid_file.display());
+    let flags = format!(
+        "--garbage 2 --no-handshake --spawn-log {}",
+        pid_file.display()
+    );
     let dir = native_fake_bundle(root.path(), "silent", &flags);
     let error = start_failure(&dir).await;
     match &error {
@@ -226,7 +240,10 @@ async fn sigterm_ignored_escalates_to_sigkill() {
     let supervisor = Supervisor::start("stubborn", &short_timeout(&dir), &config)
         .await
         .unwrap();
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Kill);
@@ -240,14 +257,18 @@ async fn grandchildren_in_the_group_die_with_the_plugin() {
     let flags = format!("--grandchild --pid-file {}", pid_file.display());
     let dir = native_fake_bundle(root.path(), "forker", &flags);
     let supervisor = start(&dir).await.unwrap();
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     let grandchild = read_pids(&pid_file)[0];
     assert!(exists(grandchild));
     let pid = supervisor.pid();
     supervisor.stop().await;
     assert_no_leftovers(pid);
     assert!(
-        eventually(Duration::from_secs(2), || !exists(grandchild) || is_zombie(grandchild)),
+        eventually(Duration::from_secs(2), || !exists(grandchild)
+            || is_zombie(grandchild)),
         "grandchild {grandchild} survived"
     );
 }
@@ -280,7 +301,10 @@ async fn real_python_plugin_on_grpcio_without_sdk() {
     let supervisor = Supervisor::start("raw-grpcio", &plan, &SupervisorConfig::default())
         .await
         .unwrap();
-    supervisor.wait_healthy(Duration::from_secs(10)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     // No controller in a raw grpcio plugin: SIGTERM at once, and it exits cleanly.
@@ -307,7 +331,10 @@ async fn real_go_plugin_built_with_go_plugin() {
         supervisor.handshake().network,
         plugvisor::handshake::Network::Unix
     );
-    supervisor.wait_healthy(Duration::from_secs(5)).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);

@@ -146,11 +146,16 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// Asserts that nothing of the plugin (group, session, zombie) is left.
 pub fn assert_no_leftovers(pid: u32) {
     assert!(
-        eventually(Duration::from_secs(5), || group_or_session_members(pid).is_empty()),
+        eventually(Duration::from_secs(5), || group_or_session_members(pid)
+            .is_empty()),
         "processes left in group/session {pid}: {:?}",
         group_or_session_members(pid)
     );
-    assert!(!exists(pid), "plugin {pid} still exists (zombie: {})", is_zombie(pid));
+    assert!(
+        !exists(pid),
+        "plugin {pid} still exists (zombie: {})",
+        is_zombie(pid)
+    );
 }
 
 /// Pids written one per line by the fake plugin's --pid-file / --spawn-log.

@@ -153,6 +153,8 @@ async fn main() {
                 command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
             }
         }
+        // Left running on purpose: the host must clean it up.
+        #[allow(clippy::zombie_processes)]
         let child = command.spawn().expect("spawn grandchild");
         append(&flags.pid_file, &child.id().to_string());
     }
