@@ -27,6 +27,9 @@ impl Bundle {
             dir: dir.to_path_buf(),
             problem,
         };
+        if !dir.exists() {
+            return Err(problem(BundleProblem::Missing));
+        }
         if !dir.is_dir() {
             return Err(problem(BundleProblem::NotADirectory));
         }
@@ -57,7 +60,9 @@ impl BundleError {
     /// The file at fault: the manifest for manifest problems, else the directory.
     pub fn location(&self) -> PathBuf {
         match self.problem {
-            BundleProblem::NotADirectory | BundleProblem::DuplicateId { .. } => self.dir.clone(),
+            BundleProblem::Missing
+            | BundleProblem::NotADirectory
+            | BundleProblem::DuplicateId { .. } => self.dir.clone(),
             _ => self.dir.join(MANIFEST_FILE),
         }
     }
@@ -65,6 +70,8 @@ impl BundleError {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BundleProblem {
+    #[error("no such directory")]
+    Missing,
     #[error("not a directory")]
     NotADirectory,
     #[error("no such file; every bundle needs a plugin.json manifest")]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ impl EnvironmentConfig {
 }
 
 /// Plugin states, as Mattermost names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PluginState {
     NotRunning,
     Starting,
@@ -65,7 +65,7 @@ impl std::fmt::Display for PluginState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginStatus {
     pub id: String,
     pub version: String,
@@ -73,19 +73,30 @@ pub struct PluginStatus {
     pub state: PluginState,
     pub pid: Option<u32>,
     /// When the plugin entered this state.
-    #[serde(serialize_with = "serialize_unix_ms")]
+    #[serde(rename = "since_unix_ms", with = "unix_ms")]
     pub since: SystemTime,
     /// Restart attempts since activation.
     pub restarts: u32,
     pub last_error: Option<String>,
 }
 
-fn serialize_unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    s.serialize_u64(ms)
+/// Times as milliseconds since the Unix epoch, in JSON.
+mod unix_ms {
+    use std::time::{Duration, SystemTime};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        s.serialize_u64(ms)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 /// What happened, sent with the status it led to.

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::manifest::{ManifestError, current_platform};
@@ -22,7 +22,7 @@ pub const BUNDLE_INTERPRETERS: [&str; 4] = [
 /// Interpreter names looked up on PATH, after the bundle and the configured one.
 pub const PATH_INTERPRETERS: [&str; 2] = ["python3", "python"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     Native,

@@ -154,6 +154,17 @@ pub enum StopMethod {
     Kill,
 }
 
+impl std::fmt::Display for StopMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopMethod::AlreadyExited => "it had already exited",
+            StopMethod::Controller => "via GRPCController/Shutdown",
+            StopMethod::Terminate => "by SIGTERM",
+            StopMethod::Kill => "by SIGKILL",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct StopReport {
     pub method: StopMethod,

@@ -1,0 +1,216 @@
+//! Command-line parsing and dispatch. Only this layer prints.
+
+mod check;
+mod control;
+mod logging;
+mod ping;
+mod run;
+mod settings;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use control::Request;
+use settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "plugvisor",
+    version,
+    about = "Run, health-check and restart HashiCorp go-plugin gRPC plugins. Python plugins are first-class.",
+    after_help = "Examples:
+  plugvisor run examples/plugins             supervise every bundle in a folder
+  plugvisor status                           the status table of a running `run`
+  plugvisor restart hello-python             restart one plugin of a running `run`
+  plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
+  plugvisor check examples/plugins/*         validate bundles without starting them"
+)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or per target (`plugvisor=debug,plugin=warn`).
+    #[arg(long, global = true, env = "PLUGVISOR_LOG", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Activate every bundle in PLUGINS_DIR and keep them running until Ctrl-C.
+    #[command(
+        after_help = "A crashed plugin is restarted at once, then with a backoff (1s doubling to 60s);
+more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
+A hung plugin is caught by the health check: --health-fail-limit failures in a row.
+Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
+Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names:
+  health-interval = \"5s\"
+  max-failures = 5
+Flags win over the file.
+
+Examples:
+  plugvisor run examples/plugins
+  plugvisor run --json plugins/ > events.jsonl
+  plugvisor run --health-interval 2s --max-failures 10 --interpreter /usr/bin/python3.11 plugins/"
+    )]
+    Run {
+        /// Folder whose subdirectories are plugin bundles (each with a plugin.json).
+        plugins_dir: PathBuf,
+        /// Print every state change as a JSON line on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// TOML file with the same settings as the flags.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        control: ControlSocket,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Show the status table of a running `plugvisor run`.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Start (activate) one plugin of a running `plugvisor run`.
+    Start {
+        id: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Stop (deactivate) one plugin of a running `plugvisor run`.
+    Stop {
+        id: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Restart one plugin of a running `plugvisor run`.
+    Restart {
+        id: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Start one bundle, wait until it is healthy, stop it, and print both times.
+    #[command(after_help = "Exits 0 only if the plugin became healthy.
+
+Examples:
+  plugvisor ping examples/plugins/hello-python
+  plugvisor ping --json my-plugin/   # {\"id\":..,\"healthy\":true,\"start_ms\":..,\"stop_ms\":..}")]
+    Ping {
+        bundle_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Validate bundles and print how each would be launched; start nothing.
+    #[command(
+        after_help = "Exits 0 when every bundle is valid, 1 otherwise, 2 on a usage error.
+
+Examples:
+  plugvisor check examples/plugins/*
+  plugvisor check --json my-plugin/"
+    )]
+    Check {
+        #[arg(required = true)]
+        bundle_dirs: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(clap::Args)]
+struct ControlSocket {
+    /// Control socket of `plugvisor run` [default: $XDG_RUNTIME_DIR/plugvisor/control.sock, else /tmp/plugvisor-UID/control.sock].
+    #[arg(long, env = "PLUGVISOR_CONTROL_SOCKET", value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+}
+
+impl ControlSocket {
+    fn path(self) -> PathBuf {
+        self.control_socket
+            .unwrap_or_else(control::default_socket_path)
+    }
+}
+
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ring = |display: &run::Display| match display {
+        run::Display::Table(ring) => Some(ring.clone()),
+        _ => None,
+    };
+    match cli.command {
+        Command::Run {
+            plugins_dir,
+            json,
+            config,
+            control,
+            settings,
+        } => {
+            let display = run::Display::choose(json);
+            logging::init(&cli.log_level, ring(&display))?;
+            let settings = settings.over(Settings::from_file(config.as_deref())?);
+            run::run(&plugins_dir, settings, control.control_socket, display).await
+        }
+        Command::Ping {
+            bundle_dir,
+            json,
+            settings,
+        } => {
+            logging::init(&cli.log_level, None)?;
+            let settings = settings.over(Settings::from_file(None)?);
+            ping::ping(&bundle_dir, &settings, json).await
+        }
+        Command::Check {
+            bundle_dirs,
+            json,
+            settings,
+        } => {
+            logging::init(&cli.log_level, None)?;
+            let settings = settings.over(Settings::from_file(None)?);
+            check::check(&bundle_dirs, &settings, json)
+        }
+        Command::Status { json, control } => {
+            let response = control::request(&control.path(), &Request::Status).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&response.statuses)?);
+            } else {
+                print_table(&response.statuses);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start { id, control } => send(control, Request::Start { id }).await,
+        Command::Stop { id, control } => send(control, Request::Stop { id }).await,
+        Command::Restart { id, control } => send(control, Request::Restart { id }).await,
+    }
+}
+
+async fn send(control: ControlSocket, request: Request) -> anyhow::Result<ExitCode> {
+    let response = control::request(&control.path(), &request).await?;
+    if let Some(error) = response.error {
+        eprintln!("plugvisor: {error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    print_table(&response.statuses);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(statuses: &[plugvisor::environment::PluginStatus]) {
+    let width = terminal_size::terminal_size().map_or(200, |(w, _)| w.0 as usize);
+    for line in table::render_table(statuses, std::time::SystemTime::now(), width) {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,211 @@
+//! `plugvisor run`: activate a plugins folder, supervise it, show its status,
+//! and stop everything on SIGINT or SIGTERM (a second one SIGKILLs).
+
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use plugvisor::environment::{Available, Environment, Event, EventKind};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::control;
+use super::logging::LogRing;
+use super::settings::Settings;
+use super::table::{fit, render_table};
+
+/// How `run` shows what happens.
+pub enum Display {
+    /// A live table, redrawn in place, with recent events and log lines.
+    Table(LogRing),
+    /// One line a state change, on stdout.
+    Plain,
+    /// One JSON object a state change, on stdout.
+    Json,
+}
+
+impl Display {
+    pub fn choose(json: bool) -> Display {
+        if json {
+            Display::Json
+        } else if std::io::stdout().is_terminal() {
+            Display::Table(LogRing::default())
+        } else {
+            Display::Plain
+        }
+    }
+}
+
+pub async fn run(
+    plugins_dir: &Path,
+    settings: Settings,
+    control_socket: Option<PathBuf>,
+    display: Display,
+) -> anyhow::Result<ExitCode> {
+    let config = settings.environment_config(plugins_dir)?;
+    let env = Environment::new(config)?;
+    for bundle in env.available() {
+        if let Available::Invalid(error) = bundle {
+            tracing::error!("skipping bundle: {error}");
+        }
+    }
+    let socket_path = control_socket.unwrap_or_else(control::default_socket_path);
+    let listener = control::bind(&socket_path).await?;
+    tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
+    let control = tokio::spawn(control::serve(listener, env.clone()));
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let shown = tokio::spawn(show(env.clone(), display, socket_path.clone()));
+
+    let ids = env.plugin_ids();
+    let activations = futures::future::join_all(ids.iter().map(|id| env.activate(id)));
+    let code = tokio::select! {
+        results = activations => {
+            let active = results.iter().filter(|r| r.is_ok()).count();
+            if active == 0 {
+                tracing::error!("no plugin could be activated; see the errors above");
+                ExitCode::FAILURE
+            } else {
+                tracing::info!("{active} of {} plugins active; Ctrl-C stops them", ids.len());
+                next_signal(&mut interrupt, &mut terminate).await;
+                ExitCode::SUCCESS
+            }
+        }
+        _ = next_signal(&mut interrupt, &mut terminate) => ExitCode::SUCCESS,
+    };
+
+    let started = Instant::now();
+    tracing::info!("stopping all plugins (Ctrl-C again to kill them now)");
+    let shutdown = env.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = next_signal(&mut interrupt, &mut terminate) => {
+                tracing::warn!("second signal: killing all plugins");
+                env.kill_all();
+            }
+        }
+    }
+    control.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    // Let the display draw the final state.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    shown.abort();
+    let _ = shown.await;
+    tracing::info!(
+        "all plugins stopped in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(code)
+}
+
+async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) {
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn show(env: Environment, display: Display, socket: PathBuf) {
+    let mut events = env.subscribe();
+    match display {
+        Display::Json | Display::Plain => loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let line = match display {
+                        Display::Json => serde_json::to_string(&event).unwrap_or_default(),
+                        _ => describe_event(&event),
+                    };
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!("display skipped {n} events"),
+                Err(RecvError::Closed) => return,
+            }
+        },
+        Display::Table(logs) => {
+            let mut recent = VecDeque::new();
+            let mut ticks = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(event) => {
+                            if recent.len() == RECENT_EVENTS {
+                                recent.pop_front();
+                            }
+                            recent.push_back(describe_event(&event));
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = ticks.tick() => {}
+                }
+                draw_screen(&env, &socket, &recent, &logs);
+            }
+        }
+    }
+}
+
+const RECENT_EVENTS: usize = 8;
+
+/// Redraws the whole terminal; each line is cut to the terminal's width.
+fn draw_screen(env: &Environment, socket: &Path, recent: &VecDeque<String>, logs: &LogRing) {
+    let (width, height) = terminal_size::terminal_size()
+        .map(|(w, h)| (w.0 as usize, h.0 as usize))
+        .unwrap_or((100, 30));
+    let mut lines = vec![
+        format!(
+            "plugvisor — {} — control socket {} — Ctrl-C stops everything",
+            env.config().plugins_dir.display(),
+            socket.display()
+        ),
+        String::new(),
+    ];
+    lines.extend(render_table(&env.statuses(), SystemTime::now(), width));
+    lines.push(String::new());
+    lines.push("recent events:".into());
+    lines.extend(recent.iter().map(|l| format!("  {l}")));
+    lines.push(String::new());
+    lines.push("log:".into());
+    let room = height.saturating_sub(lines.len() + 1);
+    lines.extend(logs.last(room).into_iter().map(|l| format!("  {l}")));
+    let mut out = std::io::stdout().lock();
+    let mut frame = String::from("\x1b[H\x1b[2J");
+    for line in lines.iter().take(height.saturating_sub(1).max(1)) {
+        frame.push_str(&fit(line, width));
+        frame.push_str("\r\n");
+    }
+    let _ = out.write_all(frame.as_bytes());
+    let _ = out.flush();
+}
+
+/// One line for a state change, for people.
+pub fn describe_event(event: &Event) -> String {
+    let s = &event.status;
+    let clock = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let time = clock.get(11..19).unwrap_or(&clock);
+    let what = match &event.kind {
+        EventKind::Starting => "starting".to_string(),
+        EventKind::Running { startup_ms } => format!(
+            "Running (pid {}, healthy {startup_ms} ms after launch, restarts {})",
+            s.pid.unwrap_or_default(),
+            s.restarts
+        ),
+        EventKind::FailedToStart { error } => format!("failed to start: {error}"),
+        EventKind::Crashed { exit } => format!("crashed ({exit})"),
+        EventKind::Unhealthy { reason } => format!("unhealthy: {reason}"),
+        EventKind::RestartScheduled { delay_ms, attempt } => {
+            format!("restart #{attempt} in {delay_ms} ms")
+        }
+        EventKind::Disabled { reason } => format!("FailedToStayRunning: {reason}"),
+        EventKind::Stopping => "stopping".to_string(),
+        EventKind::Stopped => "stopped".to_string(),
+    };
+    let first_line = what.lines().next().unwrap_or_default().to_string();
+    format!("{time} {}: {first_line}", s.id)
+}

@@ -1,0 +1,147 @@
+//! The status table, as lines of text that fit a given width.
+
+use std::time::{Duration, SystemTime};
+
+use plugvisor::environment::{PluginState, PluginStatus};
+
+const HEADERS: [&str; 8] = [
+    "ID",
+    "VERSION",
+    "RUNTIME",
+    "STATE",
+    "PID",
+    "UPTIME",
+    "RESTARTS",
+    "LAST ERROR",
+];
+
+pub fn render_table(statuses: &[PluginStatus], now: SystemTime, width: usize) -> Vec<String> {
+    let rows: Vec<[String; 8]> = statuses.iter().map(|s| row(s, now)).collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let format_row = |cells: [&str; 8]| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == cells.len() - 1 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        fit(line.trim_end(), width)
+    };
+    let mut lines = vec![format_row(HEADERS)];
+    for row in &rows {
+        lines.push(format_row(row.each_ref().map(String::as_str)));
+    }
+    lines
+}
+
+fn row(status: &PluginStatus, now: SystemTime) -> [String; 8] {
+    let uptime = match status.state {
+        PluginState::Running => {
+            human_duration(now.duration_since(status.since).unwrap_or_default())
+        }
+        _ => "-".into(),
+    };
+    let error = status
+        .last_error
+        .as_deref()
+        .and_then(|e| e.lines().next())
+        .unwrap_or("")
+        .to_string();
+    [
+        status.id.clone(),
+        status.version.clone(),
+        status.runtime.map_or("-".into(), |r| r.to_string()),
+        status.state.to_string(),
+        status.pid.map_or("-".into(), |p| p.to_string()),
+        uptime,
+        status.restarts.to_string(),
+        error,
+    ]
+}
+
+/// `4s`, `3m12s`, `2h05m`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Cuts a line to `width` characters, marking the cut.
+pub fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut cut: String = line.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugvisor::runtime::RuntimeKind;
+
+    fn status(state: PluginState, error: Option<&str>) -> PluginStatus {
+        PluginStatus {
+            id: "hello-python".into(),
+            version: "0.1.0".into(),
+            runtime: Some(RuntimeKind::Python),
+            state,
+            pid: Some(4242),
+            since: SystemTime::UNIX_EPOCH,
+            restarts: 1,
+            last_error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn renders_columns() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(75);
+        let lines = render_table(
+            &[status(
+                PluginState::Running,
+                Some("plugin crashed (exit status 3)\n  more"),
+            )],
+            now,
+            200,
+        );
+        assert!(lines[0].starts_with("ID            VERSION  RUNTIME  STATE"));
+        assert!(lines[1].contains("Running"));
+        assert!(lines[1].contains("1m15s"));
+        assert!(lines[1].contains("4242"));
+        assert!(lines[1].ends_with("plugin crashed (exit status 3)"));
+    }
+
+    #[test]
+    fn narrow_terminals_cut_lines_without_panicking() {
+        let statuses = [status(
+            PluginState::FailedToStart,
+            Some("é".repeat(300).as_str()),
+        )];
+        for width in [0, 1, 5, 20, 79] {
+            for line in render_table(&statuses, SystemTime::now(), width) {
+                assert!(line.chars().count() <= width, "{line:?} > {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration(Duration::from_secs(4)), "4s");
+        assert_eq!(human_duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(human_duration(Duration::from_secs(7500)), "2h05m");
+    }
+}
