@@ -64,6 +64,7 @@ impl Default for LaunchOptions {
 pub struct LaunchPlan {
     pub runtime: RuntimeKind,
     pub program: PathBuf,
+    #[serde(serialize_with = "serialize_lossy")]
     pub args: Vec<OsString>,
     /// The bundle directory; relative paths in `args` are relative to it.
     pub working_dir: PathBuf,
@@ -80,6 +81,10 @@ impl LaunchPlan {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+fn serialize_lossy<S: serde::Serializer>(args: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(args.iter().map(|a| a.to_string_lossy()))
 }
 
 fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -80,25 +80,29 @@ pub async fn serve(listener: UnixListener, env: Environment) {
             let peer = stream.peer_cred().map(|c| c.uid()).ok();
             if peer != Some(me) {
                 tracing::warn!(?peer, "refused a control connection from another user");
-                let _ = respond(
-                    stream,
-                    Err(format!("refused: uid {peer:?} is not the owner")),
-                )
-                .await;
-                return;
             }
-            let _ = handle(stream, &env).await;
+            let _ = handle(stream, &env, peer == Some(me)).await;
         });
     }
 }
 
-async fn handle(stream: UnixStream, env: &Environment) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io::Result<()> {
     let (read, write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read)
         .take(64 * 1024)
         .read_line(&mut line)
         .await?;
+    if !allowed {
+        let refused = Response {
+            ok: false,
+            error: Some(
+                "refused: only the user running plugvisor may use its control socket".into(),
+            ),
+            statuses: Vec::new(),
+        };
+        return write_response(write, &refused).await;
+    }
     let result = match serde_json::from_str::<Request>(&line) {
         Err(error) => Err(format!("bad request: {error}")),
         Ok(Request::Status) => Ok(()),
@@ -110,16 +114,6 @@ async fn handle(stream: UnixStream, env: &Environment) -> std::io::Result<()> {
         ok: result.is_ok(),
         error: result.err(),
         statuses: env.statuses(),
-    };
-    write_response(write, &response).await
-}
-
-async fn respond(stream: UnixStream, result: Result<(), String>) -> std::io::Result<()> {
-    let (_, write) = stream.into_split();
-    let response = Response {
-        ok: result.is_ok(),
-        error: result.err(),
-        statuses: Vec::new(),
     };
     write_response(write, &response).await
 }

@@ -185,6 +185,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json, control } => {
             let response = control::request(&control.path(), &Request::Status).await?;
+            if let Some(error) = response.error {
+                eprintln!("plugvisor: {error}");
+                return Ok(ExitCode::FAILURE);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&response.statuses)?);
             } else {

@@ -1,0 +1,419 @@
+//! The `plugvisor` binary, driven as a user would: check, ping, run, status,
+//! restart, signals, the control socket and the live table.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn plugvisor(args: &[&str]) -> Output {
+    Command::new(PLUGVISOR)
+        .args(args)
+        .env("PLUGVISOR_LOG", "warn")
+        .output()
+        .expect("run plugvisor")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/bundles")
+}
+
+#[test]
+fn check_reports_every_bundle_precisely() {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let mut args = vec!["check".to_string(), "--json".to_string()];
+    args.extend(dirs.iter().map(|d| d.display().to_string()));
+    let output = Command::new(PLUGVISOR).args(&args).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let by_dir = |name: &str| -> &Value {
+        results
+            .iter()
+            .find(|r| r["dir"].as_str().unwrap().ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("no result for {name}"))
+    };
+    assert_eq!(by_dir("good-native")["ok"], true);
+    assert_eq!(by_dir("good-native")["launch"]["runtime"], "native");
+    let python = by_dir("good-python");
+    assert_eq!(python["ok"], true);
+    assert_eq!(python["launch"]["runtime"], "python");
+    assert_eq!(python["launch"]["args"][0], "plugin.py");
+    assert_eq!(python["launch"]["start_timeout"], 10000);
+    for (name, expected) in [
+        (
+            "bad-json",
+            "bad-json/plugin.json: invalid JSON at line 6, column 0",
+        ),
+        ("bad-id", "bad-id/plugin.json: field `id`"),
+        (
+            "bad-semver",
+            "field `version`: \"1.0\" is not a semantic version",
+        ),
+        ("traversal", "climbs out of the bundle"),
+        ("not-executable", "is not executable"),
+        ("no-platform", "no executable for platform"),
+        ("symlink-escape", "outside the bundle"),
+        ("missing-executable", "server/plugin does not exist"),
+    ] {
+        let result = by_dir(name);
+        assert_eq!(result["ok"], false, "{name}");
+        let error = result["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{name}: {error}");
+    }
+    // Human output, and the exit code when all are valid.
+    let good = fixtures().join("good-native");
+    let output = plugvisor(&["check", good.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).starts_with("ok    good-native 1.0.0 (native)"));
+}
+
+#[test]
+fn check_without_an_interpreter_lists_the_candidates() {
+    let output = Command::new(PLUGVISOR)
+        .args(["check", fixtures().join("good-python").to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("venv/bin/python") && out.contains("python3 on PATH"),
+        "{out}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(plugvisor(&["check"]).status.code(), Some(2));
+    assert_eq!(plugvisor(&["run"]).status.code(), Some(2));
+    assert_eq!(
+        plugvisor(&["run", "x", "--health-interval", "soon"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let help = text(&plugvisor(&["run", "--help"]).stdout);
+    assert!(help.contains("Examples:") && help.contains("--max-failures"));
+}
+
+#[test]
+fn ping_the_examples_and_a_broken_bundle() {
+    for example in ["hello-go", "hello-python"] {
+        let dir = repo_root().join("examples/plugins").join(example);
+        let output = plugvisor(&["ping", "--json", dir.to_str().unwrap()]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{example}: {}",
+            text(&output.stderr)
+        );
+        let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(result["id"], example);
+        assert_eq!(result["healthy"], true);
+        assert!(result["start_ms"].as_f64().unwrap() > 0.0);
+        assert!(result["stop_ms"].as_f64().is_some());
+    }
+    let root = tempfile::tempdir().unwrap();
+    let broken = native_fake_bundle(
+        root.path(),
+        "broken",
+        "--exit-before 3 --stderr ImportError:_nope",
+    );
+    let output = plugvisor(&["ping", "--json", broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["healthy"], false);
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("exit status 3") && error.contains("ImportError"),
+        "{error}"
+    );
+}
+
+/// A `plugvisor run` in the background, with its own control socket.
+struct Running {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(plugins: &Path, extra: &[&str]) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let child = Command::new(PLUGVISOR)
+            .arg("run")
+            .args(extra)
+            .arg("--control-socket")
+            .arg(&socket)
+            .arg(plugins)
+            .env("PLUGVISOR_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Running {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let socket = self.socket.to_str().unwrap();
+        all.extend(["--control-socket", socket]);
+        plugvisor(&all)
+    }
+
+    fn statuses(&self) -> Vec<Value> {
+        let output = self.ctl(&["status", "--json"]);
+        if !output.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn wait_until(&self, what: &str, condition: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut last = Vec::new();
+        let ok = eventually(Duration::from_secs(20), || {
+            last = self.statuses();
+            condition(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; last status: {last:?}");
+        last
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait_exit(mut self) -> (i32, String, String) {
+        let ok = eventually(Duration::from_secs(15), || {
+            self.child.try_wait().unwrap().is_some()
+        });
+        if !ok {
+            let _ = self.child.kill();
+        }
+        let output = self.child.wait_with_output().unwrap();
+        assert!(ok, "plugvisor run did not exit: {}", text(&output.stderr));
+        (
+            output.status.code().unwrap_or(-1),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    }
+}
+
+fn all_running(statuses: &[Value], n: usize) -> bool {
+    statuses.len() == n && statuses.iter().all(|s| s["state"] == "Running")
+}
+
+#[test]
+fn run_status_kill_restart_and_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "native-one", "--network unix --controller");
+    python_fake_bundle(root.path(), "python-two", "");
+    let run = Running::start(root.path(), &[]);
+    let statuses = run.wait_until("both Running", |s| all_running(s, 2));
+    let victim = statuses.iter().find(|s| s["id"] == "native-one").unwrap();
+    let first_pid = victim["pid"].as_u64().unwrap() as u32;
+    let other_pid = statuses[1]["pid"].as_u64().unwrap() as u32;
+
+    // kill -9 a plugin: it comes back with restarts=1.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let statuses = run.wait_until("native-one back", |s| {
+        s.iter().any(|p| {
+            p["id"] == "native-one"
+                && p["state"] == "Running"
+                && p["restarts"] == 1
+                && p["pid"].as_u64() != Some(first_pid as u64)
+        })
+    });
+    let second_pid = statuses[0]["pid"].as_u64().unwrap() as u32;
+    assert!(text(&run.ctl(&["status"]).stdout).contains("killed by signal 9"));
+
+    // stop / start / restart through the control socket.
+    assert!(run.ctl(&["stop", "native-one"]).status.success());
+    assert_eq!(run.statuses()[0]["state"], "NotRunning");
+    assert_no_leftovers(second_pid);
+    assert!(run.ctl(&["start", "native-one"]).status.success());
+    let restarted = run.ctl(&["restart", "python-two"]);
+    assert!(restarted.status.success(), "{}", text(&restarted.stderr));
+    assert_no_leftovers(other_pid);
+    let unknown = run.ctl(&["restart", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("no plugin with id \"nope\""));
+
+    let pids: Vec<u32> = run
+        .wait_until("both Running again", |s| all_running(s, 2))
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let socket = run.socket.clone();
+    let (code, stdout, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("native-one: crashed (killed by signal 9 (SIGKILL))"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("all plugins stopped"), "{stderr}");
+    for pid in pids {
+        assert_no_leftovers(pid);
+    }
+    assert!(!socket.exists(), "control socket left behind");
+}
+
+#[test]
+fn run_the_examples_and_stop_with_ctrl_c() {
+    let run = Running::start(&repo_root().join("examples/plugins"), &["--json"]);
+    let statuses = run.wait_until("examples Running", |s| all_running(s, 2));
+    let ids: Vec<&str> = statuses.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["hello-go", "hello-python"]);
+    let pids: Vec<u32> = statuses
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, stdout, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stopped = events.iter().filter(|e| e["event"] == "stopped").count();
+    assert_eq!(stopped, 2, "{stdout}");
+    for pid in pids {
+        assert_no_leftovers(pid);
+    }
+}
+
+#[test]
+fn run_exits_non_zero_when_nothing_activates() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "dies", "--exit-before 1");
+    let run = Running::start(root.path(), &[]);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no plugin could be activated"), "{stderr}");
+    let empty = tempfile::tempdir().unwrap();
+    let output = plugvisor(&["run", empty.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("holds no plugin bundles"));
+}
+
+#[test]
+fn control_socket_is_private_and_refuses_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "private", "");
+    let run = Running::start(root.path(), &[]);
+    run.wait_until("Running", |s| all_running(s, 1));
+    let mode = std::fs::metadata(&run.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        // Open the file permissions, so only the peer-uid check stands in the way.
+        let dir = run.socket.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&run.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let output = Command::new(PLUGVISOR)
+            .args(["status", "--control-socket", run.socket.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("refused"), "{stderr}");
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(run.wait_exit().0, 0);
+}
+
+#[test]
+fn live_table_renders_in_a_narrow_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "tty-plugin", "");
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("control.sock");
+    let command = format!(
+        "stty cols 30 rows 12; exec {PLUGVISOR} run --control-socket {} {}",
+        socket.display(),
+        root.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut screen = String::new();
+        for line in BufReader::new(stdout).lines() {
+            screen.push_str(&line.unwrap_or_default());
+            screen.push('\n');
+        }
+        screen
+    });
+    let started = eventually(Duration::from_secs(20), || {
+        Command::new(PLUGVISOR)
+            .args([
+                "status",
+                "--json",
+                "--control-socket",
+                socket.to_str().unwrap(),
+            ])
+            .output()
+            .map(|o| text(&o.stdout).contains("Running"))
+            .unwrap_or(false)
+    });
+    assert!(started, "plugin did not start under a tty");
+    std::thread::sleep(Duration::from_millis(700));
+    // SIGTERM to plugvisor itself (the child of script).
+    let pid = Command::new("pgrep")
+        .args(["-f", &format!("control-socket {}", socket.display())])
+        .output()
+        .unwrap();
+    for pid in text(&pid.stdout).split_whitespace() {
+        let pid: i32 = pid.parse().unwrap();
+        if pid as u32 != child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let status = child.wait().unwrap();
+    let screen = reader.join().unwrap();
+    assert!(status.success(), "{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    assert!(screen.contains("ID"), "{screen}");
+    assert!(screen.contains("tty-plugin"), "{screen}");
+    for line in screen.lines() {
+        let visible = line.replace("\x1b[H\x1b[2J", "");
+        assert!(
+            visible.trim_end_matches('\r').chars().count() <= 30,
+            "line wider than 30: {visible:?}"
+        );
+    }
+}
