@@ -142,6 +142,30 @@ fn ping_the_examples_and_a_broken_bundle() {
     );
 }
 
+fn collect_output(child: &mut Child) -> Output {
+    use std::io::Read;
+    let status = child.wait().unwrap();
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
 /// A `plugvisor run` in the background, with its own control socket.
 struct Running {
     child: Child,
@@ -151,7 +175,10 @@ struct Running {
 
 impl Running {
     fn start(plugins: &Path, extra: &[&str]) -> Running {
-        let dir = tempfile::tempdir().unwrap();
+        Running::start_in(tempfile::tempdir().unwrap(), plugins, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, plugins: &Path, extra: &[&str]) -> Running {
         let socket = dir.path().join("control.sock");
         let child = Command::new(PLUGVISOR)
             .arg("run")
@@ -207,13 +234,21 @@ impl Running {
         if !ok {
             let _ = self.child.kill();
         }
-        let output = self.child.wait_with_output().unwrap();
+        let output = collect_output(&mut self.child);
         assert!(ok, "plugvisor run did not exit: {}", text(&output.stderr));
         (
             output.status.code().unwrap_or(-1),
             text(&output.stdout),
             text(&output.stderr),
         )
+    }
+}
+
+impl Drop for Running {
+    /// A failed test still leaves nothing running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -324,7 +359,12 @@ fn control_socket_is_private_and_refuses_other_users() {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     native_fake_bundle(root.path(), "private", "");
-    let run = Running::start(root.path(), &[]);
+    // Another user must be able to reach the socket's directory (this /tmp may be 0700).
+    let shared = ["/dev/shm", "/var/tmp"]
+        .into_iter()
+        .find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o777))
+        .expect("no world-writable directory for the socket");
+    let run = Running::start_in(tempfile::tempdir_in(shared).unwrap(), root.path(), &[]);
     run.wait_until("Running", |s| all_running(s, 1));
     let mode = std::fs::metadata(&run.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

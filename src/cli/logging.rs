@@ -58,7 +58,13 @@ pub fn init(level: &str, ring: Option<LogRing>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match ring {
-        Some(ring) => builder.with_ansi(false).with_writer(ring).init(),
+        // The table shows times next to events; keep log lines short.
+        Some(ring) => builder
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(ring)
+            .init(),
         None => builder
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)

@@ -56,8 +56,7 @@ pub async fn run(
     let listener = control::bind(&socket_path).await?;
     tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
     let control = tokio::spawn(control::serve(listener, env.clone()));
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut signals = StopSignals::new()?;
     let shown = tokio::spawn(show(env.clone(), display, socket_path.clone()));
 
     let ids = env.plugin_ids();
@@ -70,11 +69,11 @@ pub async fn run(
                 ExitCode::FAILURE
             } else {
                 tracing::info!("{active} of {} plugins active; Ctrl-C stops them", ids.len());
-                next_signal(&mut interrupt, &mut terminate).await;
+                signals.next().await;
                 ExitCode::SUCCESS
             }
         }
-        _ = next_signal(&mut interrupt, &mut terminate) => ExitCode::SUCCESS,
+        _ = signals.next() => ExitCode::SUCCESS,
     };
 
     let started = Instant::now();
@@ -84,7 +83,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = next_signal(&mut interrupt, &mut terminate) => {
+            _ = signals.next() => {
                 tracing::warn!("second signal: killing all plugins");
                 env.kill_all();
             }
@@ -103,10 +102,26 @@ pub async fn run(
     Ok(code)
 }
 
-async fn next_signal(interrupt: &mut Signal, terminate: &mut Signal) {
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT, SIGTERM and SIGHUP (the terminal went away) all stop `run` cleanly.
+struct StopSignals([Signal; 3]);
+
+impl StopSignals {
+    fn new() -> anyhow::Result<StopSignals> {
+        let watch = |kind, name| signal(kind).with_context(|| format!("cannot watch {name}"));
+        Ok(StopSignals([
+            watch(SignalKind::interrupt(), "SIGINT")?,
+            watch(SignalKind::terminate(), "SIGTERM")?,
+            watch(SignalKind::hangup(), "SIGHUP")?,
+        ]))
+    }
+
+    async fn next(&mut self) {
+        let [interrupt, terminate, hangup] = &mut self.0;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
     }
 }
 
