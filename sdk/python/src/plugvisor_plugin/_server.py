@@ -1,0 +1,494 @@
+"""serve(): the plugin side of go-plugin's gRPC protocol, on grpcio.
+
+grpc is imported inside serve() only, after the cheap checks (magic cookie,
+app version), so running a plugin by hand fails fast and `import
+plugvisor_plugin` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Optional, Tuple
+
+from . import _handshake as hs
+from . import _wire
+from ._stdio import CLOSED, DEFAULT_MAX_BYTES, CapturedText, StdioHub
+
+_log = logging.getLogger("plugvisor_plugin")
+
+#: How often the host-death watcher looks at os.getppid().
+HOST_WATCH_INTERVAL = 0.25
+#: How long a StreamStdio call waits for output before it checks on its RPC.
+_STDIO_POLL = 0.5
+#: After the final cleanup, how long the interpreter may take to exit before
+#: the process is ended with os._exit (a stuck non-daemon thread).
+_EXIT_WATCHDOG = 5.0
+
+
+class _Stopper:
+    """One-shot "please stop" from signal handlers, RPC threads or watchers.
+
+    request() only assigns attributes and writes a byte to a pipe, so it is
+    safe inside a signal handler; the main thread blocks reading that pipe.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self.reason: Optional[str] = None
+        self.hurry = False
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        try:
+            os.write(self._w, b"x")
+        except OSError:
+            pass  # pipe full: a wake-up is already pending
+
+    def wait(self) -> str:
+        while True:
+            try:
+                os.read(self._r, 1)
+            except InterruptedError:
+                continue
+            if self.reason is not None:
+                return self.reason
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _program_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    return os.path.basename(argv0) or "plugin"
+
+
+def _die(message: str) -> "None":
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os.write(2, message.encode("utf-8", "backslashreplace"))
+    raise SystemExit(1)
+
+
+def _write_fd_strict(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[n:]
+
+
+def _port_is_free(port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Same option grpc uses, so TIME_WAIT leftovers do not count as taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def serve(
+    register: Optional[Callable[[Any], None]] = None,
+    *,
+    app_version: hs.AppVersion = 1,
+    network: str = "auto",
+    magic_cookie_key: str = hs.DEFAULT_COOKIE_KEY,
+    magic_cookie_value: str = hs.DEFAULT_COOKIE_VALUE,
+    on_shutdown: Optional[Callable[[], None]] = None,
+    grace: float = 2.0,
+    install_logging: bool = True,
+    log_level: Any = "info",
+    capture_stdio: bool = True,
+    stdio_buffer_bytes: int = DEFAULT_MAX_BYTES,
+    max_workers: int = 10,
+    watch_host: bool = True,
+) -> "None":
+    """Run the plugin until the host stops it; never returns (exits the process).
+
+    See the package docstring and sdk/python/README.md for every behaviour.
+    """
+    # Remember the host before anything slow happens: if it dies during our
+    # imports we must still notice that our parent changed.
+    initial_ppid = os.getppid()
+    prog = _program_name()
+    if not hs.cookie_ok(os.environ, magic_cookie_key, magic_cookie_value):
+        _die(hs.not_a_program_message(prog))
+    if network not in ("auto", "unix", "tcp"):
+        raise ValueError(f"network must be 'auto', 'unix' or 'tcp', not {network!r}")
+    if grace < 0:
+        raise ValueError("grace must not be negative")
+    if on_shutdown is not None and not callable(on_shutdown):
+        raise TypeError("on_shutdown must be callable")
+    try:
+        version = hs.negotiate_app_version(app_version, os.environ.get(hs.ENV_PROTOCOL_VERSIONS))
+    except hs.HandshakeError as e:
+        _die(f"{prog}: cannot start: {e}\n")
+
+    runner = _Runner(
+        prog=prog,
+        register=register,
+        version=version,
+        network=network,
+        on_shutdown=on_shutdown,
+        grace=float(grace),
+        install_logging=install_logging,
+        log_level=log_level,
+        capture_stdio=capture_stdio,
+        stdio_buffer_bytes=stdio_buffer_bytes,
+        max_workers=max_workers,
+        watch_host=watch_host,
+        initial_ppid=initial_ppid,
+    )
+    try:
+        code = runner.run()
+    except hs.HandshakeError as e:
+        _die(f"{prog}: cannot start: {e}\n")
+    _exit(code)
+
+
+def _exit(code: int) -> "None":
+    def watchdog() -> None:
+        time.sleep(_EXIT_WATCHDOG)
+        os._exit(code)
+
+    threading.Thread(target=watchdog, name="plugvisor-exit-watchdog", daemon=True).start()
+    raise SystemExit(code)
+
+
+class _Runner:
+    def __init__(self, *, prog, register, version, network, on_shutdown, grace,
+                 install_logging, log_level, capture_stdio, stdio_buffer_bytes,
+                 max_workers, watch_host, initial_ppid) -> None:
+        self.prog = prog
+        self.register = register
+        self.version = version
+        self.network = network
+        self.on_shutdown = on_shutdown
+        self.grace = grace
+        self.install_logging = install_logging
+        self.log_level = log_level
+        self.capture_stdio = capture_stdio
+        self.stdio_buffer_bytes = stdio_buffer_bytes
+        self.max_workers = max_workers
+        self.watch_host = watch_host
+        self.initial_ppid = initial_ppid
+
+        self.stopper = _Stopper()
+        self.hub: Optional[StdioHub] = None
+        self._saved_stdio: Optional[Tuple[Any, Any]] = None
+        self.server: Any = None
+        self.executor: Any = None
+        self.health: Any = None
+        self.socket_path: Optional[str] = None
+        self.own_socket_dir: Optional[str] = None
+        self._shutdown_ran = False
+
+    # -- start ------------------------------------------------------------
+    def run(self) -> int:
+        if self.install_logging:
+            from . import log as _logmod
+
+            _logmod.install(self.log_level)
+        if self.capture_stdio:
+            self._capture()
+        try:
+            self._build_server()
+            if self.register is not None:
+                self.register(self.server)
+            network, address = self._bind()
+            self.server.start()
+            self._install_signal_handlers()
+            if self.watch_host:
+                self._start_host_watch()
+            if os.environ.get(hs.ENV_CLIENT_CERT):
+                _log.warning(
+                    "the host asked for mTLS (PLUGIN_CLIENT_CERT is set) but this SDK "
+                    "serves plaintext gRPC; turn AutoMTLS off in the host",
+                )
+            line = hs.format_handshake(self.version, network, address)
+            _write_fd_strict(1, line.encode())
+        except BaseException:
+            self._abort_startup()
+            raise
+        reason = self.stopper.wait()
+        return self._shutdown(reason)
+
+    def _capture(self) -> None:
+        out, err = sys.stdout, sys.stderr
+        for s in (out, err):
+            try:
+                if s is not None:
+                    s.flush()
+            except Exception:
+                pass
+        self._saved_stdio = (out, err)
+        self.hub = StdioHub(self.stdio_buffer_bytes)
+        sys.stdout = CapturedText(self.hub, _wire.STDOUT, "<stdout>", fd=1)
+        sys.stderr = CapturedText(self.hub, _wire.STDERR, "<stderr>", fd=2)
+
+    def _restore_stdio(self) -> None:
+        if self._saved_stdio is None:
+            return
+        out, err = self._saved_stdio
+        if isinstance(sys.stdout, CapturedText):
+            sys.stdout.flush()
+            sys.stdout = out
+        if isinstance(sys.stderr, CapturedText):
+            sys.stderr.flush()
+            sys.stderr = err
+        self._saved_stdio = None
+        if self.hub is not None:
+            self.hub.close()
+            self.hub.flush_to_fds()
+
+    def _abort_startup(self) -> None:
+        self._restore_stdio()
+        if self.server is not None:
+            try:
+                self.server.stop(None)
+            except Exception:
+                pass
+        self._remove_socket()
+
+    def _build_server(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=self.max_workers, thread_name_prefix="plugvisor-grpc"
+        )
+        # so_reuseport=0: otherwise a port already in use by someone else
+        # would bind "successfully" and the two servers would share it.
+        self.server = grpc.server(self.executor, options=[("grpc.so_reuseport", 0)])
+
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        self.health.set("plugin", serving)
+        self.health.set("", serving)
+
+        controller = grpc.method_handlers_generic_handler(
+            "plugin.GRPCController",
+            {
+                "Shutdown": grpc.unary_unary_rpc_method_handler(
+                    self._rpc_shutdown,
+                    request_deserializer=_wire.decode_empty,
+                    response_serializer=_wire.encode_empty,
+                )
+            },
+        )
+        stdio = grpc.method_handlers_generic_handler(
+            "plugin.GRPCStdio",
+            {
+                "StreamStdio": grpc.unary_stream_rpc_method_handler(
+                    self._rpc_stream_stdio,
+                    request_deserializer=_wire.decode_empty,
+                    response_serializer=_wire.encode_stdio_data,
+                )
+            },
+        )
+        self.server.add_generic_rpc_handlers((controller, stdio))
+
+    def _bind(self) -> Tuple[str, str]:
+        want_unix = self.network == "unix" or (
+            self.network == "auto" and hasattr(socket, "AF_UNIX")
+        )
+        if self.network == "unix" and not hasattr(socket, "AF_UNIX"):
+            raise hs.HandshakeError("network='unix' was asked for but this platform has no unix sockets")
+        if want_unix:
+            bound = self._bind_unix()
+            if bound is not None:
+                return bound
+        return self._bind_tcp()
+
+    def _bind_unix(self) -> Optional[Tuple[str, str]]:
+        directory = os.environ.get(hs.ENV_UNIX_SOCKET_DIR) or ""
+        if not directory:
+            directory = tempfile.mkdtemp(prefix="plugvisor-plugin-")  # mode 0700
+            self.own_socket_dir = directory
+        path = hs.unix_socket_path(os.path.abspath(directory))
+        if not hs.unix_path_fits(path):
+            msg = (
+                f"the unix socket path {path!r} is longer than the "
+                f"{hs.MAX_UNIX_PATH_BYTES} bytes a socket address holds"
+            )
+            if self.network == "unix":
+                raise hs.HandshakeError(msg + f"; set {hs.ENV_UNIX_SOCKET_DIR} to a shorter directory")
+            _log.warning(msg + "; listening on tcp instead")
+            self._remove_socket()
+            return None
+        try:
+            ok = self.server.add_insecure_port("unix:" + path)
+        except RuntimeError as e:
+            raise hs.HandshakeError(f"cannot listen on unix socket {path}: {e}") from None
+        if not ok:
+            raise hs.HandshakeError(f"cannot listen on unix socket {path}")
+        self.socket_path = path
+        return "unix", path
+
+    def _bind_tcp(self) -> Tuple[str, str]:
+        rng = hs.port_range(os.environ)
+        if rng is None:
+            try:
+                port = self.server.add_insecure_port("127.0.0.1:0")
+            except RuntimeError as e:
+                raise hs.HandshakeError(f"cannot listen on 127.0.0.1: {e}") from None
+            if not port:
+                raise hs.HandshakeError("cannot listen on 127.0.0.1")
+            return "tcp", f"127.0.0.1:{port}"
+        lo, hi = rng
+        for port in hs.port_candidates(lo, hi):
+            if not _port_is_free(port):
+                continue
+            try:
+                bound = self.server.add_insecure_port(f"127.0.0.1:{port}")
+            except RuntimeError:
+                continue
+            if bound == port:
+                return "tcp", f"127.0.0.1:{port}"
+        raise hs.HandshakeError(
+            f"no free tcp port on 127.0.0.1 between {hs.ENV_MIN_PORT}={lo} and "
+            f"{hs.ENV_MAX_PORT}={hi}; widen the host's port range or stop what holds those ports"
+        )
+
+    def _remove_socket(self) -> None:
+        if self.socket_path:
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                _log.warning("could not remove the unix socket", extra={"path": self.socket_path, "error": str(e)})
+            self.socket_path = None
+        if self.own_socket_dir:
+            shutil.rmtree(self.own_socket_dir, ignore_errors=True)
+            self.own_socket_dir = None
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            _log.warning("serve() is not running in the main thread; SIGTERM/SIGINT are not handled")
+            return
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self.stopper.reason is not None:
+                # A second signal while draining: stop waiting for RPCs.
+                self.stopper.hurry = True
+            self.stopper.request(f"signal {signal.Signals(signum).name}")
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+    def _start_host_watch(self) -> None:
+        # Why polling and not prctl(PR_SET_PDEATHSIG): the death signal fires
+        # when the *thread* that forked us exits, not the host process, so a
+        # host that spawns from a short-lived worker thread (tokio's blocking
+        # pool, Go's runtime) would stop its plugins at random. A changed
+        # parent pid means exactly "the host process is gone".
+        initial = self.initial_ppid
+        if initial == 1:
+            return  # started by init (or the host is pid 1): nothing to watch
+
+        def watch() -> None:
+            while True:
+                time.sleep(HOST_WATCH_INTERVAL)
+                if os.getppid() != initial:
+                    self.stopper.request("host process exited")
+                    return
+
+        threading.Thread(target=watch, name="plugvisor-host-watch", daemon=True).start()
+
+    # -- RPCs ---------------------------------------------------------------
+    def _rpc_shutdown(self, _request: Any, context: Any) -> bytes:
+        # Stop only after the response has gone out: add_callback runs when
+        # the RPC has terminated.
+        def trigger() -> None:
+            self.stopper.request("controller Shutdown RPC")
+
+        if not context.add_callback(trigger):
+            trigger()
+        return b""
+
+    def _rpc_stream_stdio(self, _request: Any, context: Any):
+        hub = self.hub
+        if hub is None:
+            # capture_stdio=False: nothing will ever be sent; end when asked to.
+            while context.is_active() and self.stopper.reason is None:
+                time.sleep(_STDIO_POLL)
+            return
+        context.add_callback(hub.wake)
+        while True:
+            item = hub.get(_STDIO_POLL)
+            if item is CLOSED:
+                return
+            if item is None:
+                if not context.is_active():
+                    return
+                continue
+            yield item
+
+    # -- stop -----------------------------------------------------------------
+    def _shutdown(self, reason: str) -> int:
+        if self._shutdown_ran:
+            return 0
+        self._shutdown_ran = True
+        started = time.monotonic()
+        _log.info("plugin is shutting down", extra={"reason": reason})
+        try:
+            self.health.enter_graceful_shutdown()
+        except Exception:
+            pass
+        if self.hub is not None:
+            # Output streams end once drained, so they do not hold the stop up.
+            self.hub.close()
+        done = self.server.stop(self.grace)
+        deadline = time.monotonic() + self.grace + 1.0
+        hurried = False
+        while not done.wait(0.05):
+            if self.stopper.hurry and not hurried:
+                hurried = True
+                self.server.stop(0)
+            if time.monotonic() > deadline:
+                break
+        try:
+            self.executor.shutdown(wait=False)
+        except Exception:
+            pass
+
+        code = 0
+        if self.on_shutdown is not None:
+            try:
+                self.on_shutdown()
+            except Exception:
+                _log.exception("on_shutdown raised; exiting with status 1")
+                code = 1
+        self._restore_stdio()
+        self._remove_socket()
+        # The stop pipe stays open: a late signal handler may still write to it.
+        _log.debug(
+            "plugin stopped",
+            extra={"reason": reason, "seconds": round(time.monotonic() - started, 3)},
+        )
+        return code
