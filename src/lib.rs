@@ -19,3 +19,8 @@ pub mod transport;
 pub mod proto {
     tonic::include_proto!("plugin");
 }
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
