@@ -204,7 +204,7 @@ def test_inflight_rpc_completes_during_drain(spawn, sock_dir, tmp_path):
     with grpc.insecure_channel(hs.target) as ch:
         t = threading.Thread(target=lambda: result.update(r=call(ch, "/pvtest.Test/Sleep", b"1.5", timeout=30)))
         t.start()
-        time.sleep(0.3)  # let the call reach the plugin
+        wait_for(lambda: "rpc Sleep started" in p.stderr_text(), 30, "the call to reach the plugin")
         p.signal(signal.SIGTERM)
         t.join(30)
     assert result.get("r") == b"slept", "an RPC in flight at stop time should be allowed to finish"
@@ -234,7 +234,7 @@ def test_stuck_handler_does_not_keep_the_process_alive(spawn, sock_dir, tmp_path
         fut = ch.unary_unary("/pvtest.Test/StuckSleep", request_serializer=_ident, response_deserializer=_ident).future(
             b"600", timeout=600
         )
-        time.sleep(0.3)
+        wait_for(lambda: "rpc StuckSleep started" in p.stderr_text(), 30, "the call to reach the plugin")
         controller_shutdown(ch)
         assert p.wait_exit(30) == 0
         fut.cancel()
@@ -278,7 +278,7 @@ def test_second_signal_cuts_the_drain_short(spawn, sock_dir, tmp_path):
     with grpc.insecure_channel(hs.target) as ch:
         t = threading.Thread(target=slow_call, args=(ch,), daemon=True)
         t.start()
-        time.sleep(0.3)
+        wait_for(lambda: "rpc Sleep started" in p.stderr_text(), 30, "the call to reach the plugin")
         p.signal(signal.SIGTERM)
         wait_for(lambda: "plugin is shutting down" in p.stderr_text(), 10, "the drain to start")
         time.sleep(0.3)

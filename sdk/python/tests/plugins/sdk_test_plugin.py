@@ -15,13 +15,17 @@ It also serves pvtest.Test, whose methods take and return raw bytes:
   Flood(n)         print n numbered 100-byte lines to stdout, as fast as it can
   Sleep(seconds)   sleep, returning early when the RPC is cancelled
   StuckSleep(s)    sleep, ignoring cancellation (a badly behaved handler)
+Sleep and StuckSleep log "rpc <name> started" (stderr) when they begin.
 """
 
+import logging
 import os
 import sys
 import time
 
 import plugvisor_plugin
+
+log = logging.getLogger("pvtest")
 
 
 def _ident(b):
@@ -44,6 +48,7 @@ def register(server):
         return b"ok"
 
     def rpc_sleep(request, context):
+        log.info("rpc Sleep started")
         deadline = time.monotonic() + float(request.decode())
         while time.monotonic() < deadline:
             if not context.is_active():
@@ -52,6 +57,7 @@ def register(server):
         return b"slept"
 
     def rpc_stuck_sleep(request, context):
+        log.info("rpc StuckSleep started")
         time.sleep(float(request.decode()))
         return b"slept"
 
