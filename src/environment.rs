@@ -580,12 +580,12 @@ async fn keep(
                 attempt,
                 "restarting plugin"
             );
-            let started = Instant::now();
-            let result = tokio::select! {
+            let (result, started) = tokio::select! {
                 _ = cancel.cancelled() => break 'watching,
                 result = async {
                     tokio::time::sleep(delay).await;
-                    start_healthy(config, &slot.bundle).await
+                    let started = Instant::now();
+                    (start_healthy(config, &slot.bundle).await, started)
                 } => result,
             };
             match result {

@@ -20,12 +20,21 @@ pub struct SpawnSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// A running (or exited) plugin process. Dropping it SIGKILLs the group if the
-/// process has not been seen to exit, so a cancelled start leaks nothing.
+/// The environment variable that marks every process a plugin starts, so its
+/// descendants can be found even after they leave its process group.
+pub const INSTANCE_ENV: &str = "PLUGVISOR_PLUGIN_INSTANCE";
+
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A running (or exited) plugin process. Dropping it SIGKILLs the group and
+/// tagged descendants if the process has not been seen to exit, so a cancelled
+/// start leaks nothing.
 #[derive(Debug)]
 pub struct PluginProcess {
     pid: u32,
     exit: watch::Receiver<Option<ExitStatus>>,
+    /// `INSTANCE_ENV=value`, as it appears in /proc/PID/environ.
+    tag: String,
 }
 
 /// The pipes of a freshly spawned process.
@@ -40,11 +49,14 @@ impl PluginProcess {
     /// signal when the spawning *thread* exits.
     pub fn spawn(spec: &SpawnSpec) -> std::io::Result<(PluginProcess, ProcessPipes)> {
         let host_pid = std::process::id();
+        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag_value = format!("{host_pid}.{instance}");
         let mut command = Command::new(&spec.program);
         command
             .args(&spec.args)
             .current_dir(&spec.working_dir)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(INSTANCE_ENV, &tag_value)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -76,7 +88,11 @@ impl PluginProcess {
             };
             let _ = exit_tx.send(Some(status));
         });
-        Ok((PluginProcess { pid, exit }, ProcessPipes { stdout, stderr }))
+        let tag = format!("{INSTANCE_ENV}={tag_value}");
+        Ok((
+            PluginProcess { pid, exit, tag },
+            ProcessPipes { stdout, stderr },
+        ))
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,12 +124,51 @@ impl PluginProcess {
             }
         }
     }
+
+    /// SIGKILLs every process that carries this plugin's instance tag: the
+    /// plugin and all its descendants, even daemons that left its process
+    /// group with setsid. (A descendant that scrubs its environment escapes.)
+    /// Returns the pids signalled.
+    pub fn kill_tagged(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let mut killed = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if environ
+                .split(|&b| b == 0)
+                .any(|var| var == self.tag.as_bytes())
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed.push(pid);
+            }
+        }
+        if !killed.is_empty() {
+            tracing::warn!(pids = ?killed, "killed processes the plugin left behind");
+        }
+        killed
+    }
 }
 
 impl Drop for PluginProcess {
     fn drop(&mut self) {
         if self.exit_status().is_none() {
             self.signal_group(Signal::SIGKILL);
+            self.kill_tagged();
         }
     }
 }

@@ -395,8 +395,9 @@ impl Supervisor {
             }
         };
         let status = self.process.exited().await;
-        // Leftover members of the group (grandchildren) die with the plugin.
+        // Leftovers die with the plugin: group members, and daemons that left the group.
         self.process.signal_group(Signal::SIGKILL);
+        self.process.kill_tagged();
         drop(
             self.socket_dir
                 .lock()
@@ -508,6 +509,7 @@ async fn kill_and_wrap(
 ) -> SupervisorError {
     process.signal_group(Signal::SIGKILL);
     process.exited().await;
+    process.kill_tagged();
     let stderr = StderrLines(stderr.lines());
     match error {
         PartialError::Closed(skipped) => SupervisorError::StdoutClosed { skipped, stderr },

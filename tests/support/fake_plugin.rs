@@ -61,7 +61,7 @@ struct Flags {
     /// Lines written to stderr at start.
     #[arg(long)]
     stderr: Vec<String>,
-    /// Bytes written to stderr after the handshake.
+    /// Bytes written to stderr after the handshake (then --marker gets "flood-done").
     #[arg(long, default_value_t = 0)]
     flood_stderr: u64,
     /// Close stdout right after the handshake.
@@ -178,6 +178,7 @@ async fn main() {
     }
     if flags.flood_stderr > 0 {
         let bytes = flags.flood_stderr;
+        let marker = flags.marker.clone();
         std::thread::spawn(move || {
             let line = [b'e'; 1023];
             let mut err = std::io::stderr().lock();
@@ -192,6 +193,7 @@ async fn main() {
                 }
                 written += 1024;
             }
+            write_marker(&marker, "flood-done");
         });
     }
     if let Some(ms) = flags.crash_after_ms {
@@ -199,7 +201,9 @@ async fn main() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             if segv {
-                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSEGV);
+                // A real invalid write, as a buggy native plugin would do.
+                // SAFETY: it is not safe; crashing is the point.
+                unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
             }
             std::process::exit(3);
         });
