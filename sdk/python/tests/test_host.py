@@ -241,6 +241,18 @@ def test_stuck_handler_does_not_keep_the_process_alive(spawn, sock_dir, tmp_path
     assert marker_lines(marker) == ["cleanup ran"]
 
 
+def test_register_failure_exits_1_with_the_traceback(spawn, tmp_path):
+    marker = tmp_path / "marker"
+    env = base_env(PVTEST_MARKER=str(marker), PVTEST_REGISTER_RAISES="1", PVTEST_PRINT_IN_REGISTER="said before failing")
+    p = spawn(TEST_PLUGIN, env=env)
+    assert p.wait_exit() == 1
+    err = p.stderr_text()
+    assert "Traceback" in err and "register failed on purpose" in err
+    # What was captured is not lost: it goes to the real stdout. No handshake.
+    assert p.rest_of_stdout() == "said before failing\n"
+    assert not marker.exists(), "on_shutdown is for plugins that started"
+
+
 # -- signals ------------------------------------------------------------------------------------
 
 

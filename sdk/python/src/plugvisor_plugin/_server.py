@@ -213,12 +213,14 @@ class _Runner:
         if self.capture_stdio:
             self._capture()
         try:
+            # Handlers first: a stop asked for during start-up is carried out
+            # (gracefully) right after the handshake.
+            self._install_signal_handlers()
             self._build_server()
             if self.register is not None:
                 self.register(self.server)
             network, address = self._bind()
             self.server.start()
-            self._install_signal_handlers()
             if self.watch_host:
                 self._start_host_watch()
             if os.environ.get(hs.ENV_CLIENT_CERT):

@@ -9,6 +9,7 @@ PVTEST_COOKIE_KEY/VALUE serve(magic_cookie_key=..., magic_cookie_value=...)
 PVTEST_STDIO_BUFFER     serve(stdio_buffer_bytes=...)
 PVTEST_PRINT_IN_REGISTER  text print()ed while register() runs (before the handshake)
 PVTEST_CLEANUP_RAISES   when set, on_shutdown raises after writing the marker
+PVTEST_REGISTER_RAISES  when set, register() raises (after any PVTEST_PRINT_IN_REGISTER print)
 
 It also serves pvtest.Test, whose methods take and return raw bytes:
   Print(text)      print(text) to stdout and print("err:" + text) to stderr
@@ -75,6 +76,8 @@ def register(server):
     early = os.environ.get("PVTEST_PRINT_IN_REGISTER")
     if early:
         print(early)
+    if os.environ.get("PVTEST_REGISTER_RAISES"):
+        raise RuntimeError("register failed on purpose")
 
 
 def on_shutdown():
