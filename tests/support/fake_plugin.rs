@@ -44,6 +44,9 @@ struct Flags {
     crash_after_ms: Option<u64>,
     #[arg(long)]
     segv: bool,
+    /// Exit (code 3) at a random time below this many ms after the handshake.
+    #[arg(long)]
+    crash_randomly_ms: Option<u64>,
     #[arg(long)]
     ignore_sigterm: bool,
     /// Start a grandchild in our process group (`sleep`).
@@ -196,7 +199,10 @@ async fn main() {
             write_marker(&marker, "flood-done");
         });
     }
-    if let Some(ms) = flags.crash_after_ms {
+    let crash_after = flags
+        .crash_after_ms
+        .or(flags.crash_randomly_ms.map(|max| fastrand::u64(0..max.max(1))));
+    if let Some(ms) = crash_after {
         let segv = flags.segv;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
