@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("-n", "--runs", type=int, default=10)
     ap.add_argument("--python", default=sys.executable)
     args = ap.parse_args()
+    args.python = os.path.abspath(args.python)  # plugins run with their own folder as cwd
 
     sock_dir = tempfile.mkdtemp(prefix="pvbench")
     env = plugin_env(sock_dir)
