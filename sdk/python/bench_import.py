@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -105,6 +106,13 @@ def main() -> None:
     args.python = os.path.abspath(args.python)  # plugins run with their own folder as cwd
 
     sock_dir = tempfile.mkdtemp(prefix="pvbench")
+    try:
+        run_all(args, sock_dir)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def run_all(args, sock_dir: str) -> None:
     env = plugin_env(sock_dir)
     # One untimed run of each warms the page cache.
     one_run(args.python, SDK_PLUGIN, env)
@@ -120,7 +128,6 @@ def main() -> None:
         raw_stop.append(b)
         bare.append(time_cmd(args.python, "pass"))
         imp.append(import_only(args.python))
-    os.rmdir(sock_dir)
 
     ver = subprocess.run([args.python, "-c", "import sys, grpc; print(sys.version.split()[0], grpc.__version__)"],
                          capture_output=True, text=True, check=True).stdout.split()
