@@ -44,6 +44,10 @@ pub struct SupervisorConfig {
     pub controller_grace: Duration,
     /// How long to wait for exit after SIGTERM, before SIGKILL.
     pub terminate_grace: Duration,
+    /// go-plugin's AutoMTLS: offer the plugin a client certificate and talk
+    /// TLS when it answers with a server certificate. Plaintext tcp is then
+    /// refused.
+    pub auto_mtls: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -53,6 +57,7 @@ impl Default for SupervisorConfig {
             ping_timeout: Duration::from_secs(1),
             controller_grace: Duration::from_secs(2),
             terminate_grace: Duration::from_secs(2),
+            auto_mtls: false,
         }
     }
 }
@@ -122,6 +127,16 @@ pub enum SupervisorError {
     },
     #[error("plugin printed a stdout line longer than {limit} bytes before its handshake{stderr}")]
     LineTooLong { limit: usize, stderr: StderrLines },
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "plugin announced a TLS certificate, but AutoMTLS is off; turn it on (--tls) to talk to this plugin{stderr}"
+    )]
+    UnexpectedCertificate { stderr: StderrLines },
+    #[error(
+        "plugin ignored PLUGIN_CLIENT_CERT and serves plaintext tcp, which AutoMTLS refuses; use a TLS-capable go-plugin or SDK{stderr}"
+    )]
+    PlaintextRefused { stderr: StderrLines },
     #[error("{source}{stderr}")]
     Connect {
         source: ConnectError,
@@ -210,13 +225,21 @@ impl Supervisor {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(SupervisorError::SocketDir)?;
+        let identity = match config.auto_mtls {
+            true => Some(crate::tls::ClientIdentity::generate()?),
+            false => None,
+        };
+        let mut env = config
+            .handshake
+            .plugin_env(&socket_dir.path().to_string_lossy());
+        if let Some(identity) = &identity {
+            env.push(("PLUGIN_CLIENT_CERT".into(), identity.cert_pem.clone()));
+        }
         let spec = SpawnSpec {
             program: plan.program.clone(),
             args: plan.args.clone(),
             working_dir: plan.working_dir.clone(),
-            env: config
-                .handshake
-                .plugin_env(&socket_dir.path().to_string_lossy()),
+            env,
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
@@ -251,15 +274,19 @@ impl Supervisor {
         };
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
 
+        let tls = match tls_for(&handshake, identity.as_ref()) {
+            Ok(tls) => tls,
+            Err(error) => return Err(kill_and_wrap(&process, &stderr, error).await),
+        };
         let connect_budget = deadline.saturating_duration_since(Instant::now());
-        let channel =
-            match connect(&handshake, connect_budget.max(Duration::from_millis(100))).await {
-                Ok(channel) => channel,
-                Err(source) => {
-                    let error = PartialError::Connect(source);
-                    return Err(kill_and_wrap(&process, &stderr, error).await);
-                }
-            };
+        let budget = connect_budget.max(Duration::from_millis(100));
+        let channel = match connect(&handshake, budget, tls).await {
+            Ok(channel) => channel,
+            Err(source) => {
+                let error = PartialError::Connect(source);
+                return Err(kill_and_wrap(&process, &stderr, error).await);
+            }
+        };
         tokio::spawn(consume_stdio_stream(channel.clone()).instrument(span.clone()));
         span.in_scope(|| {
             tracing::debug!(pid = process.pid(), address = %handshake.address, "plugin connected")
@@ -470,8 +497,34 @@ async fn read_handshake<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// The TLS configuration the handshake calls for, given whether AutoMTLS is on.
+fn tls_for(
+    handshake: &Handshake,
+    identity: Option<&crate::tls::ClientIdentity>,
+) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, PartialError> {
+    match (&handshake.server_cert, identity) {
+        (Some(cert), Some(identity)) => crate::tls::client_config(cert, Some(identity))
+            .map(Some)
+            .map_err(PartialError::Tls),
+        (Some(_), None) => Err(PartialError::UnexpectedCertificate),
+        (None, Some(_)) if handshake.network == crate::handshake::Network::Tcp => {
+            Err(PartialError::PlaintextRefused)
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "plugin ignored PLUGIN_CLIENT_CERT; its private unix socket stays plaintext"
+            );
+            Ok(None)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// A start failure before the stderr tail is attached.
 enum PartialError {
+    Tls(crate::tls::TlsError),
+    UnexpectedCertificate,
+    PlaintextRefused,
     Eof,
     Closed(SkippedLines),
     LineTooLong,
@@ -533,6 +586,9 @@ async fn kill_and_wrap(
             stderr,
         },
         PartialError::Connect(source) => SupervisorError::Connect { source, stderr },
+        PartialError::Tls(error) => SupervisorError::Tls(error),
+        PartialError::UnexpectedCertificate => SupervisorError::UnexpectedCertificate { stderr },
+        PartialError::PlaintextRefused => SupervisorError::PlaintextRefused { stderr },
     }
 }
 

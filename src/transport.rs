@@ -1,9 +1,11 @@
-//! A tonic `Channel` to the address a plugin announced in its handshake.
+//! A tonic `Channel` to the address a plugin announced in its handshake,
+//! plaintext or, with AutoMTLS, over TLS pinned to the plugin's certificate.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::handshake::{Handshake, Network};
@@ -21,47 +23,53 @@ pub enum ConnectError {
     NoSocket { path: String },
 }
 
+/// A byte stream to the plugin: unix or tcp, with or without TLS.
+trait PluginStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PluginStream for T {}
+
 /// Connects eagerly, so a wrong address fails here and not on the first call.
-pub async fn connect(handshake: &Handshake, timeout: Duration) -> Result<Channel, ConnectError> {
+pub async fn connect(
+    handshake: &Handshake,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Channel, ConnectError> {
     let address = handshake.address.clone();
-    let transport_error = |source| ConnectError::Transport {
-        address: address.clone(),
-        source,
-    };
-    let connecting = async {
-        match handshake.network {
-            Network::Tcp => {
-                Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(transport_error)?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-            }
-            Network::Unix => {
-                let path = PathBuf::from(&address);
-                if !path.exists() {
-                    return Err(ConnectError::NoSocket {
-                        path: address.clone(),
-                    });
+    if handshake.network == Network::Unix && !std::path::Path::new(&address).exists() {
+        return Err(ConnectError::NoSocket { path: address });
+    }
+    let network = handshake.network;
+    let target = address.clone();
+    // The URI is ignored: the connector always dials the announced address.
+    let endpoint = Endpoint::from_static("http://plugin");
+    let connecting = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+        let target = target.clone();
+        let tls = tls.clone();
+        async move {
+            let stream: Box<dyn PluginStream> = match network {
+                Network::Unix => Box::new(tokio::net::UnixStream::connect(&target).await?),
+                Network::Tcp => {
+                    let stream = tokio::net::TcpStream::connect(&target).await?;
+                    stream.set_nodelay(true)?;
+                    Box::new(stream)
                 }
-                // The URI is ignored: the connector always dials the socket.
-                Endpoint::from_static("http://plugin")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-            }
+            };
+            let stream: Box<dyn PluginStream> = match tls {
+                Some(config) => Box::new(
+                    tokio_rustls::TlsConnector::from(config)
+                        .connect(crate::tls::server_name(), stream)
+                        .await?,
+                ),
+                None => stream,
+            };
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
         }
-        .map_err(transport_error)
-    };
-    tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            address: address.clone(),
+    }));
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(source)) => Err(ConnectError::Transport { address, source }),
+        Err(_) => Err(ConnectError::Timeout {
+            address,
             after: timeout,
-        })?
+        }),
+    }
 }

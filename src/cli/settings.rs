@@ -101,11 +101,19 @@ pub struct Settings {
     /// Everything still running this long after Ctrl-C is SIGKILLed [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_deadline: Option<DurationArg>,
+    /// go-plugin AutoMTLS: give each plugin a client certificate and talk TLS
+    /// pinned to the certificate it answers with; plaintext tcp is refused.
+    #[arg(long)]
+    #[serde(default)]
+    pub tls: bool,
 }
 
 macro_rules! layer {
     ($flags:ident, $file:ident, $($field:ident),*) => {
-        Settings { $($field: $flags.$field.or($file.$field),)* }
+        Settings {
+            tls: $flags.tls || $file.tls,
+            $($field: $flags.$field.or($file.$field),)*
+        }
     };
 }
 
@@ -188,6 +196,7 @@ impl Settings {
         }
         let mut config = SupervisorConfig {
             handshake,
+            auto_mtls: self.tls,
             ..SupervisorConfig::default()
         };
         set(&mut config.terminate_grace, self.stop_grace);
@@ -212,6 +221,7 @@ mod tests {
             health-interval = "30s"
             max-failures = 5
             magic-cookie = "K=V"
+            tls = true
             "#,
         )
         .unwrap();
@@ -225,6 +235,7 @@ mod tests {
         assert_eq!(config.restart.max_failures, 5);
         assert_eq!(config.supervisor.handshake.magic_cookie_key, "K");
         assert_eq!(config.restart.initial_backoff, Duration::from_secs(1));
+        assert!(config.supervisor.auto_mtls);
     }
 
     #[test]

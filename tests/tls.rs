@@ -1,0 +1,134 @@
+//! go-plugin AutoMTLS against real plugins: the Go plugin (go-plugin v1.7.0)
+//! and the Python SDK example. A connection without the host's client
+//! certificate must be refused.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use plugvisor::bundle::Bundle;
+use plugvisor::runtime::{LaunchOptions, plan_launch};
+use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError};
+use plugvisor::tls::{ClientIdentity, client_config};
+use plugvisor::transport::connect;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn mtls() -> SupervisorConfig {
+    SupervisorConfig {
+        auto_mtls: true,
+        ..SupervisorConfig::default()
+    }
+}
+
+async fn start(dir: &Path, config: &SupervisorConfig) -> Result<Supervisor, SupervisorError> {
+    let plan = plan_launch(&Bundle::load(dir).unwrap(), &LaunchOptions::default()).unwrap();
+    Supervisor::start("tls", &plan, config).await
+}
+
+fn go_bundle(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("go-healthy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("plugin.json"),
+        r#"{"id":"go-healthy","server":{"executable":"plugin"}}"#,
+    )
+    .unwrap();
+    std::fs::copy(built_artifact("target/go/healthy"), dir.join("plugin")).unwrap();
+    dir
+}
+
+/// A health check over a fresh connection with the given TLS settings.
+async fn health_over(
+    supervisor: &Supervisor,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<(), String> {
+    let channel = connect(supervisor.handshake(), Duration::from_secs(2), tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = HealthClient::new(channel);
+    let check = client.check(HealthCheckRequest {
+        service: "plugin".into(),
+    });
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(status.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[tokio::test]
+async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
+    let root = tempfile::tempdir().unwrap();
+    let supervisor = start(&go_bundle(root.path()), &mtls()).await.unwrap();
+    let cert = supervisor
+        .handshake()
+        .server_cert
+        .clone()
+        .expect("go-plugin announces its certificate under AutoMTLS");
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let without_client_cert = client_config(&cert, None).unwrap();
+    let refused = health_over(&supervisor, Some(without_client_cert)).await;
+    assert!(
+        refused.is_err(),
+        "a TLS client without a certificate got in"
+    );
+
+    let stranger = ClientIdentity::generate().unwrap();
+    let wrong_cert = client_config(&cert, Some(&stranger)).unwrap();
+    assert!(
+        health_over(&supervisor, Some(wrong_cert)).await.is_err(),
+        "a client with another certificate got in"
+    );
+    assert!(
+        health_over(&supervisor, None).await.is_err(),
+        "a plaintext client got in"
+    );
+
+    let pid = supervisor.pid();
+    assert_eq!(supervisor.stop().await.method, StopMethod::Controller);
+    assert_no_leftovers(pid);
+}
+
+#[tokio::test]
+async fn plaintext_tcp_is_refused_under_auto_mtls() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = native_fake_bundle(root.path(), "plaintext-tcp", "--network tcp");
+    let error = start(&dir, &mtls()).await.unwrap_err();
+    assert!(
+        matches!(error, SupervisorError::PlaintextRefused { .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_unix_socket_is_allowed_with_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = native_fake_bundle(root.path(), "plaintext-unix", "--network unix");
+    let supervisor = start(&dir, &mtls()).await.unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
+    supervisor.stop().await;
+}
+
+#[tokio::test]
+async fn tls_off_leaves_go_plugins_in_plaintext() {
+    let root = tempfile::tempdir().unwrap();
+    let supervisor = start(&go_bundle(root.path()), &SupervisorConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(supervisor.handshake().server_cert, None);
+    supervisor
+        .wait_healthy(Duration::from_secs(5))
+        .await
+        .unwrap();
+    supervisor.stop().await;
+}
