@@ -138,36 +138,6 @@ async fn core_version_2_is_refused() {
 }
 
 #[tokio::test]
-async fn netrpc_is_named() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = native_fake_bundle(root.path(), "netrpc", "--handshake 1|1|tcp|{addr}|netrpc");
-    let error = start_failure(&dir).await;
-    assert!(
-        error
-            .to_string()
-            .contains("plugin speaks netrpc; plugvisor supports gRPC plugins only"),
-        "{error}"
-    );
-}
-
-#[tokio::test]
-async fn unaccepted_app_version_is_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = native_fake_bundle(root.path(), "app-nine", "--handshake 1|9|tcp|{addr}|grpc");
-    let error = start_failure(&dir).await;
-    assert!(
-        matches!(
-            error,
-            SupervisorError::Handshake {
-                source: HandshakeLineError::AppVersion { got: 9, .. },
-                ..
-            }
-        ),
-        "{error}"
-    );
-}
-
-#[tokio::test]
 async fn exit_before_handshake_reports_status_and_stderr() {
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(

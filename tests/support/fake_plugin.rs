@@ -3,6 +3,7 @@
 //! `# fake:` (so a bundle's `plugin.py` can choose the behaviour).
 
 use std::io::Write;
+use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use clap::Parser;
@@ -199,9 +200,9 @@ async fn main() {
             write_marker(&marker, "flood-done");
         });
     }
-    let crash_after = flags
-        .crash_after_ms
-        .or(flags.crash_randomly_ms.map(|max| fastrand::u64(0..max.max(1))));
+    let crash_after = flags.crash_after_ms.or(flags
+        .crash_randomly_ms
+        .map(|max| fastrand::u64(0..max.max(1))));
     if let Some(ms) = crash_after {
         let segv = flags.segv;
         tokio::spawn(async move {
@@ -283,5 +284,3 @@ async fn hold_connections<S: Send + 'static>(mut accept: impl AsyncFnMut() -> st
         held.push(stream);
     }
 }
-
-use std::os::unix::process::CommandExt as _;

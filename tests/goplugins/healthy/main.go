@@ -7,6 +7,9 @@
 //	                                 handshake line).
 //	PLUGVISOR_TEST_MARKER=PATH       write "stopped" to PATH when the plugin
 //	                                 stops cleanly, by either path below.
+//	PLUGVISOR_BENCH_HANDSHAKE_FILE=PATH  append "PID UNIX_NS" to PATH when
+//	                                 serving starts, just before the handshake
+//	                                 line is printed (bench/ uses it).
 //
 // How a go-plugin plugin learns it is being stopped (read from go-plugin
 // v1.7.0, server.go and grpc_controller.go):
@@ -32,6 +35,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
@@ -98,6 +102,12 @@ func main() {
 		crashAfter = time.Duration(ms) * time.Millisecond
 	}
 
+	// Opened now so that only the write happens on the way to the handshake.
+	var handshakeFile *os.File
+	if path := os.Getenv("PLUGVISOR_BENCH_HANDSHAKE_FILE"); path != "" {
+		handshakeFile, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	}
+
 	var server atomic.Pointer[grpc.Server]
 	var stopReason atomic.Value // string; set by the SIGTERM handler
 	sigs := make(chan os.Signal, 1)
@@ -124,6 +134,10 @@ func main() {
 		// open and right before it prints the handshake line.
 		srv := plugin.DefaultGRPCServer(opts)
 		server.Store(srv)
+		if handshakeFile != nil {
+			fmt.Fprintf(handshakeFile, "%d %d\n", os.Getpid(), time.Now().UnixNano())
+			handshakeFile.Close()
+		}
 		if crashAfter >= 0 {
 			logger.Info("will crash", "after_ms", crashAfter.Milliseconds())
 			time.AfterFunc(crashAfter, func() {
