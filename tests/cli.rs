@@ -341,6 +341,72 @@ fn run_the_examples_and_stop_with_ctrl_c() {
 }
 
 #[test]
+fn a_second_ctrl_c_kills_what_ignores_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "stubborn", "--ignore-sigterm");
+    let run = Running::start(
+        root.path(),
+        &["--stop-grace", "60s", "--shutdown-deadline", "60s"],
+    );
+    let pid = run.wait_until("Running", |s| all_running(s, 1))[0]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    // The first Ctrl-C waits out the 60 s grace; the second ends it now.
+    assert!(eventually(Duration::from_secs(5), || {
+        run.statuses()
+            .first()
+            .is_some_and(|s| s["state"] == "Stopping")
+    }));
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("second signal: killing all plugins"),
+        "{stderr}"
+    );
+    assert_no_leftovers(pid);
+}
+
+#[test]
+fn config_file_settings_apply() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "strict", "");
+    let config = root.path().join("plugvisor.toml");
+    std::fs::write(&config, "max-failures = 0\n").unwrap();
+    let plugins = root.path().to_path_buf();
+    let run = Running::start(&plugins, &["--config", config.to_str().unwrap()]);
+    let pid = run
+        .wait_until("Running", |s| s.iter().any(|p| p["state"] == "Running"))
+        .iter()
+        .find_map(|s| s["pid"].as_u64())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // max-failures = 0: the first crash disables it.
+    run.wait_until("FailedToStayRunning", |s| {
+        s.iter().any(|p| p["state"] == "FailedToStayRunning")
+    });
+    let bad = root.path().join("bad.toml");
+    std::fs::write(&bad, "max-failure = 0\n").unwrap();
+    let output = plugvisor(&[
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("unknown field `max-failure`"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
 fn run_exits_non_zero_when_nothing_activates() {
     let root = tempfile::tempdir().unwrap();
     native_fake_bundle(root.path(), "dies", "--exit-before 1");
