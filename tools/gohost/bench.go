@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"os/exec"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -23,6 +27,7 @@ type stats struct {
 	Median float64 `json:"median"`
 	Mean   float64 `json:"mean"`
 	P95    float64 `json:"p95"`
+	P99    float64 `json:"p99"`
 	Max    float64 `json:"max"`
 }
 
@@ -48,23 +53,32 @@ func summarize(values []float64) stats {
 	if len(v)%2 == 0 {
 		median = (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	return stats{N: len(v), Min: v[0], Median: median, Mean: sum / float64(len(v)), P95: pct(0.95), Max: v[len(v)-1]}
+	return stats{N: len(v), Min: v[0], Median: median, Mean: sum / float64(len(v)), P95: pct(0.95), P99: pct(0.99), Max: v[len(v)-1]}
 }
 
 // cycle is one plugin run: start, first ping, kill.
 type cycle struct {
-	StartMs     float64  `json:"start_ms"`
-	PingMs      float64  `json:"ping_ms"`
-	KillMs      float64  `json:"kill_ms"`
-	PingOK      bool     `json:"ping_ok"`
-	Graceful    bool     `json:"graceful"`
-	ExitStatus  string   `json:"exit_status"`
-	Error       string   `json:"error,omitempty"`
-	Log         []string `json:"log,omitempty"`
+	StartMs    float64  `json:"start_ms"`
+	PingMs     float64  `json:"ping_ms"`
+	KillMs     float64  `json:"kill_ms"`
+	PingOK     bool     `json:"ping_ok"`
+	Graceful   bool     `json:"graceful"`
+	ExitStatus string   `json:"exit_status"`
+	Error      string   `json:"error,omitempty"`
+	Log        []string `json:"log,omitempty"`
+	// HealthyMs is Client() plus the first Ping: spawn to healthy.
+	HealthyMs float64 `json:"healthy_ms"`
+	Pid       int     `json:"pid"`
+	// Wall clock just before Client() and just after the first Ping
+	// returned, to set beside the time the plugin says it printed its
+	// handshake (bench/).
+	SpawnUnixNs int64 `json:"spawn_unix_ns"`
+	ReadyUnixNs int64 `json:"ready_unix_ns"`
 	hostLog     *hostLog
 	client      *plugin.Client
 	cmd         *exec.Cmd
 	protocolCli plugin.ClientProtocol
+	killed      bool
 }
 
 // startCycle starts a plugin and pings it once; the caller kills it.
@@ -77,9 +91,13 @@ func (hf *hostFlags) startCycle(argv []string, stderr io.Writer) *cycle {
 	}
 	c.hostLog = hl
 	c.client, c.cmd = hf.newClient(argv, logger)
+	c.SpawnUnixNs = time.Now().UnixNano()
 	t0 := time.Now()
 	cp, err := c.client.Client()
 	c.StartMs = ms(time.Since(t0))
+	if c.cmd.Process != nil {
+		c.Pid = c.cmd.Process.Pid
+	}
 	if err == nil {
 		err = hf.checkNetwork(c.client)
 	}
@@ -95,13 +113,23 @@ func (hf *hostFlags) startCycle(argv []string, stderr io.Writer) *cycle {
 		c.PingOK = true
 	}
 	c.PingMs = ms(time.Since(t1))
+	c.HealthyMs = ms(time.Since(t0))
+	c.ReadyUnixNs = time.Now().UnixNano()
 	return c
 }
 
+// sigkill SIGKILLs the plugin process (not Kill(): go-plugin is not told).
+func (c *cycle) sigkill() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
 func (c *cycle) kill(keepLog bool) {
-	if c.client == nil {
+	if c.client == nil || c.killed {
 		return
 	}
+	c.killed = true
 	t := time.Now()
 	c.client.Kill()
 	c.KillMs = ms(time.Since(t))
@@ -136,6 +164,7 @@ type cyclesResult struct {
 	Runs       []*cycle `json:"runs"`
 	StartMs    stats    `json:"start_ms"`
 	PingMs     stats    `json:"ping_ms"`
+	HealthyMs  stats    `json:"healthy_ms"`
 	KillMs     stats    `json:"kill_ms"`
 	Failures   int      `json:"failures"`
 	Ungraceful int      `json:"ungraceful"`
@@ -143,7 +172,7 @@ type cyclesResult struct {
 
 func summarizeCycles(runs []*cycle) cyclesResult {
 	res := cyclesResult{Runs: runs}
-	var start, ping, kill []float64
+	var start, ping, healthy, kill []float64
 	for _, c := range runs {
 		if c.Error != "" {
 			res.Failures++
@@ -154,9 +183,11 @@ func summarizeCycles(runs []*cycle) cyclesResult {
 		}
 		start = append(start, c.StartMs)
 		ping = append(ping, c.PingMs)
+		healthy = append(healthy, c.HealthyMs)
 		kill = append(kill, c.KillMs)
 	}
 	res.StartMs, res.PingMs, res.KillMs = summarize(start), summarize(ping), summarize(kill)
+	res.HealthyMs = summarize(healthy)
 	return res
 }
 
@@ -166,6 +197,8 @@ func cmdCycles(name string) func(args []string, stdout, stderr io.Writer) int {
 	return func(args []string, stdout, stderr io.Writer) int {
 		var bf benchFlags
 		fs := newBenchFlagSet(name, name, "Run --count sequential start, Ping, Kill cycles; print per-run and summary timings (ms).", stderr, &bf, 10)
+		sigkill := fs.Bool("sigkill", false, "SIGKILL the plugin before Kill(), for runs that measure only the start: a plugin\n"+
+			"without GRPCController then costs no 2 s wait (kill_ms and graceful mean nothing)")
 		argv, code := parse(fs, args)
 		if argv == nil {
 			return code
@@ -177,6 +210,9 @@ func cmdCycles(name string) func(args []string, stdout, stderr io.Writer) int {
 		runs := make([]*cycle, 0, bf.count)
 		for i := 0; i < bf.count; i++ {
 			c := bf.startCycle(argv, stderr)
+			if *sigkill {
+				c.sigkill()
+			}
 			c.kill(bf.log)
 			runs = append(runs, c)
 		}
@@ -238,14 +274,21 @@ func cmdPing(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// cmdCrash measures how go-plugin's host learns that a plugin died.
+// cmdCrash measures how go-plugin's host learns that a plugin died and,
+// with --restart, how soon a host that watches for it has the plugin healthy
+// again.
 func cmdCrash(args []string, stdout, stderr io.Writer) int {
 	var bf benchFlags
 	fs := newBenchFlagSet("crash", "crash", "Start a plugin that will exit by itself (for the Go test plugin: --crash-after-ms),\n"+
-		"then poll: when does Client.Exited() turn true, and when does Ping first fail (ms after Client() returned)?", stderr, &bf, 1)
+		"then poll: when does Client.Exited() turn true, and when does Ping first fail (ms after Client() returned)?\n"+
+		"With --kill the host SIGKILLs the plugin once it is healthy; with --restart it starts a new one as soon as\n"+
+		"Exited() is true and times crash -> healthy again (go-plugin has no exit notification: Exited() is polled).", stderr, &bf, 1)
 	crashAfter := fs.Int("crash-after-ms", -1, "put PLUGVISOR_TEST_CRASH_AFTER_MS=N in the plugin's environment (tests/goplugins/healthy honours it)")
 	poll := fs.Duration("poll", time.Millisecond, "polling interval for Exited() and Ping")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up waiting for the crash after this long")
+	killIt := fs.Bool("kill", false, "SIGKILL the plugin as soon as it is healthy (times count from the signal)")
+	restart := fs.Bool("restart", false, "when Exited() turns true, Kill() the old client and start and Ping a new one at once\n"+
+		"(Ping failures are then not polled); the new one is SIGKILLed and Kill()ed afterwards, untimed")
 	argv, code := parse(fs, args)
 	if argv == nil {
 		return code
@@ -262,15 +305,22 @@ func cmdCrash(args []string, stdout, stderr io.Writer) int {
 		ExitedMs   float64 `json:"exited_ms"`
 		PingFailMs float64 `json:"ping_fail_ms"`
 		TimedOut   bool    `json:"timed_out"`
+		// With --restart: from Exited() to the new plugin's first Ping, and
+		// from the crash (the SIGKILL with --kill) to it.
+		RestartMs    float64 `json:"restart_ms,omitempty"`
+		RecoverMs    float64 `json:"recover_ms,omitempty"`
+		RestartedPid int     `json:"restarted_pid,omitempty"`
 	}
 	type crashResult struct {
 		Runs       []*crashRun `json:"runs"`
 		ExitedMs   stats       `json:"exited_ms"`
 		PingFailMs stats       `json:"ping_fail_ms"`
+		RestartMs  stats       `json:"restart_ms"`
+		RecoverMs  stats       `json:"recover_ms"`
 		Failures   int         `json:"failures"`
 	}
 	var res crashResult
-	var exited, pingFail []float64
+	var exited, pingFail, restartMs, recoverMs []float64
 	for i := 0; i < bf.count; i++ {
 		hl, logger, _ := bf.newLog(stderr)
 		r := &crashRun{cycle: &cycle{hostLog: hl}, ExitedMs: -1, PingFailMs: -1}
@@ -278,36 +328,69 @@ func cmdCrash(args []string, stdout, stderr io.Writer) int {
 		t0 := time.Now()
 		cp, err := r.client.Client()
 		r.StartMs = ms(time.Since(t0))
+		var next *cycle
+		if err == nil && *killIt {
+			if err = cp.Ping(); err != nil {
+				err = fmt.Errorf("ping before the kill: %w", err)
+			}
+		}
 		if err != nil {
 			// A plugin that dies before its handshake is a start failure here.
 			r.Error = "start: " + err.Error()
 		} else {
 			ready := time.Now()
+			if *killIt {
+				r.sigkill()
+			}
 			deadline := ready.Add(*timeout)
-			for (r.ExitedMs < 0 || r.PingFailMs < 0) && time.Now().Before(deadline) {
+			watchPing := !*restart
+			for (r.ExitedMs < 0 || (watchPing && r.PingFailMs < 0)) && time.Now().Before(deadline) {
 				if r.ExitedMs < 0 && r.client.Exited() {
 					r.ExitedMs = ms(time.Since(ready))
+					if *restart {
+						break
+					}
 				}
-				if r.PingFailMs < 0 && cp.Ping() != nil {
+				if watchPing && r.PingFailMs < 0 && cp.Ping() != nil {
 					r.PingFailMs = ms(time.Since(ready))
 				}
 				time.Sleep(*poll)
 			}
-			r.TimedOut = r.ExitedMs < 0 || r.PingFailMs < 0
+			r.TimedOut = r.ExitedMs < 0 || (watchPing && r.PingFailMs < 0)
 			if r.TimedOut {
 				r.Error = "the plugin was still up after --timeout"
+			} else if *restart {
+				detected := time.Now()
+				r.kill(bf.log)
+				next = bf.startCycle(argv, stderr)
+				r.RestartMs = ms(time.Since(detected))
+				r.RecoverMs = ms(time.Since(ready))
+				r.RestartedPid = next.Pid
+				if next.Error != "" {
+					r.Error = "restart: " + next.Error
+				}
 			}
 		}
 		r.kill(bf.log)
+		if next != nil {
+			next.sigkill()
+			next.kill(false)
+		}
 		if r.Error != "" {
 			res.Failures++
 		} else {
 			exited = append(exited, r.ExitedMs)
-			pingFail = append(pingFail, r.PingFailMs)
+			if !*restart {
+				pingFail = append(pingFail, r.PingFailMs)
+			} else {
+				restartMs = append(restartMs, r.RestartMs)
+				recoverMs = append(recoverMs, r.RecoverMs)
+			}
 		}
 		res.Runs = append(res.Runs, r)
 	}
 	res.ExitedMs, res.PingFailMs = summarize(exited), summarize(pingFail)
+	res.RestartMs, res.RecoverMs = summarize(restartMs), summarize(recoverMs)
 	if err := writeJSON(stdout, res); err != nil {
 		return 1
 	}
@@ -317,23 +400,44 @@ func cmdCrash(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// cmdScale starts --count plugins at once and stops them all at once.
+// cmdScale starts --count plugins at once and stops them all at once; with
+// --idle it first keeps them up that long with a health check job running,
+// measuring its own CPU time and RSS.
 func cmdScale(args []string, stdout, stderr io.Writer) int {
 	var bf benchFlags
-	fs := newBenchFlagSet("scale", "scale", "Start --count plugins concurrently (one go-plugin Client each), Ping each, then Kill all concurrently.", stderr, &bf, 10)
+	fs := newBenchFlagSet("scale", "scale", "Start --count plugins concurrently (one go-plugin Client each), Ping each, then Kill all concurrently.\n"+
+		"With --idle, stay up that long in between while a job Pings every plugin, one after the other, every\n"+
+		"--health-interval (Mattermost's health check job does this every 30 s), and report this process's\n"+
+		"CPU use (utime+stime from /proc/self/stat) and RSS (VmRSS from /proc/self/status; children excluded).", stderr, &bf, 10)
+	idle := fs.Duration("idle", 0, "how long to stay up once all are healthy (0: no idle phase)")
+	interval := fs.Duration("health-interval", 30*time.Second, "health check job interval during --idle (Mattermost: 30s)")
 	argv, code := parse(fs, args)
 	if argv == nil {
 		return code
 	}
-	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
+	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 || *interval <= 0 {
 		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
 		return 2
+	}
+	type idleResult struct {
+		Seconds         float64 `json:"seconds"`
+		CPUTicks        int64   `json:"cpu_ticks"`
+		CPUPercent      float64 `json:"cpu_percent"`
+		RSSEndKB        int64   `json:"rss_end_kb"`
+		HealthIntervalS float64 `json:"health_interval_s"`
+		Pings           int     `json:"pings"`
+		PingFailures    int     `json:"ping_failures"`
 	}
 	type scaleResult struct {
 		Count int `json:"count"`
 		cyclesResult
-		AllReadyMs  float64 `json:"all_ready_ms"`
-		AllKilledMs float64 `json:"all_killed_ms"`
+		AllReadyMs  float64     `json:"all_ready_ms"`
+		AllKilledMs float64     `json:"all_killed_ms"`
+		HostPid     int         `json:"host_pid"`
+		RSSReadyKB  int64       `json:"rss_ready_kb"`
+		RSSKB       int64       `json:"rss_kb"`
+		HWMKB       int64       `json:"hwm_kb"`
+		Idle        *idleResult `json:"idle"`
 	}
 	runs := make([]*cycle, bf.count)
 	var wg sync.WaitGroup
@@ -347,6 +451,46 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	allReady := ms(time.Since(t0))
+	rssReady, _ := memoryKB()
+	var idleRes *idleResult
+	if *idle > 0 {
+		idleRes = &idleResult{HealthIntervalS: interval.Seconds()}
+		done := make(chan struct{})
+		jobDone := make(chan struct{})
+		go func() {
+			defer close(jobDone)
+			ticker := time.NewTicker(*interval)
+			defer ticker.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-ticker.C:
+					for _, c := range runs {
+						if c.protocolCli == nil {
+							continue
+						}
+						idleRes.Pings++
+						if c.protocolCli.Ping() != nil {
+							idleRes.PingFailures++
+						}
+					}
+				}
+			}
+		}()
+		cpu0 := cpuTicks()
+		w0 := time.Now()
+		time.Sleep(*idle)
+		cpu1 := cpuTicks()
+		wall := time.Since(w0).Seconds()
+		close(done)
+		<-jobDone
+		idleRes.Seconds = wall
+		idleRes.CPUTicks = cpu1 - cpu0
+		idleRes.CPUPercent = float64(cpu1-cpu0) / clockTicksPerSecond / wall * 100
+		idleRes.RSSEndKB, _ = memoryKB()
+	}
+	rss, hwm := memoryKB()
 	t1 := time.Now()
 	for _, c := range runs {
 		wg.Add(1)
@@ -356,7 +500,8 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 		}(c)
 	}
 	wg.Wait()
-	res := scaleResult{Count: bf.count, cyclesResult: summarizeCycles(runs), AllReadyMs: allReady, AllKilledMs: ms(time.Since(t1))}
+	res := scaleResult{Count: bf.count, cyclesResult: summarizeCycles(runs), AllReadyMs: allReady, AllKilledMs: ms(time.Since(t1)),
+		HostPid: os.Getpid(), RSSReadyKB: rssReady, RSSKB: rss, HWMKB: hwm, Idle: idleRes}
 	if err := writeJSON(stdout, res); err != nil {
 		return 1
 	}
@@ -366,10 +511,57 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// clockTicksPerSecond is USER_HZ, the unit of utime and stime in
+// /proc/PID/stat: 100 on Linux (sysconf needs cgo, and this is static).
+const clockTicksPerSecond = 100.0
+
+// memoryKB returns this process's VmRSS and VmHWM in kB (0 off Linux).
+func memoryKB() (rss, hwm int64) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = v
+		case "VmHWM:":
+			hwm = v
+		}
+	}
+	return rss, hwm
+}
+
+// cpuTicks returns utime+stime of this process (every thread, no children).
+func cpuTicks() int64 {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	text := string(data)
+	i := strings.LastIndexByte(text, ')')
+	if i < 0 || i+2 > len(text) {
+		return 0
+	}
+	// fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+	fields := strings.Fields(text[i+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime
+}
+
 func init() {
 	subcommands["start"] = subcommand{"repeat start, Ping, Kill --count times; summary of start_ms (and the rest)", cmdCycles("start")}
 	subcommands["stop"] = subcommand{"the same cycles as start; read kill_ms and ungraceful", cmdCycles("stop")}
 	subcommands["ping"] = subcommand{"start once, Ping --count times, Kill; Ping latency summary", cmdPing}
-	subcommands["crash"] = subcommand{"start a self-crashing plugin; when do Exited() and Ping notice?", cmdCrash}
-	subcommands["scale"] = subcommand{"start --count plugins at once, Ping each, Kill all at once", cmdScale}
+	subcommands["crash"] = subcommand{"start a self-crashing (or --kill: SIGKILLed) plugin; when do Exited() and Ping notice? --restart: time to healthy again", cmdCrash}
+	subcommands["scale"] = subcommand{"start --count plugins at once, Ping each, [--idle with a health job: CPU, RSS], Kill all at once", cmdScale}
 }
