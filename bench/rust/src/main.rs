@@ -1,0 +1,469 @@
+//! plugvisor-bench: the scenarios of `gohost`'s benchmark subcommands
+//! (tools/gohost), driven through plugvisor's library, each printing one JSON
+//! object with timings in milliseconds. `bench/run` runs both side by side.
+//!
+//! The plugin is given as a plugins folder (every subdirectory a bundle), the
+//! way plugvisor is used: everything goes through [`Environment`], so a start
+//! here is the full activation path (launch plan, spawn, handshake, connect,
+//! first SERVING health check) and a stop is a deactivation.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use plugvisor::environment::{Environment, EnvironmentConfig, EventKind};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Parser)]
+#[command(
+    name = "plugvisor-bench",
+    about = "plugvisor's side of bench/: gohost's scenarios through plugvisor's library; prints one JSON object"
+)]
+struct Cli {
+    /// plugvisor's tracing filter. Events are formatted into a sink, so their
+    /// cost is counted the way gohost's debug-level host log is: plugvisor's
+    /// own events and the plugins' lines at debug, its dependencies' (h2,
+    /// hyper, tower) at info, as grpc-go's stay out of gohost's log ("off"
+    /// skips it).
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,plugvisor=debug,plugin=debug"
+    )]
+    log_level: String,
+    /// Run on tokio's current-thread runtime instead of the multi-thread one
+    /// the plugvisor CLI uses (to see what cross-thread wake-ups cost).
+    #[arg(long, global = true)]
+    current_thread: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Repeat activate (until SERVING), deactivate --count times; summary of healthy_ms (and the rest).
+    Start(Single),
+    /// The same cycles as start; read kill_ms.
+    Stop(Single),
+    /// Activate once, health-check --count times on the one connection, deactivate.
+    Ping(Single),
+    /// Activate, SIGKILL the plugin, time the Environment's Crashed and Running events; --count rounds.
+    Crash(Single),
+    /// Activate every bundle of the folder at once, idle with health checks running, shut down.
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+struct Single {
+    /// A plugins folder; its one bundle (or --id) is the plugin.
+    plugins_dir: PathBuf,
+    /// The bundle to use when the folder holds several.
+    #[arg(long)]
+    id: Option<String>,
+    /// How many times to repeat.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// A plugins folder; every bundle in it is activated.
+    plugins_dir: PathBuf,
+    /// How long to stay up after all are healthy, measuring CPU (0: no idle phase).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    idle: Duration,
+    /// The Environment's health-check interval during the idle phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    health_interval: Duration,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if cli.log_level != "off" {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
+            .with_writer(std::io::sink)
+            .init();
+    }
+    let runtime = if cli.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Start(args) | Command::Stop(args) => cycles(args).await,
+            Command::Ping(args) => ping(args).await,
+            Command::Crash(args) => crash(args).await,
+            Command::Scale(args) => scale(args).await,
+        }
+    });
+    match result {
+        Ok((value, ok)) => {
+            println!("{value}");
+            if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("plugvisor-bench: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// min/median/mean/p95/p99/max in ms, computed like gohost's `summarize`
+/// (nearest-rank percentiles).
+#[derive(Serialize, Default)]
+struct Stats {
+    n: usize,
+    min: f64,
+    median: f64,
+    mean: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn summarize(values: &[f64]) -> Stats {
+    if values.is_empty() {
+        return Stats::default();
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let pct = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+    let median = if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    };
+    Stats {
+        n,
+        min: v[0],
+        median,
+        mean: v.iter().sum::<f64>() / n as f64,
+        p95: pct(0.95),
+        p99: pct(0.99),
+        max: v[n - 1],
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn environment(config: EnvironmentConfig) -> anyhow::Result<Environment> {
+    let dir = config.plugins_dir.clone();
+    let env = Environment::new(config).with_context(|| format!("scanning {}", dir.display()))?;
+    if env.plugin_ids().is_empty() {
+        bail!("{} holds no valid plugin bundle", dir.display());
+    }
+    Ok(env)
+}
+
+fn single(args: &Single) -> anyhow::Result<(Environment, String)> {
+    let env = environment(EnvironmentConfig::new(&args.plugins_dir))?;
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => match env.plugin_ids().as_slice() {
+            [only] => only.clone(),
+            ids => bail!(
+                "{} holds {} bundles; pick one with --id",
+                args.plugins_dir.display(),
+                ids.len()
+            ),
+        },
+    };
+    Ok((env, id))
+}
+
+/// Whether a process still exists (a zombie counts: it was not reaped).
+fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[derive(Serialize, Default)]
+struct Cycle {
+    /// Activation call to Running (first SERVING health check).
+    healthy_ms: f64,
+    /// Deactivation call to return (the plugin reaped).
+    kill_ms: f64,
+    pid: Option<u32>,
+    /// Wall clock just before the activation call and just after it returned,
+    /// to set beside the time the plugin says it printed its handshake.
+    spawn_unix_ns: u128,
+    ready_unix_ns: u128,
+    /// The plugin's pid was gone from /proc when deactivation returned.
+    reaped: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
+    let (env, id) = single(&args)?;
+    let mut runs = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        let mut c = Cycle {
+            spawn_unix_ns: unix_ns(),
+            ..Cycle::default()
+        };
+        let t0 = Instant::now();
+        let result = env.activate(&id).await;
+        c.healthy_ms = ms(t0.elapsed());
+        c.ready_unix_ns = unix_ns();
+        match result {
+            Ok(status) => c.pid = status.pid,
+            Err(error) => c.error = Some(error.to_string()),
+        }
+        let t1 = Instant::now();
+        env.deactivate(&id).await?;
+        c.kill_ms = ms(t1.elapsed());
+        c.reaped = c.pid.is_some_and(|pid| !exists(pid));
+        runs.push(c);
+    }
+    let ok: Vec<&Cycle> = runs.iter().filter(|c| c.error.is_none()).collect();
+    let failures = runs.len() - ok.len();
+    let healthy: Vec<f64> = ok.iter().map(|c| c.healthy_ms).collect();
+    let kill: Vec<f64> = ok.iter().map(|c| c.kill_ms).collect();
+    let unreaped = ok.iter().filter(|c| !c.reaped).count();
+    let value = json!({
+        "runs": runs,
+        "healthy_ms": summarize(&healthy),
+        "kill_ms": summarize(&kill),
+        "failures": failures,
+        "unreaped": unreaped,
+    });
+    Ok((value, failures == 0))
+}
+
+async fn ping(args: Single) -> anyhow::Result<(Value, bool)> {
+    let (env, id) = single(&args)?;
+    let t0 = Instant::now();
+    let status = env.activate(&id).await?;
+    let healthy_ms = ms(t0.elapsed());
+    let mut latencies = Vec::with_capacity(args.count);
+    let mut failures = 0;
+    let mut first_error = None;
+    for _ in 0..args.count {
+        let t = Instant::now();
+        match env.perform_health_check(&id).await {
+            Ok(()) => latencies.push(ms(t.elapsed())),
+            Err(error) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    env.deactivate(&id).await?;
+    let value = json!({
+        "pid": status.pid,
+        "healthy_ms": healthy_ms,
+        "ping_ms": summarize(&latencies),
+        "failures": failures,
+        "error": first_error,
+    });
+    Ok((value, failures == 0))
+}
+
+#[derive(Serialize, Default)]
+struct CrashRun {
+    pid: Option<u32>,
+    restarted_pid: Option<u32>,
+    /// SIGKILL to the Crashed event.
+    detect_ms: f64,
+    /// Crashed event to Running again.
+    restart_ms: f64,
+    /// SIGKILL to Running again: crash → healthy.
+    recover_ms: f64,
+    /// The Running event's own startup_ms (restart attempt to SERVING).
+    startup_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn crash(args: Single) -> anyhow::Result<(Value, bool)> {
+    let (env, id) = single(&args)?;
+    let mut events = env.subscribe();
+    let mut runs = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        // A fresh activation each round: the restart policy's first restart
+        // is immediate, later ones in a row back off (1 s doubling).
+        let mut r = CrashRun::default();
+        match env.activate(&id).await {
+            Ok(status) => r.pid = status.pid,
+            Err(error) => r.error = Some(error.to_string()),
+        }
+        while !events.is_empty() {
+            let _ = events.try_recv();
+        }
+        if let (Some(pid), None) = (r.pid, &r.error) {
+            let t_kill = Instant::now();
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).context("SIGKILL")?;
+            let deadline = t_kill + Duration::from_secs(30);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let event = match tokio::time::timeout(left, events.recv()).await {
+                    Err(_) => {
+                        r.error = Some("not Running again within 30 s".into());
+                        break;
+                    }
+                    Ok(Err(RecvError::Lagged(_))) => continue,
+                    Ok(Err(RecvError::Closed)) => bail!("event channel closed"),
+                    Ok(Ok(event)) => event,
+                };
+                if event.status.id != id {
+                    continue;
+                }
+                match event.kind {
+                    EventKind::Crashed { .. } => r.detect_ms = ms(t_kill.elapsed()),
+                    EventKind::Running { startup_ms } => {
+                        r.recover_ms = ms(t_kill.elapsed());
+                        r.restart_ms = r.recover_ms - r.detect_ms;
+                        r.startup_ms = startup_ms;
+                        r.restarted_pid = event.status.pid;
+                        break;
+                    }
+                    EventKind::FailedToStart { error } => {
+                        r.error = Some(format!("restart failed: {error}"));
+                        break;
+                    }
+                    EventKind::Disabled { reason } => {
+                        r.error = Some(format!("disabled: {reason}"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        env.deactivate(&id).await?;
+        runs.push(r);
+    }
+    let ok: Vec<&CrashRun> = runs.iter().filter(|r| r.error.is_none()).collect();
+    let failures = runs.len() - ok.len();
+    let pick = |f: fn(&CrashRun) -> f64| summarize(&ok.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let value = json!({
+        "runs": runs,
+        "detect_ms": pick(|r| r.detect_ms),
+        "restart_ms": pick(|r| r.restart_ms),
+        "recover_ms": pick(|r| r.recover_ms),
+        "failures": failures,
+    });
+    Ok((value, failures == 0))
+}
+
+/// VmRSS and VmHWM of this process, in kB.
+fn memory_kb() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// utime + stime of this process (all its threads, not its children), in
+/// clock ticks (USER_HZ, 100 a second on Linux).
+fn cpu_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let Some(after) = text.rfind(')').map(|i| &text[i + 2..]) else {
+        return 0;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
+
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
+    let mut config = EnvironmentConfig::new(&args.plugins_dir);
+    config.health.interval = args.health_interval;
+    let env = environment(config)?;
+    let ids = env.plugin_ids();
+    let t0 = Instant::now();
+    let activations = ids.iter().map(|id| {
+        let env = env.clone();
+        async move {
+            let t = Instant::now();
+            let result = env.activate(id).await;
+            (ms(t.elapsed()), result)
+        }
+    });
+    let results = futures::future::join_all(activations).await;
+    let all_ready_ms = ms(t0.elapsed());
+    let mut healthy = Vec::new();
+    let mut errors = Vec::new();
+    for (took, result) in results {
+        match result {
+            Ok(_) => healthy.push(took),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    let (rss_ready_kb, _) = memory_kb();
+    let mut idle = json!(null);
+    if !args.idle.is_zero() {
+        let cpu0 = cpu_ticks();
+        let w0 = Instant::now();
+        tokio::time::sleep(args.idle).await;
+        let cpu1 = cpu_ticks();
+        let wall = w0.elapsed().as_secs_f64();
+        let (rss_kb, _) = memory_kb();
+        let running = env
+            .statuses()
+            .iter()
+            .filter(|s| s.state == plugvisor::environment::PluginState::Running)
+            .count();
+        idle = json!({
+            "seconds": wall,
+            "cpu_ticks": cpu1 - cpu0,
+            "cpu_percent": (cpu1 - cpu0) as f64 / CLOCK_TICKS_PER_SECOND / wall * 100.0,
+            "rss_end_kb": rss_kb,
+            "health_interval_s": args.health_interval.as_secs_f64(),
+            "running_at_end": running,
+        });
+    }
+    let (rss_kb, hwm_kb) = memory_kb();
+    let t1 = Instant::now();
+    env.shutdown().await;
+    let all_killed_ms = ms(t1.elapsed());
+    let value = json!({
+        "count": ids.len(),
+        "host_pid": std::process::id(),
+        "all_ready_ms": all_ready_ms,
+        "healthy_ms": summarize(&healthy),
+        "failures": errors.len(),
+        "errors": errors.iter().take(5).collect::<Vec<_>>(),
+        "rss_ready_kb": rss_ready_kb,
+        "rss_kb": rss_kb,
+        "hwm_kb": hwm_kb,
+        "idle": idle,
+        "all_killed_ms": all_killed_ms,
+    });
+    Ok((value, errors.is_empty()))
+}
