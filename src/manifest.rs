@@ -264,6 +264,10 @@ pub fn clean_bundle_path(field: &str, raw: &str) -> Result<PathBuf, ManifestErro
     if cleaned.as_os_str().is_empty() {
         return Err(unsafe_path("names the bundle directory itself"));
     }
+    // What cleans to blanks (" /", "x/../ ") is as empty as " " itself.
+    if cleaned.to_string_lossy().trim().is_empty() {
+        return Err(unsafe_path("is empty"));
+    }
     Ok(cleaned)
 }
 
@@ -429,5 +433,30 @@ mod tests {
         let platform = current_platform();
         assert!(!platform.contains("x86_64") && !platform.contains("macos"));
         assert!(platform.contains('-'));
+    }
+
+    /// Found by `fuzz/` (manifest target): " /" cleaned to " ", a path that
+    /// `clean_bundle_path` itself refuses as empty.
+    #[test]
+    fn fuzz_regression_blank_after_cleaning() {
+        for raw in [" /", "x/../ ", "./\t/", " /."] {
+            assert!(
+                matches!(
+                    clean_bundle_path("f", raw),
+                    Err(ManifestError::UnsafePath {
+                        reason: "is empty",
+                        ..
+                    })
+                ),
+                "{raw:?} was accepted"
+            );
+        }
+        let text = serde_json::json!({"id":"abc","server":{"executable":" /"}}).to_string();
+        assert!(matches!(
+            parse(&text),
+            Err(ManifestError::UnsafePath { .. })
+        ));
+        // A blank name beside others is an ordinary (if odd) file name.
+        assert_eq!(clean_bundle_path("f", "a/ ").unwrap(), PathBuf::from("a/ "));
     }
 }
