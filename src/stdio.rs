@@ -163,11 +163,14 @@ pub fn parse_hclog_line(line: &str) -> Option<HclogLine> {
     })
 }
 
-/// Which of the plugin's streams a line came from.
+/// Which of the plugin's streams a line came from: a pipe, or the
+/// `plugin.GRPCStdio` stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
     Stderr,
+    GrpcStdout,
+    GrpcStderr,
 }
 
 impl Stream {
@@ -175,17 +178,20 @@ impl Stream {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::GrpcStdout => "grpc-stdout",
+            Stream::GrpcStderr => "grpc-stderr",
         }
     }
 }
 
 /// Logs one plugin line. The caller's span carries the plugin id.
 pub fn log_plugin_line(stream: Stream, line: &str) {
+    let is_stderr = matches!(stream, Stream::Stderr | Stream::GrpcStderr);
     let stream = stream.name();
     let Some(hclog) = parse_hclog_line(line) else {
-        match stream {
-            "stderr" => tracing::warn!(target: "plugin", stream, "{line}"),
-            _ => tracing::info!(target: "plugin", stream, "{line}"),
+        match is_stderr {
+            true => tracing::warn!(target: "plugin", stream, "{line}"),
+            false => tracing::info!(target: "plugin", stream, "{line}"),
         }
         return;
     };

@@ -604,8 +604,8 @@ async fn consume_stdio_stream(channel: Channel) {
     };
     while let Ok(Some(data)) = stream.message().await {
         let stream = match StdioChannel::try_from(data.channel) {
-            Ok(StdioChannel::Stderr) => Stream::Stderr,
-            _ => Stream::Stdout,
+            Ok(StdioChannel::Stderr) => Stream::GrpcStderr,
+            _ => Stream::GrpcStdout,
         };
         let bytes = &data.data[..data.data.len().min(MAX_LINE_BYTES)];
         for line in String::from_utf8_lossy(bytes).lines() {

@@ -1,0 +1,170 @@
+//! The Python SDK under plugvisor: a real interpreter with grpcio, the SDK
+//! installed in the example bundle's venv, stopped through the controller with
+//! its cleanup run, and its print() output relayed over plugin.GRPCStdio.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use plugvisor::bundle::Bundle;
+use plugvisor::runtime::{LaunchOptions, plan_launch};
+use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig};
+
+/// The example bundle's venv: it has grpcio and the SDK (non-editable).
+fn sdk_python() -> PathBuf {
+    built_artifact("examples/plugins/hello-python/venv/bin/python")
+}
+
+/// A bundle whose plugin prints a line and writes `marker` on shutdown.
+fn sdk_bundle(root: &Path, marker: &Path) -> PathBuf {
+    let dir = root.join("sdk-plugin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("plugin.json"),
+        r#"{"id":"sdk-plugin","version":"0.1.0","server":{"executable":"plugin.py"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("plugin.py"),
+        format!(
+            r#"
+import plugvisor_plugin
+
+def register(server):
+    print("printed by the plugin " + {marker:?}, flush=True)
+
+def cleanup():
+    with open({marker:?}, "w") as f:
+        f.write("cleanup ran")
+
+plugvisor_plugin.serve(register, on_shutdown=cleanup)
+"#,
+            marker = marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+async fn start(dir: &Path, config: &SupervisorConfig) -> Supervisor {
+    let options = LaunchOptions {
+        interpreter: Some(sdk_python()),
+        ..LaunchOptions::default()
+    };
+    let plan = plan_launch(&Bundle::load(dir).unwrap(), &options).unwrap();
+    assert_eq!(
+        plan.program,
+        sdk_python(),
+        "the bundle has no venv of its own"
+    );
+    let supervisor = Supervisor::start("sdk-plugin", &plan, config)
+        .await
+        .unwrap();
+    supervisor
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .unwrap();
+    supervisor
+}
+
+/// Captures every log line of this test binary. A global subscriber, because
+/// tracing caches per-callsite interest across threads.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+fn captured_logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio() {
+    let logs = captured_logs();
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let printed = format!("printed by the plugin {}", marker.display());
+    let supervisor = start(
+        &sdk_bundle(root.path(), &marker),
+        &SupervisorConfig::default(),
+    )
+    .await;
+    supervisor.ping().await.unwrap();
+    let relayed = async {
+        while !logs.text().contains(&printed) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), relayed)
+        .await
+        .unwrap_or_else(|_| panic!("print() was not relayed; logs:\n{}", logs.text()));
+    let line = logs
+        .text()
+        .lines()
+        .find(|l| l.contains(&printed))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("stream=\"grpc-stdout\""), "{line}");
+    assert!(
+        line.contains("sdk-plugin"),
+        "the plugin id is missing: {line}"
+    );
+
+    let pid = supervisor.pid();
+    let report = supervisor.stop().await;
+    assert_eq!(report.method, StopMethod::Controller);
+    assert_eq!(report.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleanup ran");
+    assert_no_leftovers(pid);
+}
+
+#[tokio::test]
+async fn sdk_plugin_runs_its_cleanup_on_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let supervisor = start(
+        &sdk_bundle(root.path(), &marker),
+        &SupervisorConfig::default(),
+    )
+    .await;
+    let pid = supervisor.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), supervisor.exited())
+        .await
+        .expect("the plugin did not exit on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleanup ran");
+    supervisor.stop().await;
+    assert_no_leftovers(pid);
+}
