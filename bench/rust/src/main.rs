@@ -18,6 +18,65 @@ use plugvisor::environment::{Environment, EnvironmentConfig, EventKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tracing_subscriber::Layer;
+
+/// Two of plugvisor's own debug events, noted with the wall clock: "plugin
+/// connected" (handshake read and gRPC connection made; its `pid`) and
+/// "plugin stopped" (its `method`). They split a start and name a stop.
+mod probe {
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::Context;
+
+    #[derive(Debug, Default, Clone)]
+    pub struct Noted {
+        pub message: String,
+        pub pid: Option<u64>,
+        pub method: Option<String>,
+        pub unix_ns: u128,
+    }
+
+    static NOTED: Mutex<Vec<Noted>> = Mutex::new(Vec::new());
+
+    /// Everything noted since the last call.
+    pub fn take() -> Vec<Noted> {
+        std::mem::take(&mut *NOTED.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub struct Probe;
+
+    impl Visit for Noted {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "method" => self.method = Some(format!("{value:?}")),
+                _ => {}
+            }
+        }
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "pid" {
+                self.pid = Some(value);
+            }
+        }
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            if field.name() == "pid" {
+                self.pid = Some(value as u64);
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Probe {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut noted = Noted::default();
+            event.record(&mut noted);
+            if noted.message == "plugin connected" || noted.message == "plugin stopped" {
+                noted.unix_ns = super::unix_ns();
+                NOTED.lock().unwrap_or_else(|e| e.into_inner()).push(noted);
+            }
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -84,12 +143,17 @@ struct ScaleArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if cli.log_level != "off" {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let log = (cli.log_level != "off").then(|| {
+        tracing_subscriber::fmt::layer()
             .with_writer(std::io::sink)
-            .init();
-    }
+            .with_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
+    });
+    let probe = probe::Probe.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("plugvisor", tracing::Level::DEBUG),
+    );
+    tracing_subscriber::registry().with(log).with(probe).init();
     let runtime = if cli.current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -211,6 +275,10 @@ struct Cycle {
     /// to set beside the time the plugin says it printed its handshake.
     spawn_unix_ns: u128,
     ready_unix_ns: u128,
+    /// When plugvisor logged "plugin connected" (handshake read, connected).
+    connected_unix_ns: Option<u128>,
+    /// How the stop ended, from plugvisor's "plugin stopped" event.
+    stop_method: Option<String>,
     /// The plugin's pid was gone from /proc when deactivation returned.
     reaped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,6 +293,7 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
             spawn_unix_ns: unix_ns(),
             ..Cycle::default()
         };
+        probe::take();
         let t0 = Instant::now();
         let result = env.activate(&id).await;
         c.healthy_ms = ms(t0.elapsed());
@@ -233,9 +302,17 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
             Ok(status) => c.pid = status.pid,
             Err(error) => c.error = Some(error.to_string()),
         }
+        c.connected_unix_ns = probe::take()
+            .iter()
+            .rfind(|n| n.message == "plugin connected" && n.pid == c.pid.map(u64::from))
+            .map(|n| n.unix_ns);
         let t1 = Instant::now();
         env.deactivate(&id).await?;
         c.kill_ms = ms(t1.elapsed());
+        c.stop_method = probe::take()
+            .into_iter()
+            .rfind(|n| n.message == "plugin stopped")
+            .and_then(|n| n.method);
         c.reaped = c.pid.is_some_and(|pid| !exists(pid));
         runs.push(c);
     }
@@ -401,6 +478,31 @@ fn cpu_ticks() -> u64 {
 
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
+/// How long it takes to read /proc and every /proc/PID/environ once, as
+/// plugvisor's `PluginProcess::kill_tagged` does after every stop to find
+/// descendants that left the plugin's process group (median of 5, ms).
+fn proc_environ_scan() -> f64 {
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            if let Ok(entries) = std::fs::read_dir("/proc") {
+                for entry in entries.flatten() {
+                    if let Some(pid) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<i32>().ok())
+                    {
+                        let _ = std::fs::read(format!("/proc/{pid}/environ"));
+                    }
+                }
+            }
+            ms(t.elapsed())
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[2]
+}
+
 async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     let mut config = EnvironmentConfig::new(&args.plugins_dir);
     config.health.interval = args.health_interval;
@@ -426,6 +528,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         }
     }
     let (rss_ready_kb, _) = memory_kb();
+    let proc_scan_ms = proc_environ_scan();
     let mut idle = json!(null);
     if !args.idle.is_zero() {
         let cpu0 = cpu_ticks();
@@ -460,6 +563,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "failures": errors.len(),
         "errors": errors.iter().take(5).collect::<Vec<_>>(),
         "rss_ready_kb": rss_ready_kb,
+        "proc_environ_scan_ms": proc_scan_ms,
         "rss_kb": rss_kb,
         "hwm_kb": hwm_kb,
         "idle": idle,
