@@ -1,0 +1,513 @@
+"""Turns bench/run's JSON outputs into bench/results.md (printed on stdout).
+
+    python bench/report.py target/bench/out > bench/results.md
+
+Standard library only. Each input file is SCENARIO.PLUGIN.HOST.BATCH.json as
+written by `gohost` (tools/gohost) or `plugvisor-bench` (bench/rust).
+"""
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+PLUGIN_NAMES = {
+    "go": "Go (go-plugin)",
+    "raw": "Python, grpcio, no SDK",
+    "sdk": "Python, plugvisor SDK",
+}
+PYTHON_PLUGINS = ("raw", "sdk")
+RSS_TARGET_KB = 40 * 1024  # 40 MiB
+CPU_TARGET_PERCENT = 1.0
+
+
+# --- statistics --------------------------------------------------------------
+def pct(values, p):
+    """Nearest-rank percentile, as gohost and plugvisor-bench compute it."""
+    v = sorted(values)
+    if not v:
+        return None
+    i = min(max(math.ceil(p * len(v)), 1), len(v)) - 1
+    return v[i]
+
+
+def median(values):
+    v = sorted(values)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def fmt_ms(x):
+    if x is None:
+        return "n/a"
+    if x >= 1000:
+        return f"{x / 1000:.2f} s"
+    if x >= 100:
+        return f"{x:.0f} ms"
+    if x >= 10:
+        return f"{x:.1f} ms"
+    if x >= 1:
+        return f"{x:.2f} ms"
+    return f"{x * 1000:.0f} µs"
+
+
+def cell(values):
+    """median (p95) of a list of ms."""
+    if not values:
+        return "n/a"
+    return f"{fmt_ms(median(values))} (p95 {fmt_ms(pct(values, 0.95))})"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "n/a"
+    if r < 0.01:
+        return f"{r:.4f}×"
+    if r < 0.1:
+        return f"{r:.3f}×"
+    return f"{r:.2f}×"
+
+
+def verdict(ok):
+    if ok is None:
+        return "n/a"
+    return "**met**" if ok else "**missed**"
+
+
+# --- loading -----------------------------------------------------------------
+def load(out_dir):
+    data = defaultdict(list)  # (scenario, plugin, host) -> [json objects]
+    problems = []
+    for name in sorted(os.listdir(out_dir)):
+        m = re.fullmatch(r"([a-z]+)\.([a-z0-9-]+)\.(gohost|plugvisor)\.(\d+)\.json", name)
+        if not m:
+            continue
+        path = os.path.join(out_dir, name)
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            obj = json.loads(text) if text else None
+        except ValueError as e:
+            obj = None
+            problems.append(f"{name}: not JSON ({e})")
+        if obj is None:
+            err = path[:-5] + ".err"
+            tail = ""
+            if os.path.exists(err):
+                with open(err, errors="replace") as f:
+                    tail = f.read()[-300:].strip().replace("\n", " ")
+            problems.append(f"{name}: no result. {tail}")
+            continue
+        data[(m.group(1), m.group(2), m.group(3))].append(obj)
+    return data, problems
+
+
+def handshakes(out_dir, plugin):
+    """pid -> [unix ns] from the file the plugins append to."""
+    found = defaultdict(list)
+    path = os.path.join(out_dir, f"start.{plugin}.handshakes")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                    found[int(parts[0])].append(int(parts[1]))
+    return found
+
+
+def runs_of(objs, key="runs"):
+    out = []
+    for o in objs:
+        out.extend(o.get(key) or [])
+    return out
+
+
+# --- machine -----------------------------------------------------------------
+def command_version(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - reported as is
+        return f"unavailable ({e})"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_describe():
+    root = repo_root()
+    head = command_version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    try:
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:  # noqa: BLE001
+        dirty = ""
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+# --- the report --------------------------------------------------------------
+def main(out_dir):
+    data, problems = load(out_dir)
+    with open(os.path.join(out_dir, "run.json")) as f:
+        run = json.load(f)
+    root = repo_root()
+    split = {}  # (plugin, host) -> ([handshake -> connected], [connected -> healthy])
+    rows = []  # (section, row, plugin, go_cell, pv_cell, ratio_text, target, verdict)
+    why = []  # explanations of missed targets
+    notes = []
+    own_start = {}  # plugin -> plugvisor-measured spawn->handshake median
+
+    def get(scenario, plugin, host):
+        return data.get((scenario, plugin, host), [])
+
+    floor = {}
+    try:
+        with open(os.path.join(out_dir, "floor.json")) as f:
+            floor = json.load(f)
+    except (OSError, ValueError) as e:
+        problems.append(f"floor.json: {e}")
+    for plugin, res in floor.items():
+        if res.get("errors"):
+            notes.append(f"floor, {PLUGIN_NAMES.get(plugin, plugin)}: {len(res['errors'])} run(s) failed: {res['errors'][0]}")
+    floor_hs = {k: median(v.get("handshake_ms", [])) for k, v in floor.items()}
+    floor_exit = {k: median(v.get("sigterm_exit_ms", [])) for k, v in floor.items()}
+    warm = {}
+    for k in PLUGIN_NAMES:
+        for host, scen in (("gohost", "ping"), ("plugvisor", "ping"), ("plugvisor-ct", "pingct")):
+            objs = get(scen, k, host.split("-")[0])
+            st = [o.get("ping_ms") or {} for o in objs if (o.get("ping_ms") or {}).get("n")]
+            warm[(k, host)] = (median([x["median"] for x in st]), median([x["p99"] for x in st]))
+    context = []  # rows of the second table
+
+    # 1. start -> healthy ----------------------------------------------------
+    for plugin in PLUGIN_NAMES:
+        hs = handshakes(out_dir, plugin)
+        per_host = {}
+        for host in ("gohost", "plugvisor"):
+            runs = [r for r in runs_of(get("start", plugin, host)) if not r.get("error")]
+            failed = len(runs_of(get("start", plugin, host))) - len(runs)
+            if failed:
+                notes.append(f"start, {PLUGIN_NAMES[plugin]}, {host}: {failed} run(s) failed and are left out.")
+            healthy = [r["healthy_ms"] for r in runs]
+            own, over, first, second = [], [], [], []
+            for r in runs:
+                pid, t0, t1 = r.get("pid"), r.get("spawn_unix_ns"), r.get("ready_unix_ns")
+                stamps = [t for t in hs.get(pid or -1, []) if t0 <= t <= t1]
+                if stamps:
+                    own.append((stamps[-1] - t0) / 1e6)
+                    over.append((t1 - stamps[-1]) / 1e6)
+                    # The overhead in two: until the host is connected, and the rest.
+                    if host == "gohost":
+                        connected = t0 + r["start_ms"] * 1e6
+                    else:
+                        connected = r.get("connected_unix_ns")
+                    if connected:
+                        first.append((connected - stamps[-1]) / 1e6)
+                        second.append((t1 - connected) / 1e6)
+            split[(plugin, host)] = (first, second)
+            per_host[host] = (healthy, own, over)
+        (g_h, g_own, g_over), (p_h, p_own, p_over) = per_host["gohost"], per_host["plugvisor"]
+        r_start = ratio(median(p_h), median(g_h))
+        ok = None if r_start is None else r_start <= 0.9
+        rows.append(("1", "start → healthy", plugin, cell(g_h), cell(p_h), fmt_ratio(r_start), "≤ 0.9×", verdict(ok)))
+        if ok is False:
+            own = median(p_own)
+            best = ratio(own, median(g_h))
+            why.append(
+                f"**start → healthy, {PLUGIN_NAMES[plugin]}** ({fmt_ratio(r_start)}): the plugin itself needs "
+                f"{fmt_ms(own)} (median, its own timestamp) from spawn to printing its handshake "
+                f"({fmt_ms(floor_hs.get(plugin))} with no host at all), of go-plugin's {fmt_ms(median(g_h))} "
+                f"total, so even a host with zero overhead would be at {fmt_ratio(best)}. What the hosts add "
+                f"after the handshake: go-plugin {fmt_ms(median(g_over))}, plugvisor {fmt_ms(median(p_over))} "
+                "(row \"host overhead\")."
+            )
+        r_over = ratio(median(p_over), median(g_over))
+        ok = None if median(p_over) is None else median(p_over) <= 1.0
+        rows.append(("1", "host overhead: handshake printed → healthy", plugin, cell(g_over), cell(p_over),
+                     fmt_ratio(r_over), "plugvisor ≤ 1 ms", verdict(ok)))
+        if ok is False:
+            f, sec = split.get((plugin, "plugvisor"), ([], []))
+            gf, gs = split.get((plugin, "gohost"), ([], []))
+            go_first = median(split.get(("go", "gohost"), ([], []))[1])
+            than_go = "" if plugin == "go" else f" (on the Go plugin: {fmt_ms(go_first)})"
+            why.append(
+                f"**host overhead, {PLUGIN_NAMES[plugin]}** ({fmt_ms(median(p_over))}, go-plugin's host "
+                f"{fmt_ms(median(g_over))}): plugvisor takes {fmt_ms(median(f))} from the handshake line to a "
+                f"connected channel (reading and parsing the line, the socket, HTTP/2) and {fmt_ms(median(sec))} "
+                f"from there to the first SERVING answer. That answer is the plugin's first gRPC call, which is "
+                f"slow in any host: go-plugin's first Ping on this plugin takes {fmt_ms(median(gs))}{than_go}, "
+                f"its later pings {fmt_ms(warm[(plugin, 'gohost')][0])} (tables \"Start, after the handshake\" "
+                "and \"Floors and context\")."
+            )
+        rows.append(("1", "(context) plugin's own spawn → handshake printed", plugin, cell(g_own), cell(p_own),
+                     fmt_ratio(ratio(median(p_own), median(g_own))), "", ""))
+        own_start[plugin] = median(p_own)
+
+    # 2. ping ------------------------------------------------------------------
+    for plugin in PLUGIN_NAMES:
+        stats = {}
+        for host in ("gohost", "plugvisor"):
+            objs = get("ping", plugin, host)
+            s = [o.get("ping_ms") or {} for o in objs]
+            fails = sum(o.get("failures", 0) for o in objs)
+            if fails:
+                notes.append(f"ping, {PLUGIN_NAMES[plugin]}, {host}: {fails} ping(s) failed.")
+            stats[host] = (median([x["median"] for x in s if x.get("n")]),
+                           median([x["p99"] for x in s if x.get("n")]),
+                           sum(x.get("n", 0) for x in s))
+        g, p = stats["gohost"], stats["plugvisor"]
+        rows.append(("2", f"ping p50 ({p[2]} pings)", plugin, fmt_ms(g[0]), fmt_ms(p[0]),
+                     fmt_ratio(ratio(p[0], g[0])), "", ""))
+        ok = None if p[1] is None else p[1] <= 1.0
+        rows.append(("2", "ping p99", plugin, fmt_ms(g[1]), fmt_ms(p[1]), fmt_ratio(ratio(p[1], g[1])),
+                     "plugvisor ≤ 1 ms", verdict(ok)))
+        if ok is False:
+            ct = warm[(plugin, "plugvisor-ct")]
+            why.append(
+                f"**ping p99, {PLUGIN_NAMES[plugin]}** ({fmt_ms(p[1])}; go-plugin's host {fmt_ms(g[1])} on the "
+                f"same plugin; p50 {fmt_ms(p[0])}): on tokio's current-thread runtime the same pings have p50 "
+                f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A call crosses tonic's buffered Channel and hyper's "
+                "connection task, and on the multi-thread runtime each hop can be a wake-up of another thread; "
+                "the rest of the tail is the plugin's server."
+            )
+
+    # 3. stop --------------------------------------------------------------------
+    for plugin in PLUGIN_NAMES:
+        g_runs = [r for r in runs_of(get("stop", plugin, "gohost")) if not r.get("error")]
+        p_runs = [r for r in runs_of(get("stop", plugin, "plugvisor")) if not r.get("error")]
+        g_k, p_k = [r["kill_ms"] for r in g_runs], [r["kill_ms"] for r in p_runs]
+        methods = defaultdict(int)
+        for r in p_runs:
+            methods[r.get("stop_method") or "unknown"] += 1
+        notes.append(f"stop, {PLUGIN_NAMES[plugin]}: plugvisor stopped it "
+                     + ", ".join(f"{m} ×{c}" for m, c in sorted(methods.items()))
+                     + " (Controller: GRPCController/Shutdown; Terminate: SIGTERM).")
+        ungraceful = sum(1 for r in g_runs if not r.get("graceful"))
+        unreaped = sum(1 for r in p_runs if not r.get("reaped"))
+        if ungraceful:
+            notes.append(f"stop, {PLUGIN_NAMES[plugin]}: go-plugin logged \"plugin failed to exit gracefully\" "
+                         f"(and SIGKILLed) in {ungraceful} of {len(g_runs)} stops.")
+        if unreaped:
+            notes.append(f"stop, {PLUGIN_NAMES[plugin]}: plugvisor returned from deactivate with the pid still "
+                         f"in /proc in {unreaped} of {len(p_runs)} stops.")
+        r = ratio(median(p_k), median(g_k))
+        limit = 0.01 if plugin in PYTHON_PLUGINS else 1.0
+        ok = None if r is None else r <= limit
+        rows.append(("3", "stop → reaped", plugin, cell(g_k), cell(p_k), fmt_ratio(r),
+                     f"≤ {limit:g}×", verdict(ok)))
+        if ok is False:
+            fe = floor_exit.get(plugin)
+            if median(g_k) is not None and median(g_k) >= 1000:
+                goal = limit * median(g_k)
+                if fe is not None and fe >= goal:
+                    how = (f"≤ {limit:g}× of go-plugin's {fmt_ms(median(g_k))} is {fmt_ms(goal)}, less than the "
+                           "plugin alone needs")
+                else:
+                    how = (f"≤ {limit:g}× of go-plugin's {fmt_ms(median(g_k))} is {fmt_ms(goal)}; plugvisor "
+                           f"adds {fmt_ms(None if fe is None else median(p_k) - fe)} to the plugin's own exit")
+            else:
+                how = ("this plugin has GRPCController, so go-plugin's host too stops it without its 2 s wait, "
+                       "and both hosts only wait for the plugin to exit")
+            why.append(
+                f"**stop, {PLUGIN_NAMES[plugin]}** ({fmt_ratio(r)}): plugvisor {fmt_ms(median(p_k))}, go-plugin "
+                f"{fmt_ms(median(g_k))}; with no host at all this plugin needs {fmt_ms(fe)} from SIGTERM to "
+                f"exit and be reaped. {how[0].upper() + how[1:]}."
+            )
+
+    # 4. crash -> healthy -------------------------------------------------------
+    for plugin in PLUGIN_NAMES:
+        g_runs = [r for r in runs_of(get("crash", plugin, "gohost")) if not r.get("error")]
+        p_runs = [r for r in runs_of(get("crash", plugin, "plugvisor")) if not r.get("error")]
+        for host, objs in (("gohost", get("crash", plugin, "gohost")), ("plugvisor", get("crash", plugin, "plugvisor"))):
+            bad = [r.get("error") for r in runs_of(objs) if r.get("error")]
+            if bad:
+                notes.append(f"crash, {PLUGIN_NAMES[plugin]}, {host}: {len(bad)} run(s) failed: {bad[0][:200]}")
+        g_rec, p_rec = [r["recover_ms"] for r in g_runs], [r["recover_ms"] for r in p_runs]
+        g_det, p_det = [r["exited_ms"] for r in g_runs], [r["detect_ms"] for r in p_runs]
+        g_rst = [r["restart_ms"] for r in g_runs]
+        limit = None if own_start.get(plugin) is None else own_start[plugin] + 20
+        ok = None if limit is None or median(p_rec) is None else median(p_rec) <= limit
+        rows.append(("4", "crash → healthy (go-plugin: a host polling Exited() every 1 ms, restarting at once)",
+                     plugin, cell(g_rec), cell(p_rec), fmt_ratio(ratio(median(p_rec), median(g_rec))),
+                     f"≤ own start + 20 ms = {fmt_ms(limit)}", verdict(ok)))
+        if ok is False:
+            why.append(
+                f"**crash → healthy, {PLUGIN_NAMES[plugin]}** ({fmt_ms(median(p_rec))} against "
+                f"{fmt_ms(limit)}): detection takes {fmt_ms(median(p_det))}, the restart to SERVING the rest; "
+                f"a start → healthy (scenario 1) takes "
+                f"{fmt_ms(median([r['healthy_ms'] for r in runs_of(get('start', plugin, 'plugvisor')) if not r.get('error')]))}."
+            )
+        mm_mean = None if median(g_rst) is None else 15000 + median(g_rst)
+        mm_p95 = None if pct(g_rst, 0.95) is None else 28500 + pct(g_rst, 0.95)
+        mm = "n/a" if mm_mean is None else f"{fmt_ms(mm_mean)} (p95 {fmt_ms(mm_p95)}), analytic"
+        rows.append(("4", "crash → healthy (go-plugin: Mattermost's design, next 30 s health tick)",
+                     plugin, mm, cell(p_rec), fmt_ratio(ratio(median(p_rec), mm_mean)), "", ""))
+        rows.append(("4", "(context) crash noticed (SIGKILL → Exited() / Crashed event)", plugin,
+                     cell(g_det), cell(p_det), fmt_ratio(ratio(median(p_det), median(g_det))), "", ""))
+
+    # 5. scale -----------------------------------------------------------------
+    scale_keys = sorted({k[1] for k in data if k[0] == "scale"},
+                        key=lambda s: (s.split("-")[0] != "go", int(s.split("-")[1])))
+    largest_go = max([int(k.split("-")[1]) for k in scale_keys if k.startswith("go-")] or [0])
+    for key in scale_keys:
+        kind, n = key.split("-")
+        n = int(n)
+        label = f"{n} × {'Go' if kind == 'go' else 'Python SDK'}"
+        res = {}
+        for host in ("gohost", "plugvisor"):
+            objs = get("scale", key, host)
+            o = objs[0] if objs else {}
+            idle = o.get("idle") or {}
+            fails = o.get("failures", 0)
+            if fails:
+                notes.append(f"scale {label}, {host}: {fails} plugin(s) failed to start: "
+                             f"{(o.get('errors') or [''])[0] if host == 'plugvisor' else ''}".strip())
+            res[host] = {
+                "ready": o.get("all_ready_ms"),
+                "rss": idle.get("rss_end_kb") or o.get("rss_kb"),
+                "cpu": idle.get("cpu_percent"),
+                "idle_s": idle.get("seconds"),
+                "killed": o.get("all_killed_ms"),
+                "scan": o.get("proc_environ_scan_ms"),
+            }
+        g, p = res["gohost"], res["plugvisor"]
+        rows.append(("5", f"{label}: all started and healthy", "", fmt_ms(g["ready"]), fmt_ms(p["ready"]),
+                     fmt_ratio(ratio(p["ready"], g["ready"])), "", ""))
+        is_target = kind == "go" and n == largest_go and n >= 200
+        kb = lambda x: "n/a" if x is None else f"{x / 1024:.1f} MiB"  # noqa: E731
+        ok = None if not is_target or p["rss"] is None else p["rss"] <= RSS_TARGET_KB
+        rows.append(("5", f"{label}: host RSS (VmRSS, no children)", "", kb(g["rss"]), kb(p["rss"]),
+                     fmt_ratio(ratio(p["rss"], g["rss"])), "≤ 40 MiB" if is_target else "", verdict(ok) if is_target else ""))
+        if ok is False:
+            why.append(f"**RSS at {label}** ({kb(p['rss'])}, go-plugin's host {kb(g['rss'])}): "
+                       f"{kb(p['rss'] / n)} a plugin; at the smallest size: SMALLEST_RSS.")
+        pc = lambda x: "n/a" if x is None else f"{x:.2f} %"  # noqa: E731
+        idle_s = p["idle_s"] or g["idle_s"]
+        ok = None if not is_target or p["cpu"] is None else p["cpu"] <= CPU_TARGET_PERCENT
+        rows.append(("5", f"{label}: host CPU idle ({idle_s:.0f} s, health checks every "
+                          f"{run['health_interval_s']} s)" if idle_s else f"{label}: host CPU idle", "",
+                     pc(g["cpu"]), pc(p["cpu"]), fmt_ratio(ratio(p["cpu"], g["cpu"])),
+                     "≤ 1 %" if is_target else "", verdict(ok) if is_target else ""))
+        if ok is False:
+            why.append(f"**idle CPU at {label}** ({pc(p['cpu'])}, go-plugin's host {pc(g['cpu'])}): "
+                       f"{n} plugins each health-checked every {run['health_interval_s']} s are "
+                       f"{n / float(run['health_interval_s']):.0f} pings a second.")
+        rows.append(("5", f"{label}: all stopped", "", fmt_ms(g["killed"]), fmt_ms(p["killed"]),
+                     fmt_ratio(ratio(p["killed"], g["killed"])), "", ""))
+        if p["scan"] is not None:
+            rows.append(("5", f"(context) {label}: one read of /proc/*/environ, which plugvisor does after every "
+                              "stop (PluginProcess::kill_tagged)", "", "—", fmt_ms(p["scan"]), "", "", ""))
+
+    for plugin in PLUGIN_NAMES:
+        context.append((
+            plugin, fmt_ms(floor_hs.get(plugin)), fmt_ms(floor_exit.get(plugin)),
+            f"{fmt_ms(warm[(plugin, 'gohost')][0])} / {fmt_ms(warm[(plugin, 'gohost')][1])}",
+            f"{fmt_ms(warm[(plugin, 'plugvisor')][0])} / {fmt_ms(warm[(plugin, 'plugvisor')][1])}",
+            f"{fmt_ms(warm[(plugin, 'plugvisor-ct')][0])} / {fmt_ms(warm[(plugin, 'plugvisor-ct')][1])}",
+        ))
+    small = [k for k in scale_keys if k.startswith("go-")]
+    if small:
+        o = (get("scale", small[0], "plugvisor") or [{}])[0]
+        rss0 = (o.get("idle") or {}).get("rss_end_kb") or o.get("rss_kb")
+        text = "n/a" if rss0 is None else f"{rss0 / 1024:.1f} MiB for {small[0].split('-')[1]}"
+        why = [line.replace("SMALLEST_RSS", text) for line in why]
+
+    # --- print -----------------------------------------------------------------
+    w = sys.stdout.write
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    w("# plugvisor beside go-plugin's Go host: benchmark results\n\n")
+    w(f"Written by `bench/run` on {now}, at commit {git_describe()}. Times are medians with the 95th "
+      "percentile in brackets, over all runs of both alternating batches; the ratio is plugvisor's median "
+      "over go-plugin's (below 1 means plugvisor is faster or smaller). Targets are plugvisor's goals from "
+      "issue 7; they are reported, never asserted. `bench/README.md` says what each row measures.\n\n")
+    w("| # | row | plugin | go-plugin v1.7.0 host (gohost) | plugvisor | plugvisor / go-plugin | target | |\n")
+    w("|---|---|---|---|---|---|---|---|\n")
+    for sec, row, plugin, g, p, r, target, v in rows:
+        w(f"| {sec} | {row} | {PLUGIN_NAMES.get(plugin, plugin)} | {g} | {p} | {r} | {target} | {v} |\n")
+    w("\n## Floors and context\n\n")
+    w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "
+      f"plugin with the handshake environment and nothing else ({run.get('floor_n', '?')} runs), reads its "
+      "handshake line, then sends SIGTERM. Pings: p50 / p99 of scenario 2, and plugvisor's again on tokio's current-thread runtime.\n\n")
+    w("| plugin | no host: spawn → handshake read | no host: SIGTERM → reaped | "
+      "go-plugin: pings | plugvisor: pings | plugvisor, current-thread runtime: pings |\n")
+    w("|---|---|---|---|---|---|\n")
+    for plugin, *cells in context:
+        w(f"| {PLUGIN_NAMES[plugin]} | " + " | ".join(cells) + " |\n")
+    w("\n## Start, after the handshake\n\n")
+    w("The host overhead of scenario 1 in two parts. go-plugin: handshake written → `Client()` returned "
+      "(it reads the line, dials, and opens its stdio and broker streams), then the first `Ping()`. plugvisor: "
+      "handshake written → its \"plugin connected\" debug event (line read and parsed, channel connected), "
+      "then → `activate` returned (first SERVING health check, Running).\n\n")
+    w("| plugin | go-plugin: handshake → Client() | go-plugin: first Ping | plugvisor: handshake → connected "
+      "| plugvisor: connected → healthy |\n|---|---|---|---|---|\n")
+    for plugin in PLUGIN_NAMES:
+        gf, gs = split.get((plugin, "gohost"), ([], []))
+        pf, ps = split.get((plugin, "plugvisor"), ([], []))
+        w(f"| {PLUGIN_NAMES[plugin]} | {cell(gf)} | {cell(gs)} | {cell(pf)} | {cell(ps)} |\n")
+    w("\n## Targets missed\n\n")
+    if why:
+        for line in why:
+            w(f"- {line}\n")
+        w("\n`bench/README.md` says more about each.\n")
+    else:
+        w("None.\n")
+    w("\n## Runs\n\n")
+    w(f"- start → healthy: {run['start_n']} runs per plugin and host; stop: {run['stop_n']}; crash: "
+      f"{run['crash_n']}; ping: {run['ping_n']} pings on one connection; in {run['batches']} alternating "
+      "batches (ping: one).\n")
+    w(f"- scale: {run['scale']} Go plugins and {run['scale_sdk']} Python-with-SDK plugins at once; idle "
+      f"{run['scale_idle_s']} s at the largest Go size and {run['scale_idle_small_s']} s at the others, with "
+      f"a health check every {run['health_interval_s']} s in both hosts (plugvisor: each plugin's keeper "
+      "task; gohost: one job pinging every plugin in turn, like Mattermost's).\n")
+    w(f"- build {run['build_s']} s, benchmark {run['bench_s']} s, whole `bench/run` {run['total_s']} s. "
+      f"Load average at start {run['load_at_start']}, at end {run['load_at_end']}.\n")
+    for line in notes + problems:
+        w(f"- {line}\n")
+    w("\n## Machine\n\n")
+    w(f"- nproc: {os.cpu_count()}; CPU: {cpu_model()}; memory: {mem_total()}\n")
+    w(f"- kernel: {platform.system()} {platform.release()}\n")
+    w(f"- {command_version(['rustc', '--version'])}\n")
+    w(f"- {command_version(['go', 'version'])}\n")
+    w(f"- Python: {platform.python_version()} (.venv, runs the grpcio plugin); hello-python's venv: "
+      f"{command_version([os.path.join(root, 'examples/plugins/hello-python/venv/bin/python'), '--version'])}\n")
+    grpc_v = command_version([sys.executable, "-c", "import grpc; print(grpc.__version__)"])
+    w(f"- grpcio {grpc_v}; go-plugin v1.7.0 (go.mod)\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
