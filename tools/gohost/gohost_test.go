@@ -4,7 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +22,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // These tests build gohost and the plugins with the go command and run them
@@ -319,5 +333,154 @@ func TestHealthyPluginStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"reason":"signal terminated"`) {
 		t.Errorf("no \"healthy stopping\" line with reason \"signal terminated\" on stderr:\n%s", stderr.String())
+	}
+}
+
+// --automtls: go-plugin's AutoMTLS, with the host's P-521 client certificate
+// in PLUGIN_CLIENT_CERT and the plugin's certificate pinned from handshake
+// field 6. A plugin that answered in plaintext, or refused the host's
+// certificate, would fail the ping.
+func TestOnceAutoMTLSGoTestPlugin(t *testing.T) {
+	res, code := runOnce(t, repoRoot, "--automtls", "--", filepath.Join(binDir, "healthy"))
+	assertHealthyRun(t, res, code)
+	assertAutoMTLSLogged(t, res)
+}
+
+func TestOnceAutoMTLSHelloPythonExample(t *testing.T) {
+	bundle, python := helloPython(t)
+	res, code := runOnce(t, bundle, "--automtls", "--dir", bundle, "--", python, "plugin.py")
+	assertHealthyRun(t, res, code)
+	assertAutoMTLSLogged(t, res)
+}
+
+func assertAutoMTLSLogged(t *testing.T, res onceResult) {
+	t.Helper()
+	if !strings.Contains(strings.Join(res.Log, "\n"), "configuring client automatic mTLS") {
+		t.Errorf("go-plugin did not log that it configured AutoMTLS\n%s", logText(res))
+	}
+}
+
+// helloPython returns the hello-python bundle and its venv's python, or
+// skips/fails the way TestOnceHelloPythonExample does.
+func helloPython(t *testing.T) (string, string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(repoRoot, ".venv", "bin", "python")); err != nil {
+		t.Skip("no Python test venv at .venv/bin/python: run scripts/setup first")
+	}
+	bundle := filepath.Join(repoRoot, "examples", "plugins", "hello-python")
+	python := filepath.Join(bundle, "venv", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		t.Fatalf("%s is missing: run scripts/setup-python to create the hello-python plugin's venv (%v)", python, err)
+	}
+	return bundle, python
+}
+
+// selfSigned makes a certificate shaped like go-plugin's AutoMTLS ones
+// (P-521, "localhost", a CA usable for client and server auth).
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// The SDK under AutoMTLS refuses Go TLS clients that do not present the
+// certificate from PLUGIN_CLIENT_CERT, and serves the one that does.
+func TestHelloPythonAutoMTLSRefusesOtherClients(t *testing.T) {
+	bundle, python := helloPython(t)
+	hostCert := selfSigned(t)
+	hostPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hostCert.Certificate[0]})
+
+	cmd := exec.Command(python, "plugin.py")
+	cmd.Dir = bundle
+	cmd.Env = append(os.Environ(),
+		Handshake.MagicCookieKey+"="+Handshake.MagicCookieValue,
+		"PLUGIN_PROTOCOL_VERSIONS=1",
+		"PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(),
+		"PLUGIN_CLIENT_CERT="+string(hostPEM),
+	)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no handshake line: %v\nstderr:\n%s", err, stderr.String())
+	}
+	parts := strings.Split(strings.TrimSpace(line), "|")
+	if len(parts) != 6 || parts[2] != "unix" || parts[4] != "grpc" {
+		t.Fatalf("handshake line = %q, want 1|1|unix|ADDR|grpc|CERT", line)
+	}
+	der, err := base64.RawStdEncoding.DecodeString(parts[5])
+	if err != nil {
+		t.Fatalf("field 6 is not unpadded base64 (go-plugin decodes it with RawStdEncoding): %v", err)
+	}
+	serverCert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("field 6 is not a DER certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(serverCert)
+
+	check := func(creds credentials.TransportCredentials) (string, error) {
+		conn, err := grpc.Dial("unix:"+parts[3], grpc.WithTransportCredentials(creds))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{Service: "plugin"})
+		if err != nil {
+			return "", err
+		}
+		return resp.GetStatus().String(), nil
+	}
+	tlsWith := func(certs ...tls.Certificate) credentials.TransportCredentials {
+		return credentials.NewTLS(&tls.Config{
+			Certificates: certs, RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12,
+		})
+	}
+
+	if status, err := check(tlsWith(hostCert)); err != nil || status != "SERVING" {
+		t.Fatalf("the host's own certificate: status %q, error %v, want SERVING\nstderr:\n%s", status, err, stderr.String())
+	}
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"TLS without a client certificate":                tlsWith(),
+		"a client certificate the host did not hand over": tlsWith(selfSigned(t)),
+		"plaintext": insecure.NewCredentials(),
+	} {
+		if status, err := check(creds); err == nil {
+			t.Errorf("%s: got %q, want the connection refused", name, status)
+		}
+	}
+	if status, err := check(tlsWith(hostCert)); err != nil || status != "SERVING" {
+		t.Errorf("after the refusals: status %q, error %v, want SERVING", status, err)
 	}
 }

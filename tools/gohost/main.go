@@ -129,6 +129,7 @@ func (e *envFlag) Set(v string) error {
 // hostFlags are the flags every subcommand shares.
 type hostFlags struct {
 	tcp          bool
+	autoMTLS     bool
 	startTimeout time.Duration
 	logLevel     string
 	verbose      bool
@@ -138,6 +139,7 @@ type hostFlags struct {
 
 func (f *hostFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.tcp, "tcp", false, "ask the plugin for tcp (puts "+TCPEnv+" in its environment) and fail if it announces another network")
+	fs.BoolVar(&f.autoMTLS, "automtls", false, "ClientConfig.AutoMTLS: give the plugin a client certificate in PLUGIN_CLIENT_CERT and talk TLS pinned to the certificate in its handshake")
 	fs.DurationVar(&f.startTimeout, "start-timeout", MattermostStartTimeout, "ClientConfig.StartTimeout (Mattermost uses 3s)")
 	fs.StringVar(&f.logLevel, "log-level", "debug", "host logger level: trace, debug, info, warn, error")
 	fs.BoolVar(&f.verbose, "verbose", false, "also copy the host log to stderr as it happens")
@@ -184,6 +186,7 @@ func (f *hostFlags) newClient(argv []string, logger hclog.Logger) (*plugin.Clien
 		Cmd:              cmd,
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         f.autoMTLS,
 		StartTimeout:     f.startTimeout,
 		SyncStdout:       logger.Named("plugin_stdout").StandardWriter(stdio),
 		SyncStderr:       logger.Named("plugin_stderr").StandardWriter(stdio),

@@ -54,6 +54,9 @@ class Handshake:
     network: str
     address: str
     protocol: str
+    #: Field 6 as sent (base64 of the server certificate's DER, AutoMTLS
+    #: only); None when the line has five fields.
+    server_cert: Optional[str] = None
 
     @property
     def target(self) -> str:
@@ -62,8 +65,9 @@ class Handshake:
     @classmethod
     def parse(cls, line: str) -> "Handshake":
         parts = line.rstrip("\n").split("|")
-        assert len(parts) == 5, f"not a go-plugin handshake line: {line!r}"
-        return cls(int(parts[0]), int(parts[1]), parts[2], parts[3], parts[4])
+        assert len(parts) in (5, 6), f"not a go-plugin handshake line: {line!r}"
+        cert = parts[5] if len(parts) == 6 else None
+        return cls(int(parts[0]), int(parts[1]), parts[2], parts[3], parts[4], cert)
 
 
 class PluginProcess:

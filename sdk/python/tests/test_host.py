@@ -241,6 +241,21 @@ def test_stuck_handler_does_not_keep_the_process_alive(spawn, sock_dir, tmp_path
     assert marker_lines(marker) == ["cleanup ran"]
 
 
+def test_exit_waits_for_threads_and_runs_atexit_after_on_shutdown(spawn, sock_dir, tmp_path):
+    # serve() ends the process with os._exit, but only after doing what the
+    # interpreter's exit would: join non-daemon threads, then atexit handlers.
+    marker = tmp_path / "marker"
+    env = base_env(
+        PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(marker), PVTEST_ATEXIT="1", PVTEST_THREAD_SECONDS="0.3"
+    )
+    p = spawn(TEST_PLUGIN, env=env)
+    hs = p.handshake()
+    with grpc.insecure_channel(hs.target) as ch:
+        controller_shutdown(ch)
+    assert p.wait_exit() == 0
+    assert marker_lines(marker) == ["cleanup ran", "thread done", "atexit ran"]
+
+
 def test_register_failure_exits_1_with_the_traceback(spawn, tmp_path):
     marker = tmp_path / "marker"
     env = base_env(PVTEST_MARKER=str(marker), PVTEST_REGISTER_RAISES="1", PVTEST_PRINT_IN_REGISTER="said before failing")

@@ -87,6 +87,18 @@ def test_handshake_formats():
     assert hs.format_handshake(3, "tcp", "127.0.0.1:12345") == "1|3|tcp|127.0.0.1:12345|grpc\n"
 
 
+@pytest.mark.parametrize("der,field", [(b"\x30", "MA"), (b"\x30\x82", "MII"), (b"\x30\x82\x01", "MIIB")])
+def test_server_cert_field_is_base64_without_padding(der, field):
+    # Go's base64.RawStdEncoding: no "=" however long the DER is.
+    assert hs.encode_server_cert(der) == field
+    assert hs.format_handshake(1, "unix", "/s.sock", der) == f"1|1|unix|/s.sock|grpc|{field}\n"
+
+
+def test_handshake_with_an_empty_certificate_is_refused():
+    with pytest.raises(ValueError):
+        hs.format_handshake(1, "unix", "/s.sock", b"")
+
+
 @pytest.mark.parametrize(
     "args",
     [(1, "udp", "x"), (1, "tcp", ""), (1, "unix", "/a|b"), (1, "unix", "/a\nb"), (-1, "tcp", "h:1"), (True, "tcp", "h:1")],
@@ -317,6 +329,54 @@ def test_hclog_handler_writes_to_fd_2_by_default(capfd):
 
 
 def test_import_does_not_load_grpc():
-    code = "import sys, plugvisor_plugin; print(sorted(m for m in ('grpc', 'grpc_health', 'google.protobuf', 'json', 'logging') if m in sys.modules))"
+    code = "import sys, plugvisor_plugin; print(sorted(m for m in ('grpc', 'grpc_health', 'google.protobuf', 'cryptography', 'json', 'logging') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "grpc" not in out and "google.protobuf" not in out
+    assert "grpc" not in out and "google.protobuf" not in out and "cryptography" not in out
+
+
+# -- AutoMTLS certificates ------------------------------------------------------------
+
+
+def test_grpc_native_tls_takes_the_keys_boringssl_verifies():
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    from plugvisor_plugin import _tls
+
+    def can(key):
+        return _tls.grpc_can_verify_key(key.public_key())
+
+    assert can(ec.generate_private_key(ec.SECP256R1()))
+    assert can(ec.generate_private_key(ec.SECP384R1()))
+    assert can(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    # go-plugin's Go host: P-521. BoringSSL offers no P-521 scheme -> front end.
+    assert not can(ec.generate_private_key(ec.SECP521R1()))
+    assert not can(ed25519.Ed25519PrivateKey.generate())
+
+
+def test_client_cert_with_several_certificates_needs_every_key_native():
+    from plugvisor_plugin import _tls
+
+    ident256 = _tls.generate_server_identity()
+    assert _tls.load_client_cert(ident256.cert_pem.decode()).grpc_native
+    both = (ident256.cert_pem + _p521_cert_pem()).decode()
+    trust = _tls.load_client_cert(both)
+    assert not trust.grpc_native and trust.pem.count(b"BEGIN CERTIFICATE") == 2
+
+
+def _p521_cert_pem() -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP521R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA512())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -9,9 +9,9 @@
 
 serve() checks the magic cookie, negotiates the app version, serves
 grpc.health.v1 ("plugin" is SERVING), plugin.GRPCController and
-plugin.GRPCStdio, prints the handshake line, and stops cleanly on the
-controller's Shutdown, SIGTERM/SIGINT or the host's death. See
-sdk/python/README.md.
+plugin.GRPCStdio, prints the handshake line (serving go-plugin's AutoMTLS
+when the host asks for it), and stops cleanly on the controller's Shutdown,
+SIGTERM/SIGINT or the host's death. See sdk/python/README.md.
 
 Importing this package is cheap: grpc is imported only when serve() runs.
 """
@@ -79,8 +79,15 @@ def serve(
     max_workers: threads serving RPCs (a StreamStdio call holds one).
     watch_host: exit when the parent process (the host) goes away.
 
-    Never returns: raises SystemExit (0 after a graceful stop; 1 when the
-    plugin cannot start or on_shutdown failed).
+    AutoMTLS: when the host sets PLUGIN_CLIENT_CERT (go-plugin's AutoMTLS),
+    the plugin serves TLS that only that certificate's holder may connect
+    to, and announces its own certificate in the handshake.
+
+    Never returns. After a graceful stop it waits for non-daemon threads,
+    runs the atexit handlers, flushes stdout/stderr and ends the process with
+    os._exit (status 0; 1 when on_shutdown failed), so `finally:` blocks
+    around serve() do not run. Raises SystemExit(1) when the plugin cannot
+    start.
     """
     from . import _server
 

@@ -131,15 +131,29 @@ def _no_common_version(ours: Sequence[int], theirs: Sequence[int]) -> HandshakeE
     )
 
 
-def format_handshake(app_version: int, network: str, address: str) -> str:
-    """The handshake line, newline included: CORE|APP|NETWORK|ADDR|grpc."""
+def encode_server_cert(der: bytes) -> str:
+    """Handshake field 6: the server certificate's DER in base64 *without*
+    padding, as go-plugin writes it (Go's base64.RawStdEncoding)."""
+    import base64
+
+    return base64.b64encode(der).decode("ascii").rstrip("=")
+
+
+def format_handshake(app_version: int, network: str, address: str, server_cert: Optional[bytes] = None) -> str:
+    """The handshake line, newline included: CORE|APP|NETWORK|ADDR|grpc, and
+    with AutoMTLS a sixth field, the server certificate (DER bytes given here)."""
     if network not in ("unix", "tcp"):
         raise ValueError(f"network must be 'unix' or 'tcp', not {network!r}")
     if not address or any(c in address for c in "|\r\n"):
         raise ValueError(f"address {address!r} cannot go in a handshake line")
     if isinstance(app_version, bool) or not isinstance(app_version, int) or app_version < 0:
         raise ValueError(f"bad app version {app_version!r}")
-    return f"{CORE_PROTOCOL_VERSION}|{app_version}|{network}|{address}|grpc\n"
+    line = f"{CORE_PROTOCOL_VERSION}|{app_version}|{network}|{address}|grpc"
+    if server_cert is not None:
+        if not server_cert:
+            raise ValueError("an empty server certificate cannot go in a handshake line")
+        line += "|" + encode_server_cert(server_cert)
+    return line + "\n"
 
 
 def port_range(environ: Mapping[str, str]) -> Optional[Tuple[int, int]]:

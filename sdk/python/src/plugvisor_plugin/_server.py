@@ -168,12 +168,46 @@ def serve(
 
 
 def _exit(code: int) -> "None":
+    """End the process after a graceful stop.
+
+    The interpreter's own exit first waits for non-daemon threads and runs
+    the atexit handlers (which flush logging), then tears down every module,
+    grpc's C core included: 20-30 ms of work for a process that is about to
+    vanish, and most of a stop's time. So serve() does the first two steps
+    itself, flushes stdout and stderr, and ends the process with os._exit.
+    """
+
     def watchdog() -> None:
+        # A non-daemon thread that never ends (an RPC handler ignoring
+        # cancellation, say) must not keep the process alive.
         time.sleep(_EXIT_WATCHDOG)
+        _flush_std()
         os._exit(code)
 
     threading.Thread(target=watchdog, name="plugvisor-exit-watchdog", daemon=True).start()
-    raise SystemExit(code)
+    import atexit
+
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or shutdown_threads is None
+        or run_exitfuncs is None
+    ):
+        raise SystemExit(code)  # the interpreter's ordinary exit
+    shutdown_threads()  # join non-daemon threads; stop concurrent.futures workers
+    run_exitfuncs()  # atexit handlers, logging.shutdown() among them
+    _flush_std()
+    os._exit(code)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
 
 
 class _Runner:
@@ -201,6 +235,13 @@ class _Runner:
         self.executor: Any = None
         self.health: Any = None
         self.socket_path: Optional[str] = None
+        # AutoMTLS: grpc's own TLS (credentials), or a front end that
+        # terminates TLS and relays to grpc (frontend, listening on
+        # listener); and our certificate's DER for the handshake.
+        self.credentials: Any = None
+        self.frontend: Any = None
+        self.listener: Optional[socket.socket] = None
+        self.server_cert_der: Optional[bytes] = None
         self.own_socket_dir: Optional[str] = None
         self._shutdown_ran = False
 
@@ -216,19 +257,21 @@ class _Runner:
             # Handlers first: a stop asked for during start-up is carried out
             # (gracefully) right after the handshake.
             self._install_signal_handlers()
+            client_pem = os.environ.get(hs.ENV_CLIENT_CERT, "")
+            if client_pem.strip():
+                self._setup_tls(client_pem)
             self._build_server()
             if self.register is not None:
                 self.register(self.server)
             network, address = self._bind()
+            if self.frontend is not None:
+                self.server.add_insecure_port("unix:" + self.frontend.backend_path)
             self.server.start()
+            if self.frontend is not None:
+                self.frontend.start(self.listener)
             if self.watch_host:
                 self._start_host_watch()
-            if os.environ.get(hs.ENV_CLIENT_CERT):
-                _log.warning(
-                    "the host asked for mTLS (PLUGIN_CLIENT_CERT is set) but this SDK "
-                    "serves plaintext gRPC; turn AutoMTLS off in the host",
-                )
-            line = hs.format_handshake(self.version, network, address)
+            line = hs.format_handshake(self.version, network, address, self.server_cert_der)
             _write_fd_strict(1, line.encode())
         except BaseException:
             self._abort_startup()
@@ -271,7 +314,63 @@ class _Runner:
                 self.server.stop(None)
             except Exception:
                 pass
+        self._close_frontend()
         self._remove_socket()
+
+    def _close_frontend(self) -> None:
+        if self.frontend is not None:
+            self.frontend.close()
+            self.frontend = None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+    def _setup_tls(self, client_pem: str) -> None:
+        """go-plugin AutoMTLS: the host's certificate is the only trusted
+        client; ours goes in the handshake. `cryptography` is imported here
+        only, so plugins without TLS never load it."""
+        try:
+            from . import _tls
+        except ImportError as e:
+            raise hs.HandshakeError(
+                f"the host asked for AutoMTLS ({hs.ENV_CLIENT_CERT} is set) and that needs the "
+                f"'cryptography' package, which does not import ({e}); install it in the "
+                "plugin's environment (pip install cryptography) or turn AutoMTLS off in the host"
+            ) from None
+        trust = _tls.load_client_cert(client_pem)
+        identity = _tls.generate_server_identity()
+        if trust.grpc_native:
+            self.credentials = _tls.server_credentials(identity, trust.pem)
+        else:
+            self.frontend = _tls.TlsFrontend(identity, trust.pem, _log)
+            _log.debug("AutoMTLS: the host's key needs OpenSSL; TLS is served by a front end")
+        self.server_cert_der = identity.cert_der
+
+    def _add_port(self, address: str) -> int:
+        """Listen on address ("unix:PATH" or "127.0.0.1:PORT") like grpc's
+        server.add_insecure_port: the bound port (1 for a unix socket), or
+        RuntimeError. With AutoMTLS the port serves TLS."""
+        if self.frontend is None:
+            if self.credentials is not None:
+                return self.server.add_secure_port(address, self.credentials)
+            return self.server.add_insecure_port(address)
+        # The TLS front end listens on a socket of our own.
+        if address.startswith("unix:"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = address[len("unix:"):]
+        else:
+            host, _, port = address.rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            target = (host, int(port))
+        try:
+            sock.bind(target)
+            sock.listen(128)
+        except OSError as e:
+            sock.close()
+            raise RuntimeError(f"cannot listen on {address}: {e}") from None
+        self.listener = sock
+        return 1 if sock.family == socket.AF_UNIX else sock.getsockname()[1]
 
     def _build_server(self) -> None:
         from concurrent import futures
@@ -343,7 +442,7 @@ class _Runner:
             self._remove_socket()
             return None
         try:
-            ok = self.server.add_insecure_port("unix:" + path)
+            ok = self._add_port("unix:" + path)
         except RuntimeError as e:
             raise hs.HandshakeError(f"cannot listen on unix socket {path}: {e}") from None
         if not ok:
@@ -355,7 +454,7 @@ class _Runner:
         rng = hs.port_range(os.environ)
         if rng is None:
             try:
-                port = self.server.add_insecure_port("127.0.0.1:0")
+                port = self._add_port("127.0.0.1:0")
             except RuntimeError as e:
                 raise hs.HandshakeError(f"cannot listen on 127.0.0.1: {e}") from None
             if not port:
@@ -366,7 +465,7 @@ class _Runner:
             if not _port_is_free(port):
                 continue
             try:
-                bound = self.server.add_insecure_port(f"127.0.0.1:{port}")
+                bound = self._add_port(f"127.0.0.1:{port}")
             except RuntimeError:
                 continue
             if bound == port:
@@ -478,6 +577,7 @@ class _Runner:
             self.executor.shutdown(wait=False)
         except Exception:
             pass
+        self._close_frontend()
 
         code = 0
         if self.on_shutdown is not None:

@@ -10,6 +10,10 @@ PVTEST_STDIO_BUFFER     serve(stdio_buffer_bytes=...)
 PVTEST_PRINT_IN_REGISTER  text print()ed while register() runs (before the handshake)
 PVTEST_CLEANUP_RAISES   when set, on_shutdown raises after writing the marker
 PVTEST_REGISTER_RAISES  when set, register() raises (after any PVTEST_PRINT_IN_REGISTER print)
+PVTEST_ATEXIT           when set, an atexit handler appends "atexit ran" to PVTEST_MARKER
+PVTEST_THREAD_SECONDS   when set, register() starts a non-daemon thread that appends
+                        "thread done" to PVTEST_MARKER this many seconds after the stop began
+PVTEST_REPORT_MODULES   when set, register() logs "modules" with {"cryptography": <loaded?>}
 
 It also serves pvtest.Test, whose methods take and return raw bytes:
   Print(text)      print(text) to stdout and print("err:" + text) to stderr
@@ -22,6 +26,7 @@ Sleep and StuckSleep log "rpc <name> started" (stderr) when they begin.
 import logging
 import os
 import sys
+import threading
 import time
 
 import plugvisor_plugin
@@ -73,6 +78,15 @@ def register(server):
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pvtest.Test", handlers),))
 
+    if os.environ.get("PVTEST_REPORT_MODULES"):
+        log.info("modules", extra={"cryptography": "cryptography" in sys.modules})
+    if os.environ.get("PVTEST_ATEXIT"):
+        import atexit
+
+        atexit.register(_append_marker, "atexit ran")
+    if os.environ.get("PVTEST_THREAD_SECONDS"):
+        threading.Thread(target=_late_thread, args=(float(os.environ["PVTEST_THREAD_SECONDS"]),)).start()
+
     early = os.environ.get("PVTEST_PRINT_IN_REGISTER")
     if early:
         print(early)
@@ -80,11 +94,26 @@ def register(server):
         raise RuntimeError("register failed on purpose")
 
 
-def on_shutdown():
+_stopping = threading.Event()
+
+
+def _append_marker(line):
     marker = os.environ.get("PVTEST_MARKER")
     if marker:
         with open(marker, "a") as f:
-            f.write("cleanup ran\n")
+            f.write(line + "\n")
+
+
+def _late_thread(seconds):
+    # A non-daemon thread of the plugin's own that outlives on_shutdown.
+    _stopping.wait()
+    time.sleep(seconds)
+    _append_marker("thread done")
+
+
+def on_shutdown():
+    _append_marker("cleanup ran")
+    _stopping.set()
     if os.environ.get("PVTEST_CLEANUP_RAISES"):
         raise RuntimeError("cleanup failed on purpose")
 
