@@ -59,17 +59,16 @@ async fn health_over(
     }
 }
 
-#[tokio::test]
-async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
-    let root = tempfile::tempdir().unwrap();
-    let supervisor = start(&go_bundle(root.path()), &mtls()).await.unwrap();
+/// Under AutoMTLS the plugin answers with its certificate, is healthy over
+/// TLS, and refuses clients without the host's certificate.
+async fn assert_mutual_tls(supervisor: Supervisor) {
     let cert = supervisor
         .handshake()
         .server_cert
         .clone()
-        .expect("go-plugin announces its certificate under AutoMTLS");
+        .expect("the plugin announces its certificate under AutoMTLS");
     supervisor
-        .wait_healthy(Duration::from_secs(5))
+        .wait_healthy(Duration::from_secs(10))
         .await
         .unwrap();
 
@@ -92,8 +91,25 @@ async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
     );
 
     let pid = supervisor.pid();
-    assert_eq!(supervisor.stop().await.method, StopMethod::Controller);
+    let report = supervisor.stop().await;
+    assert_eq!(report.method, StopMethod::Controller);
+    assert_eq!(report.status.code(), Some(0));
     assert_no_leftovers(pid);
+}
+
+#[tokio::test]
+async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
+    let root = tempfile::tempdir().unwrap();
+    let supervisor = start(&go_bundle(root.path()), &mtls()).await.unwrap();
+    assert_mutual_tls(supervisor).await;
+}
+
+#[tokio::test]
+async fn python_sdk_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
+    built_artifact("examples/plugins/hello-python/venv/bin/python");
+    let dir = repo_root().join("examples/plugins/hello-python");
+    let supervisor = start(&dir, &mtls()).await.unwrap();
+    assert_mutual_tls(supervisor).await;
 }
 
 #[tokio::test]
