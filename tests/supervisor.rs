@@ -72,9 +72,17 @@ async fn unix_socket_plugin_stops_through_the_controller() {
     let socket_dir = Path::new(&socket).parent().unwrap().to_path_buf();
     use std::os::unix::fs::PermissionsExt;
     let metadata = std::fs::metadata(&socket_dir).unwrap();
-    assert_eq!(metadata.permissions().mode() & 0o777, 0o700, "socket dir must be private");
+    assert_eq!(
+        metadata.permissions().mode() & 0o777,
+        0o700,
+        "socket dir must be private"
+    );
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(metadata.uid(), nix::unistd::geteuid().as_raw(), "socket dir owner");
+    assert_eq!(
+        metadata.uid(),
+        nix::unistd::geteuid().as_raw(),
+        "socket dir owner"
+    );
     supervisor
         .wait_healthy(Duration::from_secs(5))
         .await
