@@ -419,10 +419,11 @@ def main(out_dir):
         pc = lambda x: "n/a" if x is None else f"{x:.2f} %"  # noqa: E731
         idle_s = p["idle_s"] or g["idle_s"]
         ok = None if not is_target or p["cpu"] is None else p["cpu"] <= CPU_TARGET_PERCENT
-        rows.append(("5", f"{label}: host CPU idle ({idle_s:.0f} s, health checks every "
-                          f"{run['health_interval_s']} s)" if idle_s else f"{label}: host CPU idle", "",
-                     pc(g["cpu"]), pc(p["cpu"]), fmt_ratio(ratio(p["cpu"], g["cpu"])),
-                     "≤ 1 %" if is_target else "", verdict(ok) if is_target else ""))
+        if idle_s or is_target:
+            rows.append(("5", f"{label}: host CPU idle ({idle_s:.0f} s, health checks every "
+                              f"{run['health_interval_s']} s)" if idle_s else f"{label}: host CPU idle", "",
+                         pc(g["cpu"]), pc(p["cpu"]), fmt_ratio(ratio(p["cpu"], g["cpu"])),
+                         "≤ 1 %" if is_target else "", verdict(ok) if is_target else ""))
         if ok is False:
             why.append(f"**idle CPU at {label}** ({pc(p['cpu'])}, go-plugin's host {pc(g['cpu'])}): "
                        f"{n} plugins each health-checked every {run['health_interval_s']} s are "
