@@ -207,7 +207,7 @@ fn summarize(values: &[f64]) -> Stats {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     let pct = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-    let median = if n % 2 == 0 {
+    let median = if n.is_multiple_of(2) {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     } else {
         v[n / 2]
