@@ -189,6 +189,7 @@ def main(out_dir):
     split = {}  # (plugin, host) -> ([handshake -> connected], [connected -> healthy])
     rows = []  # (section, row, plugin, go_cell, pv_cell, ratio_text, target, verdict)
     why = []  # explanations of missed targets
+    findings = []  # other things the numbers show
     notes = []
     own_start = {}  # plugin -> plugvisor-measured spawn->handshake median
 
@@ -430,6 +431,14 @@ def main(out_dir):
                        f"{n / float(run['health_interval_s']):.0f} pings a second.")
         rows.append(("5", f"{label}: all stopped", "", fmt_ms(g["killed"]), fmt_ms(p["killed"]),
                      fmt_ratio(ratio(p["killed"], g["killed"])), "", ""))
+        if p["scan"] is not None and p["killed"] and g["killed"] and p["killed"] > g["killed"]:
+            findings.append(
+                f"{label}: plugvisor stops them all in {fmt_ms(p['killed'])}, go-plugin's host in "
+                f"{fmt_ms(g['killed'])}. Each plugvisor stop ends with one read of every /proc/PID/environ "
+                f"(PluginProcess::kill_tagged), {fmt_ms(p['scan'])} with these plugins up, done inline on a "
+                f"runtime thread: {n} stops make up to {fmt_ms(n * p['scan'])} of blocking reads on the runtime's "
+                f"{os.cpu_count()} worker threads, growing with the square of the number of plugins."
+            )
         if p["scan"] is not None:
             rows.append(("5", f"(context) {label}: one read of /proc/*/environ, which plugvisor does after every "
                               "stop (PluginProcess::kill_tagged)", "", "—", fmt_ms(p["scan"]), "", "", ""))
@@ -487,6 +496,10 @@ def main(out_dir):
         w("\n`bench/README.md` says more about each.\n")
     else:
         w("None.\n")
+    if findings:
+        w("\n## Other findings\n\n")
+        for line in findings:
+            w(f"- {line}\n")
     w("\n## Runs\n\n")
     w(f"- start → healthy: {run['start_n']} runs per plugin and host; stop: {run['stop_n']}; crash: "
       f"{run['crash_n']}; ping: {run['ping_n']} pings on one connection; in {run['batches']} alternating "
