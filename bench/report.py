@@ -196,12 +196,20 @@ def main(out_dir):
     def get(scenario, plugin, host):
         return data.get((scenario, plugin, host), [])
 
-    floor = {}
-    try:
-        with open(os.path.join(out_dir, "floor.json")) as f:
-            floor = json.load(f)
-    except (OSError, ValueError) as e:
-        problems.append(f"floor.json: {e}")
+    floor = {}  # plugin -> {"handshake_ms": [...], "sigterm_exit_ms": [...], "errors": [...]}
+    for name in sorted(os.listdir(out_dir)):
+        if not re.fullmatch(r"floor\.[a-z]+\.\d+\.json", name):
+            continue
+        try:
+            with open(os.path.join(out_dir, name)) as f:
+                part = json.load(f)
+        except (OSError, ValueError) as e:
+            problems.append(f"{name}: {e}")
+            continue
+        for plugin, res in part.items():
+            merged = floor.setdefault(plugin, {"handshake_ms": [], "sigterm_exit_ms": [], "errors": []})
+            for key in merged:
+                merged[key].extend(res.get(key, []))
     for plugin, res in floor.items():
         if res.get("errors"):
             notes.append(f"floor, {PLUGIN_NAMES.get(plugin, plugin)}: {len(res['errors'])} run(s) failed: {res['errors'][0]}")
@@ -344,6 +352,12 @@ def main(out_dir):
             else:
                 how = ("this plugin has GRPCController, so go-plugin's host too stops it without its 2 s wait, "
                        "and both hosts only wait for the plugin to exit")
+                scans = [o.get("proc_environ_scan_ms") for o in get("stop", plugin, "plugvisor")
+                         if o.get("proc_environ_scan_ms") is not None]
+                if scans and median(p_k) is not None and median(g_k) is not None and median(p_k) > median(g_k):
+                    how += (f"; what plugvisor does on top: after the exit it reads every /proc/PID/environ "
+                            f"(PluginProcess::kill_tagged), {fmt_ms(median(scans))} on this machine during these "
+                            f"runs, of the {fmt_ms(median(p_k) - median(g_k))} difference")
             why.append(
                 f"**stop, {PLUGIN_NAMES[plugin]}** ({fmt_ratio(r)}): plugvisor {fmt_ms(median(p_k))}, go-plugin "
                 f"{fmt_ms(median(g_k))}; with no host at all this plugin needs {fmt_ms(fe)} from SIGTERM to "
@@ -471,7 +485,8 @@ def main(out_dir):
         w(f"| {sec} | {row} | {PLUGIN_NAMES.get(plugin, plugin)} | {g} | {p} | {r} | {target} | {v} |\n")
     w("\n## Floors and context\n\n")
     w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "
-      f"plugin with the handshake environment and nothing else ({run.get('floor_n', '?')} runs), reads its "
+      f"plugin with the handshake environment and nothing else ({max([len(v['handshake_ms']) for v in floor.values()] or [0])} runs "
+      "each, between the start batches), reads its "
       "handshake line, then sends SIGTERM. Pings: p50 / p99 of scenario 2, and plugvisor's again on tokio's current-thread runtime.\n\n")
     w("| plugin | no host: spawn → handshake read | no host: SIGTERM → reaped | "
       "go-plugin: pings | plugvisor: pings | plugvisor, current-thread runtime: pings |\n")

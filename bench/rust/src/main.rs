@@ -323,6 +323,7 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
     let unreaped = ok.iter().filter(|c| !c.reaped).count();
     let value = json!({
         "runs": runs,
+        "proc_environ_scan_ms": proc_environ_scan(),
         "healthy_ms": summarize(&healthy),
         "kill_ms": summarize(&kill),
         "failures": failures,
