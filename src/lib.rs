@@ -13,6 +13,7 @@ pub mod process;
 pub mod runtime;
 pub mod stdio;
 pub mod supervisor;
+pub mod sweep;
 pub mod tls;
 pub mod transport;
 

@@ -129,34 +129,8 @@ impl PluginProcess {
     /// plugin and all its descendants, even daemons that left its process
     /// group with setsid. (A descendant that scrubs its environment escapes.)
     /// Returns the pids signalled.
-    pub fn kill_tagged(&self) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        let mut killed = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return killed;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if environ
-                .split(|&b| b == 0)
-                .any(|var| var == self.tag.as_bytes())
-            {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                killed.push(pid);
-            }
-        }
+    pub async fn kill_tagged(&self) -> Vec<i32> {
+        let killed = crate::sweep::kill_tagged(&self.tag).await;
         if !killed.is_empty() {
             tracing::warn!(pids = ?killed, "killed processes the plugin left behind");
         }
@@ -168,7 +142,7 @@ impl Drop for PluginProcess {
     fn drop(&mut self) {
         if self.exit_status().is_none() {
             self.signal_group(Signal::SIGKILL);
-            self.kill_tagged();
+            crate::sweep::kill_tagged_in_background(&self.tag);
         }
     }
 }

@@ -184,6 +184,8 @@ impl std::fmt::Display for StopMethod {
 pub struct StopReport {
     pub method: StopMethod,
     pub status: ExitStatus,
+    /// From the stop call to the process being reaped. The sweep for
+    /// leftover descendants comes after, before `stop()` returns.
     pub took: Duration,
 }
 
@@ -422,16 +424,16 @@ impl Supervisor {
             }
         };
         let status = self.process.exited().await;
+        let took = started.elapsed();
         // Leftovers die with the plugin: group members, and daemons that left the group.
         self.process.signal_group(Signal::SIGKILL);
-        self.process.kill_tagged();
+        self.process.kill_tagged().await;
         drop(
             self.socket_dir
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         );
-        let took = started.elapsed();
         tracing::debug!(?method, ?took, status = %describe_exit(status), "plugin stopped");
         StopReport {
             method,
@@ -562,7 +564,7 @@ async fn kill_and_wrap(
 ) -> SupervisorError {
     process.signal_group(Signal::SIGKILL);
     process.exited().await;
-    process.kill_tagged();
+    process.kill_tagged().await;
     let stderr = StderrLines(stderr.lines());
     match error {
         PartialError::Closed(skipped) => SupervisorError::StdoutClosed { skipped, stderr },
