@@ -58,6 +58,15 @@ def fmt_ms(x):
     return f"{x * 1000:.0f} µs"
 
 
+def duration_ms(text):
+    """A Rust Duration's Debug text ("7.1ms", "850.2µs", "1.2s") in ms."""
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|us|ms|s)", (text or "").strip())
+    if not m:
+        return None
+    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
 def cell(values):
     """median (p95) of a list of ms."""
     if not values:
@@ -354,10 +363,15 @@ def main(out_dir):
                        "and both hosts only wait for the plugin to exit")
                 scans = [o.get("proc_environ_scan_ms") for o in get("stop", plugin, "plugvisor")
                          if o.get("proc_environ_scan_ms") is not None]
+                took = [duration_ms(r.get("stop_took")) for r in p_runs]
+                env_part = [r["kill_ms"] - t for r, t in zip(p_runs, took) if t is not None]
                 if scans and median(p_k) is not None and median(g_k) is not None and median(p_k) > median(g_k):
-                    how += (f"; what plugvisor does on top: after the exit it reads every /proc/PID/environ "
-                            f"(PluginProcess::kill_tagged), {fmt_ms(median(scans))} on this machine during these "
-                            f"runs, of the {fmt_ms(median(p_k) - median(g_k))} difference")
+                    how += (f". Of plugvisor's {fmt_ms(median(p_k))}, the Supervisor's own stop (its \"plugin "
+                            f"stopped\" event's `took`) is {fmt_ms(median([t for t in took if t is not None]))} "
+                            f"and the Environment around it (cancelling the keeper task, its events, joining it) "
+                            f"{fmt_ms(median(env_part))}; inside the Supervisor's stop, after the exit, it reads "
+                            f"every /proc/PID/environ (PluginProcess::kill_tagged): {fmt_ms(median(scans))} on "
+                            "this machine during these runs")
             why.append(
                 f"**stop, {PLUGIN_NAMES[plugin]}** ({fmt_ratio(r)}): plugvisor {fmt_ms(median(p_k))}, go-plugin "
                 f"{fmt_ms(median(g_k))}; with no host at all this plugin needs {fmt_ms(fe)} from SIGTERM to "

@@ -34,6 +34,8 @@ mod probe {
         pub message: String,
         pub pid: Option<u64>,
         pub method: Option<String>,
+        /// The event's `took`, a Duration's Debug text ("7.1ms").
+        pub took: Option<String>,
         pub unix_ns: u128,
     }
 
@@ -51,6 +53,7 @@ mod probe {
             match field.name() {
                 "message" => self.message = format!("{value:?}"),
                 "method" => self.method = Some(format!("{value:?}")),
+                "took" => self.took = Some(format!("{value:?}")),
                 _ => {}
             }
         }
@@ -279,6 +282,9 @@ struct Cycle {
     connected_unix_ns: Option<u128>,
     /// How the stop ended, from plugvisor's "plugin stopped" event.
     stop_method: Option<String>,
+    /// That event's `took`: the Supervisor's own stop, the rest of kill_ms
+    /// being the Environment's (keeper task, events).
+    stop_took: Option<String>,
     /// The plugin's pid was gone from /proc when deactivation returned.
     reaped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,10 +315,13 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
         let t1 = Instant::now();
         env.deactivate(&id).await?;
         c.kill_ms = ms(t1.elapsed());
-        c.stop_method = probe::take()
+        if let Some(stopped) = probe::take()
             .into_iter()
             .rfind(|n| n.message == "plugin stopped")
-            .and_then(|n| n.method);
+        {
+            c.stop_method = stopped.method;
+            c.stop_took = stopped.took;
+        }
         c.reaped = c.pid.is_some_and(|pid| !exists(pid));
         runs.push(c);
     }
