@@ -119,7 +119,7 @@ pub enum LogLevel {
 pub struct HclogLine {
     pub level: LogLevel,
     pub message: String,
-    /// Other fields as `key=value`, sorted by key.
+    /// Other fields as `key=value`, in JSON key order (`@`-prefixed keys first), with `@` dropped.
     pub fields: Vec<(String, String)>,
 }
 

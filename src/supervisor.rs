@@ -488,7 +488,7 @@ async fn read_handshake<R: AsyncBufRead + Unpin>(
             Ok(None) | Err(_) => return Err(PartialError::Eof),
         };
         let line = line.trim_end_matches(['\n', '\r']);
-        if looks_like_handshake(line) {
+        if looks_like_handshake(line.trim_start()) {
             return parse_handshake_line(line, accepted).map_err(PartialError::Handshake);
         }
         tracing::warn!(line, "skipping a stdout line printed before the handshake");
