@@ -488,9 +488,9 @@ fn cpu_ticks() -> u64 {
 
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// How long it takes to read /proc and every /proc/PID/environ once, as
-/// plugvisor's `PluginProcess::kill_tagged` does after every stop to find
-/// descendants that left the plugin's process group (median of 5, ms).
+/// How long it takes to read /proc and every /proc/PID/environ once: one
+/// pass of plugvisor's sweep for descendants that left a plugin's process
+/// group (src/sweep.rs), which every stop waits for (median of 5, ms).
 fn proc_environ_scan() -> f64 {
     let mut times: Vec<f64> = (0..5)
         .map(|_| {
