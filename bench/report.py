@@ -226,7 +226,7 @@ def main(out_dir):
     floor_exit = {k: median(v.get("sigterm_exit_ms", [])) for k, v in floor.items()}
     warm = {}
     for k in PLUGIN_NAMES:
-        for host, scen in (("gohost", "ping"), ("plugvisor", "ping"), ("plugvisor-ct", "pingct")):
+        for host, scen in (("gohost", "ping"), ("plugvisor", "ping"), ("plugvisor-mt", "pingmt")):
             objs = get(scen, k, host.split("-")[0])
             st = [o.get("ping_ms") or {} for o in objs if (o.get("ping_ms") or {}).get("n")]
             warm[(k, host)] = (median([x["median"] for x in st]), median([x["p99"] for x in st]))
@@ -315,12 +315,12 @@ def main(out_dir):
         rows.append(("2", "ping p99", plugin, fmt_ms(g[1]), fmt_ms(p[1]), fmt_ratio(ratio(p[1], g[1])),
                      "plugvisor ≤ 1 ms", verdict(ok)))
         if ok is False:
-            ct = warm[(plugin, "plugvisor-ct")]
+            ct = warm[(plugin, "plugvisor-mt")]
             why.append(
                 f"**ping p99, {PLUGIN_NAMES[plugin]}** ({fmt_ms(p[1])}; go-plugin's host {fmt_ms(g[1])} on the "
-                f"same plugin; p50 {fmt_ms(p[0])}): on tokio's current-thread runtime the same pings have p50 "
+                f"same plugin; p50 {fmt_ms(p[0])}): on tokio's multi-thread runtime the same pings have p50 "
                 f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A call crosses tonic's buffered Channel and hyper's "
-                "connection task, and on the multi-thread runtime each hop can be a wake-up of another thread; "
+                "connection task; on the multi-thread runtime each hop can be a wake-up of another thread; "
                 "the rest of the tail is the plugin's server."
             )
 
@@ -480,7 +480,7 @@ def main(out_dir):
             plugin, fmt_ms(floor_hs.get(plugin)), fmt_ms(floor_exit.get(plugin)),
             f"{fmt_ms(warm[(plugin, 'gohost')][0])} / {fmt_ms(warm[(plugin, 'gohost')][1])}",
             f"{fmt_ms(warm[(plugin, 'plugvisor')][0])} / {fmt_ms(warm[(plugin, 'plugvisor')][1])}",
-            f"{fmt_ms(warm[(plugin, 'plugvisor-ct')][0])} / {fmt_ms(warm[(plugin, 'plugvisor-ct')][1])}",
+            f"{fmt_ms(warm[(plugin, 'plugvisor-mt')][0])} / {fmt_ms(warm[(plugin, 'plugvisor-mt')][1])}",
         ))
     small = [k for k in scale_keys if k.startswith("go-")]
     if small:
@@ -505,9 +505,9 @@ def main(out_dir):
     w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "
       f"plugin with the handshake environment and nothing else ({max([len(v['handshake_ms']) for v in floor.values()] or [0])} runs "
       "each, between the start batches), reads its "
-      "handshake line, then sends SIGTERM. Pings: p50 / p99 of scenario 2, and plugvisor's again on tokio's current-thread runtime.\n\n")
+      "handshake line, then sends SIGTERM. Pings: p50 / p99 of scenario 2, and plugvisor's again on tokio's multi-thread runtime (plugvisor itself runs on one thread).\n\n")
     w("| plugin | no host: spawn → handshake read | no host: SIGTERM → reaped | "
-      "go-plugin: pings | plugvisor: pings | plugvisor, current-thread runtime: pings |\n")
+      "go-plugin: pings | plugvisor: pings | plugvisor, multi-thread runtime: pings |\n")
     w("|---|---|---|---|---|---|\n")
     for plugin, *cells in context:
         w(f"| {PLUGIN_NAMES[plugin]} | " + " | ".join(cells) + " |\n")

@@ -140,8 +140,11 @@ impl ControlSocket {
 
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a supervisor waits on I/O, and a call that stays on one
+    // thread skips the cross-thread wake-ups that cost ~30 % of ping latency
+    // (bench/results.md). Plugins are spawned from this thread, which lives
+    // as long as the process, so their parent-death signal is tied to it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(dispatch(cli))

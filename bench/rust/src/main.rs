@@ -98,10 +98,10 @@ struct Cli {
         default_value = "info,plugvisor=debug,plugin=debug"
     )]
     log_level: String,
-    /// Run on tokio's current-thread runtime instead of the multi-thread one
+    /// Run on tokio's multi-thread runtime instead of the current-thread one
     /// the plugvisor CLI uses (to see what cross-thread wake-ups cost).
     #[arg(long, global = true)]
-    current_thread: bool,
+    multi_thread: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -157,10 +157,10 @@ fn main() -> std::process::ExitCode {
         tracing_subscriber::filter::Targets::new().with_target("plugvisor", tracing::Level::DEBUG),
     );
     tracing_subscriber::registry().with(log).with(probe).init();
-    let runtime = if cli.current_thread {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
+    let runtime = if cli.multi_thread {
         tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
     }
     .enable_all()
     .build()
