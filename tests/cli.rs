@@ -333,8 +333,11 @@ fn run_the_examples_and_stop_with_ctrl_c() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let stopped = events.iter().filter(|e| e["event"] == "stopped").count();
-    assert_eq!(stopped, 2, "{stdout}");
+    let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+    // Every state change is shown, from the first.
+    assert_eq!(count("starting"), 2, "{stdout}");
+    assert_eq!(count("running"), 2, "{stdout}");
+    assert_eq!(count("stopped"), 2, "{stdout}");
     for pid in pids {
         assert_no_leftovers(pid);
     }

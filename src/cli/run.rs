@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use plugvisor::environment::{Available, Environment, Event, EventKind};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::control;
@@ -57,7 +58,9 @@ pub async fn run(
     tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
     let control = tokio::spawn(control::serve(listener, env.clone()));
     let mut signals = StopSignals::new()?;
-    let shown = tokio::spawn(show(env.clone(), display, socket_path.clone()));
+    // Subscribe before any activation, so the display misses no event.
+    let events = env.subscribe();
+    let shown = tokio::spawn(show(env.clone(), events, display, socket_path.clone()));
 
     let ids = env.plugin_ids();
     let activations = futures::future::join_all(ids.iter().map(|id| env.activate(id)));
@@ -125,8 +128,7 @@ impl StopSignals {
     }
 }
 
-async fn show(env: Environment, display: Display, socket: PathBuf) {
-    let mut events = env.subscribe();
+async fn show(env: Environment, mut events: Receiver<Event>, display: Display, socket: PathBuf) {
     match display {
         Display::Json | Display::Plain => loop {
             match events.recv().await {
