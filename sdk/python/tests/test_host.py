@@ -289,6 +289,27 @@ def test_signal_stops_gracefully(spawn, sock_dir, tmp_path, sig):
     assert reasons == [f"signal {sig.name}"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill is Linux-only")
+def test_sigterm_delivered_to_another_thread_still_stops(spawn, sock_dir, tmp_path):
+    """The kernel may hand a process signal to any thread; Python runs handlers
+    only in the main thread, which must still wake up (regression: it slept on
+    a pipe read forever)."""
+    import ctypes
+
+    marker = tmp_path / "marker"
+    env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(marker))
+    p = spawn(TEST_PLUGIN, env=env)
+    hs = p.handshake()
+    assert health_status(hs.target) == SERVING
+    pid = p.proc.pid
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others, "the plugin should have grpc threads"
+    SYS_TGKILL = {"x86_64": 234, "aarch64": 131}[os.uname().machine]
+    assert ctypes.CDLL(None, use_errno=True).syscall(SYS_TGKILL, pid, others[0], signal.SIGTERM) == 0
+    assert p.wait_exit(EXIT_TIMEOUT) == 0
+    assert marker_lines(marker) == ["cleanup ran"]
+
+
 def test_second_signal_cuts_the_drain_short(spawn, sock_dir, tmp_path):
     marker = tmp_path / "marker"
     env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(marker), PVTEST_GRACE="120")

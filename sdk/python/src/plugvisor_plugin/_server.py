@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import select
 import signal
 import socket
 import sys
@@ -55,13 +56,19 @@ class _Stopper:
             pass  # pipe full: a wake-up is already pending
 
     def wait(self) -> str:
-        while True:
-            try:
-                os.read(self._r, 1)
-            except InterruptedError:
-                continue
-            if self.reason is not None:
-                return self.reason
+        # Python runs signal handlers only in the main thread, between
+        # bytecodes; a signal the kernel hands to a grpc thread does not
+        # interrupt this read. signal.set_wakeup_fd (see
+        # _install_signal_handlers) makes such a signal write to this pipe,
+        # and the timeout is a second line of defence.
+        while self.reason is None:
+            ready, _, _ = select.select([self._r], [], [], 0.25)
+            if ready:
+                try:
+                    os.read(self._r, 64)
+                except (InterruptedError, BlockingIOError):
+                    pass
+        return self.reason
 
     def close(self) -> None:
         for fd in (self._r, self._w):
@@ -501,6 +508,8 @@ class _Runner:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        # Wake the main thread even when another thread receives the signal.
+        signal.set_wakeup_fd(self.stopper._w, warn_on_full_buffer=False)
 
     def _start_host_watch(self) -> None:
         # Why polling and not prctl(PR_SET_PDEATHSIG): the death signal fires
