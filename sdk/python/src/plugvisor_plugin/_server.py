@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from . import _handshake as hs
 from . import _wire
-from ._stdio import CLOSED, DEFAULT_MAX_BYTES, CapturedText, StdioHub
+from ._stdio import CLOSED, DEFAULT_MAX_BYTES, CapturedText, StdioHub, write_all
 
 _log = logging.getLogger("plugvisor_plugin")
 
@@ -90,16 +90,6 @@ def _die(message: str) -> "None":
         pass
     os.write(2, message.encode("utf-8", "backslashreplace"))
     raise SystemExit(1)
-
-
-def _write_fd_strict(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except InterruptedError:
-            continue
-        view = view[n:]
 
 
 def _port_is_free(port: int) -> bool:
@@ -279,7 +269,7 @@ class _Runner:
             if self.watch_host:
                 self._start_host_watch()
             line = hs.format_handshake(self.version, network, address, self.server_cert_der)
-            _write_fd_strict(1, line.encode())
+            write_all(1, line.encode(), strict=True)
         except BaseException:
             self._abort_startup()
             raise

@@ -39,8 +39,9 @@ class _Closed:
 CLOSED = _Closed()
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until done; errors (a dead host's pipe) are swallowed."""
+def write_all(fd: int, data: bytes, strict: bool = False) -> None:
+    """os.write until done. Errors (a dead host's pipe) are swallowed, unless
+    strict: the handshake line must reach the host or start-up fails."""
     view = memoryview(data)
     while view:
         try:
@@ -48,6 +49,8 @@ def write_all(fd: int, data: bytes) -> None:
         except InterruptedError:
             continue
         except OSError:
+            if strict:
+                raise
             return
         view = view[n:]
 
