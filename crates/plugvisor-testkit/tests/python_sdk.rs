@@ -2,13 +2,12 @@
 //! installed in the example bundle's venv, stopped through the controller with
 //! its cleanup run, and its print() output relayed over plugin.GRPCStdio.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use plugvisor_testkit::*;
 use plugvisor::bundle::Bundle;
 use plugvisor::runtime::{LaunchOptions, plan_launch};
 use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig};

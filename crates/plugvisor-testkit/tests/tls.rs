@@ -2,12 +2,11 @@
 //! and the Python SDK example. A connection without the host's client
 //! certificate must be refused.
 
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use plugvisor_testkit::*;
 use plugvisor::bundle::Bundle;
 use plugvisor::runtime::{LaunchOptions, plan_launch};
 use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError};

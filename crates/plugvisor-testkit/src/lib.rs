@@ -1,16 +1,43 @@
-//! Shared helpers for the integration tests: bundles around the fake plugin,
-//! the real Python and Go plugins, and /proc checks for leftover processes.
-#![allow(dead_code)]
+//! Shared helpers for plugvisor's integration tests: bundles around the fake
+//! plugin, the real Python and Go plugins, and /proc checks for leftover
+//! processes. Never published.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const FAKE_PLUGIN: &str = env!("CARGO_BIN_EXE_plugvisor-fake-plugin");
-pub const PLUGVISOR: &str = env!("CARGO_BIN_EXE_plugvisor");
-
+/// The repository's root directory.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// A binary of this workspace, next to the running test in the target
+/// directory (`cargo test --workspace` builds every one of them).
+fn workspace_binary(name: &str) -> &'static str {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let path = exe
+        .ancestors()
+        .find(|dir| dir.join(name).is_file())
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| {
+            panic!("{name} is not built: run `cargo build --workspace --bins` (./scripts/setup does) first")
+        });
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
+}
+
+/// The misbehaving-on-request test plugin (`src/bin/plugvisor-fake-plugin.rs`).
+pub fn fake_plugin() -> &'static str {
+    static PATH: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| workspace_binary("plugvisor-fake-plugin"))
+}
+
+/// The `plugvisor` command.
+pub fn plugvisor_bin() -> &'static str {
+    static PATH: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| workspace_binary("plugvisor"))
 }
 
 /// An artifact built by `./scripts/setup`; fails clearly when it is missing.
@@ -46,7 +73,7 @@ pub fn native_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
     let quoted: Vec<String> = flags.split_whitespace().map(|f| format!("'{f}'")).collect();
     write_file(
         &dir.join("bin/plugin"),
-        &format!("#!/bin/sh\nexec {FAKE_PLUGIN} {}\n", quoted.join(" ")),
+        &format!("#!/bin/sh\nexec {} {}\n", fake_plugin(), quoted.join(" ")),
         0o755,
     );
     dir
@@ -63,7 +90,7 @@ pub fn python_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
     );
     write_file(&dir.join("plugin.py"), &format!("# fake: {flags}\n"), 0o644);
     std::fs::create_dir_all(dir.join("venv/bin")).unwrap();
-    std::os::unix::fs::symlink(FAKE_PLUGIN, dir.join("venv/bin/python")).unwrap();
+    std::os::unix::fs::symlink(fake_plugin(), dir.join("venv/bin/python")).unwrap();
     dir
 }
 

@@ -1,14 +1,15 @@
 //! The `plugvisor` binary, driven as a user would: check, ping, run, status,
 //! restart, signals, the control socket and the live table.
 
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use plugvisor_testkit::*;
+
+const PLUGVISOR: &str = env!("CARGO_BIN_EXE_plugvisor");
 use serde_json::Value;
 
 fn plugvisor(args: &[&str]) -> Output {

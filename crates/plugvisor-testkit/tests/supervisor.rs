@@ -1,11 +1,10 @@
 //! One plugin process, end to end: real processes, real signals, real gRPC.
 
-mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use plugvisor_testkit::*;
 use plugvisor::bundle::Bundle;
 use plugvisor::handshake::HandshakeLineError;
 use plugvisor::runtime::{LaunchOptions, LaunchPlan, RuntimeKind, plan_launch};

@@ -24,5 +24,5 @@ pub mod proto {
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;

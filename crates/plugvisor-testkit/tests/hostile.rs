@@ -1,12 +1,11 @@
 //! Hostile plugins: each case states the status and error it must end in, and
 //! that nothing of the plugin (group, session, descendants, zombies) is left.
 
-mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use plugvisor_testkit::*;
 use plugvisor::environment::{
     Environment, EnvironmentConfig, EventKind, PluginState, PluginStatus,
 };
@@ -276,8 +275,9 @@ async fn case_17_binary_replaced_while_running() {
     std::fs::write(
         &replacement,
         format!(
-            "#!/bin/sh\ntouch {}\nexec {FAKE_PLUGIN}\n",
-            marker.display()
+            "#!/bin/sh\ntouch {}\nexec {}\n",
+            marker.display(),
+            fake_plugin()
         ),
     )
     .unwrap();
@@ -303,7 +303,7 @@ fn case_18_host_sigkilled_takes_every_plugin_with_it() {
     native_fake_bundle(root.path(), "native-b", "--network unix --controller");
     python_fake_bundle(root.path(), "python-c", "");
     let socket = root.path().join("control.sock");
-    let mut host = std::process::Command::new(PLUGVISOR)
+    let mut host = std::process::Command::new(plugvisor_bin())
         .args(["run", "--control-socket"])
         .arg(&socket)
         .arg(root.path())
@@ -313,7 +313,7 @@ fn case_18_host_sigkilled_takes_every_plugin_with_it() {
         .unwrap();
     let mut pids = Vec::new();
     let running = eventually(Duration::from_secs(20), || {
-        let output = std::process::Command::new(PLUGVISOR)
+        let output = std::process::Command::new(plugvisor_bin())
             .args(["status", "--json", "--control-socket"])
             .arg(&socket)
             .output()

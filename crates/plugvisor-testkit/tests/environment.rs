@@ -1,12 +1,11 @@
 //! Many plugins: activation, restarts, crash loops, health checks and shutdown,
 //! against real processes.
 
-mod common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use plugvisor_testkit::*;
 use plugvisor::environment::{Environment, EnvironmentConfig, EventKind, PluginState};
 use plugvisor::health::{HealthPolicy, RestartPolicy};
 use tokio::sync::broadcast::Receiver;
