@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hostkit import PluginProcess, base_env  # noqa: E402
+from hostkit import PluginProcess, base_env
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def spawn(tmp_path) -> Callable[..., PluginProcess]:
         cwd: Optional[Path] = None,
         args: Optional[List[str]] = None,
     ) -> PluginProcess:
-        argv = [python or sys.executable, str(script)] + list(args or [])
+        argv = [python or sys.executable, str(script), *list(args or [])]
         p = PluginProcess(
             argv,
             env if env is not None else base_env(),

@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ class Handshake:
         return "unix:" + self.address if self.network == "unix" else self.address
 
     @classmethod
-    def parse(cls, line: str) -> "Handshake":
+    def parse(cls, line: str) -> Handshake:
         parts = line.rstrip("\n").split("|")
         assert len(parts) in (5, 6), f"not a go-plugin handshake line: {line!r}"
         cert = parts[5] if len(parts) == 6 else None

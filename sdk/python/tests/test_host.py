@@ -24,7 +24,6 @@ from typing import List, Tuple
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from hostkit import (
     EXAMPLE,
     EXAMPLE_DIR,

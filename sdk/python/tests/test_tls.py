@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from hostkit import EXAMPLE, EXAMPLE_DIR, TEST_PLUGIN, Handshake, base_env
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -82,7 +81,7 @@ def _channel(hs: Handshake, creds: Optional[grpc.ChannelCredentials]) -> grpc.Ch
     options = [("grpc.use_local_subchannel_pool", 1)]
     if creds is None:
         return grpc.insecure_channel(hs.target, options=options)
-    return grpc.secure_channel(hs.target, creds, options=options + [("grpc.ssl_target_name_override", "localhost")])
+    return grpc.secure_channel(hs.target, creds, options=[*options, ("grpc.ssl_target_name_override", "localhost")])
 
 
 def mtls(hs: Handshake, client: Optional[Tuple[bytes, bytes]]) -> grpc.ChannelCredentials:

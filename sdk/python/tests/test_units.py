@@ -176,7 +176,7 @@ def test_stdio_data_matches_protobuf(channel, data):
     except ImportError:  # older protobuf
         from google.protobuf.message_factory import MessageFactory
 
-        def GetMessageClass(d):  # noqa: N802
+        def GetMessageClass(d):
             return MessageFactory().GetPrototype(d)
 
     fdp = descriptor_pb2.FileDescriptorProto(name="pvtest_stdio.proto", package="pvtest", syntax="proto3")

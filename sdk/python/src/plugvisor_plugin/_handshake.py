@@ -64,7 +64,7 @@ def normalize_app_versions(app_version: AppVersion) -> Tuple[int, ...]:
     if isinstance(app_version, bool):
         raise TypeError("app_version must be an int or a list of ints, not a bool")
     if isinstance(app_version, int):
-        versions: "Iterable[object]" = (app_version,)
+        versions: Iterable[object] = (app_version,)
     else:
         try:
             versions = tuple(app_version)
@@ -185,14 +185,16 @@ def _parse_port(name: str, raw: str) -> int:
     return v
 
 
-def port_candidates(lo: int, hi: int, rng: "Optional[random.Random]" = None) -> "Iterator[int]":
+def port_candidates(lo: int, hi: int, rng: Optional[random.Random] = None) -> Iterator[int]:
     """Every port in [lo, hi] once, starting at a random place and wrapping.
 
     A random start keeps plugins that start together from all fighting over
     the bottom of the range.
     """
     if rng is None:
-        import random as rng  # type: ignore[no-redef]
+        import random
+
+        rng = random.Random()
     n = hi - lo + 1
     start = rng.randrange(n)
     for i in range(n):

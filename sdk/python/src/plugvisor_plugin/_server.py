@@ -1,27 +1,35 @@
-"""serve(): the plugin side of go-plugin's gRPC protocol, on grpcio.
+"""The plugin side of go-plugin's gRPC protocol, on grpcio: what serve() and
+run() share.
 
-grpc is imported inside serve() only, after the cheap checks (magic cookie,
-app version), so running a plugin by hand fails fast and `import
-plugvisor_plugin` stays light.
+grpc is imported once the cheap checks (magic cookie, app version) passed,
+so running a plugin by hand fails fast and `import plugvisor_plugin` stays
+light. run() adds its services (lifecycle, broker, HTTP) as Components.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import select
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Tuple
 
+from . import _exit, _wire
 from . import _handshake as hs
-from . import _wire
-from ._stdio import CLOSED, DEFAULT_MAX_BYTES, CapturedText, StdioHub, write_all
+from ._options import Options, resolve
+from ._stdio import CLOSED, CapturedText, StdioHub, write_all
+
+if TYPE_CHECKING:
+    import grpc
+
+    from ._tls import ServerIdentity, TlsFrontend
 
 _log = logging.getLogger("plugvisor_plugin")
 
@@ -29,9 +37,36 @@ _log = logging.getLogger("plugvisor_plugin")
 HOST_WATCH_INTERVAL = 0.25
 #: How long a StreamStdio call waits for output before it checks on its RPC.
 _STDIO_POLL = 0.5
-#: After the final cleanup, how long the interpreter may take to exit before
-#: the process is ended with os._exit (a stuck non-daemon thread).
-_EXIT_WATCHDOG = 5.0
+
+Register = Callable[["grpc.Server"], None]
+
+
+class Runtime(Protocol):
+    """What a Component may use of the running plugin."""
+
+    @property
+    def tls_identity(self) -> ServerIdentity | None:
+        """The plugin's AutoMTLS certificate and key (None without AutoMTLS)."""
+
+    @property
+    def host_cert_pem(self) -> bytes | None:
+        """The host's certificate (PLUGIN_CLIENT_CERT), None without AutoMTLS."""
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the plugin gracefully, as a SIGTERM would."""
+
+
+class Component(Protocol):
+    """A part of the plugin that run() adds beside the user's servicers."""
+
+    def register(self, server: grpc.Server, runtime: Runtime) -> None:
+        """Add services to the server (not started yet)."""
+
+    def stopping(self) -> None:
+        """The stop began: end long-lived streams so the drain is quick."""
+
+    def stopped(self) -> None:
+        """The server has drained; runs before on_shutdown."""
 
 
 class _Stopper:
@@ -83,7 +118,7 @@ def _program_name() -> str:
     return os.path.basename(argv0) or "plugin"
 
 
-def _die(message: str) -> "None":
+def _die(message: str) -> None:
     try:
         sys.stderr.flush()
     except Exception:
@@ -105,124 +140,60 @@ def _port_is_free(port: int) -> bool:
         s.close()
 
 
-def serve(
-    register: Optional[Callable[[Any], None]] = None,
-    *,
-    app_version: hs.AppVersion = 1,
-    network: str = "auto",
-    magic_cookie_key: str = hs.DEFAULT_COOKIE_KEY,
-    magic_cookie_value: str = hs.DEFAULT_COOKIE_VALUE,
-    on_shutdown: Optional[Callable[[], None]] = None,
-    grace: float = 2.0,
-    install_logging: bool = True,
-    log_level: Any = "info",
-    capture_stdio: bool = True,
-    stdio_buffer_bytes: int = DEFAULT_MAX_BYTES,
-    max_workers: int = 10,
-    watch_host: bool = True,
-) -> "None":
-    """Run the plugin until the host stops it; never returns (exits the process).
+def run_plugin(
+    register: Optional[Register],
+    options: Mapping[str, Any],
+    components: Sequence[Component] = (),
+    services: Optional[list[str]] = None,
+) -> None:
+    """Run until the host stops the plugin, then raise SystemExit.
 
-    See the package docstring and sdk/python/README.md for every behaviour.
+    SystemExit(1) when the plugin cannot start. After a graceful stop,
+    SystemExit(0) (1 when on_shutdown raised), with the process's quick end
+    armed (see _exit). `services` collects the names of the services
+    `register` adds.
     """
     # Remember the host before anything slow happens: if it dies during our
     # imports we must still notice that our parent changed.
     initial_ppid = os.getppid()
+    opts = resolve(options)
     prog = _program_name()
-    if not hs.cookie_ok(os.environ, magic_cookie_key, magic_cookie_value):
+    if not hs.cookie_ok(os.environ, opts["magic_cookie_key"], opts["magic_cookie_value"]):
         _die(hs.not_a_program_message(prog))
-    if network not in ("auto", "unix", "tcp"):
-        raise ValueError(f"network must be 'auto', 'unix' or 'tcp', not {network!r}")
-    if grace < 0:
-        raise ValueError("grace must not be negative")
-    if on_shutdown is not None and not callable(on_shutdown):
-        raise TypeError("on_shutdown must be callable")
     try:
-        version = hs.negotiate_app_version(app_version, os.environ.get(hs.ENV_PROTOCOL_VERSIONS))
+        version = hs.negotiate_app_version(opts["app_version"], os.environ.get(hs.ENV_PROTOCOL_VERSIONS))
     except hs.HandshakeError as e:
         _die(f"{prog}: cannot start: {e}\n")
 
-    runner = _Runner(
-        prog=prog,
-        register=register,
-        version=version,
-        network=network,
-        on_shutdown=on_shutdown,
-        grace=float(grace),
-        install_logging=install_logging,
-        log_level=log_level,
-        capture_stdio=capture_stdio,
-        stdio_buffer_bytes=stdio_buffer_bytes,
-        max_workers=max_workers,
-        watch_host=watch_host,
-        initial_ppid=initial_ppid,
-    )
+    runner = _Runner(prog, version, opts, register, components, services, initial_ppid)
     try:
         code = runner.run()
     except hs.HandshakeError as e:
         _die(f"{prog}: cannot start: {e}\n")
-    _exit(code)
-
-
-def _exit(code: int) -> "None":
-    """End the process after a graceful stop.
-
-    The interpreter's own exit first waits for non-daemon threads and runs
-    the atexit handlers (which flush logging), then tears down every module,
-    grpc's C core included: 20-30 ms of work for a process that is about to
-    vanish, and most of a stop's time. So serve() does the first two steps
-    itself, flushes stdout and stderr, and ends the process with os._exit.
-    """
-
-    def watchdog() -> None:
-        # A non-daemon thread that never ends (an RPC handler ignoring
-        # cancellation, say) must not keep the process alive.
-        time.sleep(_EXIT_WATCHDOG)
-        _flush_std()
-        os._exit(code)
-
-    threading.Thread(target=watchdog, name="plugvisor-exit-watchdog", daemon=True).start()
-    import atexit
-
-    shutdown_threads = getattr(threading, "_shutdown", None)
-    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or shutdown_threads is None
-        or run_exitfuncs is None
-    ):
-        raise SystemExit(code)  # the interpreter's ordinary exit
-    shutdown_threads()  # join non-daemon threads; stop concurrent.futures workers
-    run_exitfuncs()  # atexit handlers, logging.shutdown() among them
-    _flush_std()
-    os._exit(code)
-
-
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
+    if threading.current_thread() is threading.main_thread():
+        _exit.arm(code)
+    raise SystemExit(code)
 
 
 class _Runner:
-    def __init__(self, *, prog, register, version, network, on_shutdown, grace,
-                 install_logging, log_level, capture_stdio, stdio_buffer_bytes,
-                 max_workers, watch_host, initial_ppid) -> None:
+    def __init__(
+        self,
+        prog: str,
+        version: int,
+        opts: Options,
+        register: Optional[Register],
+        components: Sequence[Component],
+        services: Optional[list[str]],
+        initial_ppid: int,
+    ) -> None:
         self.prog = prog
-        self.register = register
         self.version = version
-        self.network = network
-        self.on_shutdown = on_shutdown
-        self.grace = grace
-        self.install_logging = install_logging
-        self.log_level = log_level
-        self.capture_stdio = capture_stdio
-        self.stdio_buffer_bytes = stdio_buffer_bytes
-        self.max_workers = max_workers
-        self.watch_host = watch_host
+        self.opts = opts
+        self.network = opts["network"]
+        self.grace = float(opts["grace"])
+        self.register = register
+        self.components = tuple(components)
+        self.services = services
         self.initial_ppid = initial_ppid
 
         self.stopper = _Stopper()
@@ -234,21 +205,34 @@ class _Runner:
         self.socket_path: Optional[str] = None
         # AutoMTLS: grpc's own TLS (credentials), or a front end that
         # terminates TLS and relays to grpc (frontend, listening on
-        # listener); and our certificate's DER for the handshake.
+        # listener); our certificate and the host's.
         self.credentials: Any = None
-        self.frontend: Any = None
+        self.frontend: Optional[TlsFrontend] = None
         self.listener: Optional[socket.socket] = None
-        self.server_cert_der: Optional[bytes] = None
+        self.identity: Optional[ServerIdentity] = None
+        self.client_pem: Optional[bytes] = None
         self.own_socket_dir: Optional[str] = None
         self._shutdown_ran = False
 
+    # -- Runtime, for components --------------------------------------------
+    @property
+    def tls_identity(self) -> Optional[ServerIdentity]:
+        return self.identity
+
+    @property
+    def host_cert_pem(self) -> Optional[bytes]:
+        return self.client_pem
+
+    def request_stop(self, reason: str) -> None:
+        self.stopper.request(reason)
+
     # -- start ------------------------------------------------------------
     def run(self) -> int:
-        if self.install_logging:
+        if self.opts["install_logging"]:
             from . import log as _logmod
 
-            _logmod.install(self.log_level)
-        if self.capture_stdio:
+            _logmod.install(self.opts["log_level"])
+        if self.opts["capture_stdio"]:
             self._capture()
         try:
             # Handlers first: a stop asked for during start-up is carried out
@@ -258,17 +242,26 @@ class _Runner:
             if client_pem.strip():
                 self._setup_tls(client_pem)
             self._build_server()
+            for component in self.components:
+                component.register(self.server, self)
             if self.register is not None:
-                self.register(self.server)
+                from ._services import ServiceRecorder
+
+                recorder = ServiceRecorder(self.server)
+                self.register(recorder)
+                if self.services is not None:
+                    self.services.extend(recorder.services)
             network, address = self._bind()
             if self.frontend is not None:
                 self.server.add_insecure_port("unix:" + self.frontend.backend_path)
             self.server.start()
             if self.frontend is not None:
+                assert self.listener is not None
                 self.frontend.start(self.listener)
-            if self.watch_host:
+            if self.opts["watch_host"]:
                 self._start_host_watch()
-            line = hs.format_handshake(self.version, network, address, self.server_cert_der)
+            cert_der = self.identity.cert_der if self.identity is not None else None
+            line = hs.format_handshake(self.version, network, address, cert_der)
             write_all(1, line.encode(), strict=True)
         except BaseException:
             self._abort_startup()
@@ -285,7 +278,7 @@ class _Runner:
             except Exception:
                 pass
         self._saved_stdio = (out, err)
-        self.hub = StdioHub(self.stdio_buffer_bytes)
+        self.hub = StdioHub(self.opts["stdio_buffer_bytes"])
         sys.stdout = CapturedText(self.hub, _wire.STDOUT, "<stdout>", fd=1)
         sys.stderr = CapturedText(self.hub, _wire.STDERR, "<stderr>", fd=2)
 
@@ -341,7 +334,8 @@ class _Runner:
         else:
             self.frontend = _tls.TlsFrontend(identity, trust.pem, _log)
             _log.debug("AutoMTLS: the host's key needs OpenSSL; TLS is served by a front end")
-        self.server_cert_der = identity.cert_der
+        self.identity = identity
+        self.client_pem = trust.pem
 
     def _add_port(self, address: str) -> int:
         """Listen on address ("unix:PATH" or "127.0.0.1:PORT") like grpc's
@@ -349,8 +343,8 @@ class _Runner:
         RuntimeError. With AutoMTLS the port serves TLS."""
         if self.frontend is None:
             if self.credentials is not None:
-                return self.server.add_secure_port(address, self.credentials)
-            return self.server.add_insecure_port(address)
+                return int(self.server.add_secure_port(address, self.credentials))
+            return int(self.server.add_insecure_port(address))
         # The TLS front end listens on a socket of our own.
         if address.startswith("unix:"):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -376,7 +370,7 @@ class _Runner:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
         self.executor = futures.ThreadPoolExecutor(
-            max_workers=self.max_workers, thread_name_prefix="plugvisor-grpc"
+            max_workers=self.opts["max_workers"], thread_name_prefix="plugvisor-grpc"
         )
         # so_reuseport=0: otherwise a port already in use by someone else
         # would bind "successfully" and the two servers would share it.
@@ -490,7 +484,7 @@ class _Runner:
             _log.warning("serve() is not running in the main thread; SIGTERM/SIGINT are not handled")
             return
 
-        def on_signal(signum: int, _frame: Any) -> None:
+        def on_signal(signum: int, _frame: Optional[FrameType]) -> None:
             if self.stopper.reason is not None:
                 # A second signal while draining: stop waiting for RPCs.
                 self.stopper.hurry = True
@@ -521,7 +515,7 @@ class _Runner:
         threading.Thread(target=watch, name="plugvisor-host-watch", daemon=True).start()
 
     # -- RPCs ---------------------------------------------------------------
-    def _rpc_shutdown(self, _request: Any, context: Any) -> bytes:
+    def _rpc_shutdown(self, _request: _wire.Empty, context: grpc.ServicerContext) -> bytes:
         # Stop only after the response has gone out: add_callback runs when
         # the RPC has terminated.
         def trigger() -> None:
@@ -531,7 +525,7 @@ class _Runner:
             trigger()
         return b""
 
-    def _rpc_stream_stdio(self, _request: Any, context: Any):
+    def _rpc_stream_stdio(self, _request: _wire.Empty, context: grpc.ServicerContext) -> Iterator[Tuple[int, bytes]]:
         hub = self.hub
         if hub is None:
             # capture_stdio=False: nothing will ever be sent; end when asked to.
@@ -547,6 +541,7 @@ class _Runner:
                 if not context.is_active():
                     return
                 continue
+            assert isinstance(item, tuple)
             yield item
 
     # -- stop -----------------------------------------------------------------
@@ -563,6 +558,8 @@ class _Runner:
         if self.hub is not None:
             # Output streams end once drained, so they do not hold the stop up.
             self.hub.close()
+        for component in self.components:
+            self._guarded(component.stopping)
         done = self.server.stop(self.grace)
         deadline = time.monotonic() + self.grace + 1.0
         hurried = False
@@ -579,9 +576,13 @@ class _Runner:
         self._close_frontend()
 
         code = 0
-        if self.on_shutdown is not None:
+        for component in self.components:
+            if not self._guarded(component.stopped):
+                code = 1
+        on_shutdown = self.opts["on_shutdown"]
+        if on_shutdown is not None:
             try:
-                self.on_shutdown()
+                on_shutdown()
             except Exception:
                 _log.exception("on_shutdown raised; exiting with status 1")
                 code = 1
@@ -593,3 +594,12 @@ class _Runner:
             extra={"reason": reason, "seconds": round(time.monotonic() - started, 3)},
         )
         return code
+
+    @staticmethod
+    def _guarded(step: Callable[[], None]) -> bool:
+        try:
+            step()
+            return True
+        except Exception:
+            _log.exception("a step of the plugin's stop failed; exiting with status 1")
+            return False

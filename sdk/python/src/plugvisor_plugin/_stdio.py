@@ -16,7 +16,10 @@ import collections
 import io
 import os
 import threading
-from typing import Deque, List, Optional, Tuple
+from typing import TYPE_CHECKING, Deque, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from ._wire import STDERR, STDOUT
 
@@ -67,7 +70,7 @@ class StdioHub:
         self._size = 0
         self._dropped = 0
         self._closed = False
-        self._streams: List["CapturedText"] = []
+        self._streams: List[CapturedText] = []
         # Where output goes once the hub is closed (the real fds).
         self._fallback_fds = {STDOUT: 1, STDERR: 2}
 
@@ -181,14 +184,14 @@ class StdioHub:
 class _CapturedBinary(io.RawIOBase):
     """The .buffer of a captured text stream: raw bytes go straight to the hub."""
 
-    def __init__(self, owner: "CapturedText") -> None:
+    def __init__(self, owner: CapturedText) -> None:
         super().__init__()
         self._owner = owner
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b: Buffer) -> int:
         data = bytes(b)
         self._owner._write_bytes(data)
         return len(data)
@@ -251,7 +254,7 @@ class CapturedText(io.TextIOBase):
             raise io.UnsupportedOperation("fileno")
         return self._fd
 
-    def write(self, s: str) -> int:  # type: ignore[override]
+    def write(self, s: str) -> int:
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if not s:
@@ -299,5 +302,5 @@ class CapturedText(io.TextIOBase):
         self.flush()
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         return False

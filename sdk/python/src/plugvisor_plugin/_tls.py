@@ -192,7 +192,7 @@ class TlsFrontend:
         self._loop: Any = None
         self._thread: Optional[threading.Thread] = None
         self._server: Any = None
-        self._writers: "set[Any]" = set()
+        self._writers: set[Any] = set()
 
     def _ssl_context(self, ssl: Any, identity: ServerIdentity, client_pem: bytes) -> Any:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -272,7 +272,7 @@ class TlsFrontend:
         except (OSError, EOFError):
             return
 
-    def _on_loop_error(self, loop: Any, context: dict) -> None:
+    def _on_loop_error(self, loop: Any, context: dict[str, Any]) -> None:
         # Not the refused clients (a failed TLS handshake is an OSError,
         # which asyncio drops quietly) but anything unexpected.
         exc = context.get("exception")
