@@ -25,6 +25,7 @@ type stats struct {
 	N      int     `json:"n"`
 	Min    float64 `json:"min"`
 	Median float64 `json:"median"`
+	P50    float64 `json:"p50"` // the median, under the name benchmarks use
 	Mean   float64 `json:"mean"`
 	P95    float64 `json:"p95"`
 	P99    float64 `json:"p99"`
@@ -53,7 +54,7 @@ func summarize(values []float64) stats {
 	if len(v)%2 == 0 {
 		median = (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	return stats{N: len(v), Min: v[0], Median: median, Mean: sum / float64(len(v)), P95: pct(0.95), P99: pct(0.99), Max: v[len(v)-1]}
+	return stats{N: len(v), Min: v[0], Median: median, P50: median, Mean: sum / float64(len(v)), P95: pct(0.95), P99: pct(0.99), Max: v[len(v)-1]}
 }
 
 // cycle is one plugin run: start, first ping, kill.

@@ -34,7 +34,7 @@ import (
 
 var (
 	repoRoot string // the module root (where go.mod is)
-	binDir   string // freshly built gohost, healthy, hello-go
+	binDir   string // freshly built gohost, healthy, hello-go, sdkplugin
 )
 
 func TestMain(m *testing.M) {
@@ -57,9 +57,10 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(binDir)
 
 	for name, pkg := range map[string]string{
-		"gohost":   "./tools/gohost",
-		"healthy":  "./tests/goplugins/healthy",
-		"hello-go": "./examples/plugins/hello-go/server",
+		"gohost":    "./tools/gohost",
+		"healthy":   "./tests/goplugins/healthy",
+		"hello-go":  "./examples/plugins/hello-go/server",
+		"sdkplugin": "./tests/goplugins/sdkplugin",
 	} {
 		cmd := exec.Command(goCommand(), "build", "-o", filepath.Join(binDir, name), pkg)
 		cmd.Dir = repoRoot
@@ -482,5 +483,55 @@ func TestHelloPythonAutoMTLSRefusesOtherClients(t *testing.T) {
 	}
 	if status, err := check(tlsWith(hostCert)); err != nil || status != "SERVING" {
 		t.Errorf("after the refusals: status %q, error %v, want SERVING", status, err)
+	}
+}
+
+// The plugvisor.v1 scenarios against the Go SDK's test plugin: the timed
+// calls really crossed (the in-memory host counted them), with AutoMTLS
+// off and on.
+func TestHostAPIAndHooksScenariosRunTheSDKPlugin(t *testing.T) {
+	sdk := filepath.Join(binDir, "sdkplugin")
+	for _, tlsFlag := range []string{"--automtls=false", "--automtls"} {
+		var api struct {
+			Count    int    `json:"count"`
+			AutoMTLS bool   `json:"automtls"`
+			GetMs    stats  `json:"get_ms"`
+			SetMs    stats  `json:"set_ms"`
+			HostGets int    `json:"host_gets"`
+			HostSets int    `json:"host_sets"`
+			Error    string `json:"error"`
+		}
+		code := runSub(t, &api, "hostapi", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(), "--", sdk)
+		if code != 0 || api.Error != "" {
+			t.Fatalf("gohost hostapi %s: exit %d, error %q", tlsFlag, code, api.Error)
+		}
+		if api.GetMs.N != 50 || api.SetMs.N != 50 || api.HostGets < 50 || api.HostSets < 50 {
+			t.Errorf("gohost hostapi %s: %d gets and %d sets timed, the host served %d and %d; want 50 each",
+				tlsFlag, api.GetMs.N, api.SetMs.N, api.HostGets, api.HostSets)
+		}
+		if api.AutoMTLS != (tlsFlag == "--automtls") || api.GetMs.P50 <= 0 || api.GetMs.P99 < api.GetMs.P50 {
+			t.Errorf("gohost hostapi %s: automtls %v, get p50 %v p99 %v", tlsFlag, api.AutoMTLS, api.GetMs.P50, api.GetMs.P99)
+		}
+
+		var hooks struct {
+			Hook     string `json:"hook"`
+			HookMs   stats  `json:"hook_ms"`
+			HealthMs stats  `json:"health_ms"`
+			Error    string `json:"error"`
+		}
+		code = runSub(t, &hooks, "hooks", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(), "--", sdk)
+		if code != 0 || hooks.Error != "" || hooks.HookMs.N != 50 || hooks.HealthMs.N != 50 || hooks.Hook != "OnConfigurationChange" {
+			t.Errorf("gohost hooks %s: exit %d, error %q, %d hooks and %d checks timed", tlsFlag, code, hooks.Error, hooks.HookMs.N, hooks.HealthMs.N)
+		}
+	}
+}
+
+func TestHooksScenarioNamesAPluginWithoutPlugvisorV1(t *testing.T) {
+	var res struct {
+		Error string `json:"error"`
+	}
+	code := runSub(t, &res, "hooks", "--count", "5", "--", filepath.Join(binDir, "healthy"))
+	if code != 1 || !strings.Contains(res.Error, "Implemented") {
+		t.Errorf("exit %d, error %q; want exit 1 and an error about Implemented", code, res.Error)
 	}
 }

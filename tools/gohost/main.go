@@ -19,7 +19,8 @@
 // supervisor.go (newSupervisor): the Mattermost handshake, StartTimeout 3 s,
 // SyncStdout/SyncStderr into the host logger, a Plugins map so that
 // PLUGIN_PROTOCOL_VERSIONS is sent, and (as Mattermost's plan for Python
-// plugins does) AllowedProtocols gRPC only. Hooks are never dispensed.
+// plugins does) AllowedProtocols gRPC only. Hooks are dispensed only by the
+// plugvisor.v1 scenarios (hostapi, hooks), for the host's side of the broker.
 package main
 
 import (
@@ -64,9 +65,10 @@ const gracefulFailureMessage = "plugin failed to exit gracefully"
 // it is the plugvisor Python SDK's way to be asked for tcp.
 const TCPEnv = "PLUGVISOR_TRANSPORT=tcp"
 
-// stubPlugin stands in for Mattermost's "hooks" entry. It is never
-// dispensed: its only job is to make the Plugins map non-empty, so go-plugin
-// sends PLUGIN_PROTOCOL_VERSIONS=1 and accepts app version 1.
+// stubPlugin stands in for Mattermost's "hooks" entry. Its job is to make
+// the Plugins map non-empty, so go-plugin sends PLUGIN_PROTOCOL_VERSIONS=1
+// and accepts app version 1; the plugvisor.v1 scenarios dispense it to get
+// the host's side of the broker.
 type stubPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 }
@@ -75,8 +77,8 @@ func (stubPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 	return errors.New("gohost is a host; it serves no plugin")
 }
 
-func (stubPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (interface{}, error) {
-	return nil, errors.New("gohost dispenses nothing")
+func (stubPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (interface{}, error) {
+	return &hostSession{broker: broker, conn: conn}, nil
 }
 
 // hostLog collects the host logger's output, line by line, and can mirror
