@@ -126,9 +126,9 @@ def test_example_handshake_health_and_sigterm(spawn, sock_dir):
     assert not sock.exists(), "the socket file must be removed on exit"
     assert p.rest_of_stdout() == "", "nothing but the handshake may reach stdout"
     records = log_records(p.stderr_text())
-    messages = [(r["@module"], r["@message"]) for r in records]
-    assert ("hello-python", "hello from Python") in messages
-    assert ("hello-python", "goodbye from Python") in messages
+    # Started without the lifecycle (a bare go-plugin host): no activation,
+    # so nothing but the SDK's own records.
+    assert [r["@message"] for r in records] == ["plugin is shutting down"]
     for r in records:
         assert {"@level", "@message", "@timestamp", "@module"} <= set(r)
 

@@ -31,6 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hostkit import EXAMPLE, EXAMPLE_DIR, TEST_PLUGIN, Handshake, base_env
 
+from plugvisor_plugin.testing import PluginHost
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CURVES = {
     "P-256": (ec.SECP256R1(), hashes.SHA256()),
@@ -190,17 +192,11 @@ def test_example_from_its_own_venv_under_automtls(spawn, sock_dir):
     py = EXAMPLE_DIR / "venv" / "bin" / "python"
     if not py.exists():
         pytest.skip("examples/plugins/hello-python/venv is missing; run scripts/setup-python")
-    client = make_cert("P-256")
-    env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PLUGIN_CLIENT_CERT=client[0].decode())
-    p = spawn(EXAMPLE, env=env, python=str(py), cwd=EXAMPLE_DIR)
-    hs = p.handshake()
-    with _channel(hs, mtls(hs, client)) as ch:
-        assert health(ch) == SERVING
-        ch.unary_unary("/plugin.GRPCController/Shutdown", request_serializer=_ident, response_deserializer=_ident)(
-            b"", timeout=10
-        )
-    assert p.wait_exit() == 0
-    assert "goodbye from Python" in p.stderr_text()
+    # The whole lifecycle, the host API over the broker with TLS included.
+    with PluginHost(EXAMPLE, python=str(py), automtls=True, configuration={"greeting": "Hi"}) as host:
+        assert host.handshake is not None and host.handshake.server_cert is not None
+        assert host.kv.data == {"activations": b"1"}
+    assert [r.message for r in host.logs.records] == ["activated", "goodbye"]
 
 
 @pytest.mark.parametrize("value", ["not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])

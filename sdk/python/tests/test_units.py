@@ -380,3 +380,63 @@ def _p521_cert_pem() -> bytes:
         .sign(key, hashes.SHA512())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# -- options, the Plugin class, generated code ---------------------------------------------
+
+
+def test_every_option_has_one_default_and_unknown_ones_are_refused():
+    from plugvisor_plugin import DEFAULTS, Options
+    from plugvisor_plugin._options import resolve
+
+    assert set(DEFAULTS) == set(Options.__annotations__)
+    assert resolve({})["grace"] == DEFAULTS["grace"]
+    with pytest.raises(TypeError, match=r"unknown option.*gracee"):
+        resolve({"gracee": 1})
+    with pytest.raises(ValueError, match="network"):
+        resolve({"network": "udp"})
+    with pytest.raises(ValueError, match="grace"):
+        resolve({"grace": -1})
+
+
+def test_implemented_hooks_are_the_overridden_ones():
+    from plugvisor_plugin import NoHostApi, Plugin
+
+    class Nothing(Plugin):
+        pass
+
+    class Some(Plugin):
+        def on_activate(self):
+            pass
+
+        def on_deactivate(self):
+            pass
+
+    class More(Some):
+        def on_configuration_change(self, configuration):
+            pass
+
+    assert Nothing.implemented_hooks == frozenset()
+    assert Some.implemented_hooks == {"OnActivate", "OnDeactivate"}
+    assert More.implemented_hooks == {"OnActivate", "OnDeactivate", "OnConfigurationChange"}
+    with pytest.raises(NoHostApi, match="not activated"):
+        _ = Nothing().api
+
+
+def test_refusal_messages():
+    from plugvisor_plugin._lifecycle import refusal_message
+
+    class MyError(Exception):
+        pass
+
+    assert refusal_message(ValueError("greeting is empty")) == "greeting is empty"
+    assert refusal_message(MyError("nope")) == "nope"
+    assert refusal_message(KeyError("greeting")) == "KeyError: 'greeting'"
+    assert refusal_message(RuntimeError()) == "RuntimeError"
+
+
+def test_generated_code_is_up_to_date():
+    from hostkit import ROOT
+
+    r = subprocess.run([str(ROOT / "scripts" / "gen-proto-python"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

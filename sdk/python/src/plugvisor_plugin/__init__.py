@@ -18,7 +18,11 @@ Importing this package is cheap: grpc is imported only when serve() runs.
 
 from __future__ import annotations
 
+from ._errors import BrokerTimeout, HostApiError, HostUnavailable, InvalidArgument, LimitExceeded, NoHostApi
 from ._handshake import DEFAULT_COOKIE_KEY, DEFAULT_COOKIE_VALUE, HandshakeError
+from ._plugin import Plugin
+
+__version__ = "0.2.0"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time
@@ -27,20 +31,31 @@ if TYPE_CHECKING:  # typing is not imported at run time
 
     import grpc
 
-    from ._options import Options
+    from ._hostapi import HostApi as HostApi
+    from ._options import DEFAULTS as DEFAULTS
+    from ._options import Options as Options
 
     if sys.version_info >= (3, 11):
         from typing import Unpack
     else:
         from typing_extensions import Unpack
 
-__version__ = "0.2.0"
-
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_COOKIE_KEY",
     "DEFAULT_COOKIE_VALUE",
+    "BrokerTimeout",
     "HandshakeError",
+    "HostApi",
+    "HostApiError",
+    "HostUnavailable",
+    "InvalidArgument",
+    "LimitExceeded",
+    "NoHostApi",
+    "Options",
+    "Plugin",
     "__version__",
+    "run",
     "serve",
 ]
 
@@ -62,6 +77,20 @@ def serve(register: Optional[Callable[[grpc.Server], None]] = None, **options: U
     _server.run_plugin(register, options)
 
 
+def run(plugin: Plugin, *, http: object = None, **options: Unpack[Options]) -> None:
+    """Run a Plugin until the host stops it, then raise SystemExit (as serve()).
+
+    Beside everything serve() does, it serves plugvisor.v1.Lifecycle (the
+    hooks the plugin overrides), go-plugin's broker (for the host API) and,
+    given http=, a WSGI or ASGI app through plugvisor.v1.Http. The plugin's
+    register(server) adds servicers of its own, whose service names are
+    reported to the host.
+    """
+    from . import _server
+
+    _server.run_plugin_object(plugin, http, options)
+
+
 def __getattr__(name: str) -> Any:
     # Submodules and names that cost an import, on first use.
     import importlib
@@ -70,4 +99,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module("." + name, __name__)
     if name in ("Options", "DEFAULTS"):
         return getattr(importlib.import_module("._options", __name__), name)
+    if name == "HostApi":
+        return importlib.import_module("._hostapi", __name__).HostApi
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

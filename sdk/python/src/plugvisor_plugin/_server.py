@@ -29,6 +29,7 @@ from ._stdio import CLOSED, CapturedText, StdioHub, write_all
 if TYPE_CHECKING:
     import grpc
 
+    from ._plugin import Plugin
     from ._tls import ServerIdentity, TlsFrontend
 
 _log = logging.getLogger("plugvisor_plugin")
@@ -111,6 +112,27 @@ class _Stopper:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def run_plugin_object(plugin: Plugin, http: object, options: Mapping[str, Any]) -> None:
+    """run(): serve a Plugin's lifecycle, the broker and (with http) its app."""
+    from ._broker import Broker
+    from ._lifecycle import Lifecycle
+
+    opts = resolve(options)
+    broker = Broker(opts["broker_timeout"])
+    services: list[str] = []
+    components: list[Component] = [broker]
+    app = None
+    if http is not None:
+        from ._http import HttpComponent
+
+        app = HttpComponent.for_app(http)
+    lifecycle = Lifecycle(plugin, broker, services, app)
+    components.append(lifecycle)
+    if app is not None:
+        components.append(app)
+    run_plugin(plugin.register, options, components, services)
 
 
 def _program_name() -> str:

@@ -2,11 +2,13 @@
 
     from plugvisor_plugin.testing import PluginHost
 
-    def test_greets():
-        with PluginHost("plugin.py") as host:
-            ...                     # host.channel is a grpc.Channel to the plugin
-        # leaving the block stopped the plugin and checked that it exited
-        # with status 0 and left no process behind
+    def test_counts_activations():
+        with PluginHost("plugin.py", configuration={"greeting": "Hi"}) as host:
+            assert host.kv.data["activations"] == b"1"
+            assert host.logs.records[0].message == "activated"
+            host.configure({"greeting": "Yo"})   # raises ConfigurationRefused on a refusal
+        # leaving the block deactivated and stopped the plugin, and checked
+        # that it exited with status 0 and left no process behind
 
 PluginHost starts the script with the interpreter running the tests, in a
 session (process group) of its own, with the environment plugvisor gives a
@@ -14,7 +16,13 @@ plugin: the magic cookie, PLUGIN_PROTOCOL_VERSIONS, PLUGIN_MIN_PORT /
 PLUGIN_MAX_PORT, a private (0700) PLUGIN_UNIX_SOCKET_DIR,
 PLUGVISOR_PLUGIN_INSTANCE and, with automtls=True, PLUGIN_CLIENT_CERT. It
 reads the handshake line, connects (pinning the plugin's certificate under
-AutoMTLS) and waits until grpc.health.v1 says "plugin" is SERVING.
+AutoMTLS) and waits until grpc.health.v1 says "plugin" is SERVING. Then, as
+plugvisor does, it asks plugvisor.v1.Lifecycle/Implemented; for a plugin
+that serves go-plugin's broker it starts plugin.GRPCBroker/StartStream and
+serves an in-memory host API (kv, log, configuration, and the servicers you
+pass in host_services) on a unix socket of its own, TLS under AutoMTLS; and
+it calls OnActivate with your configuration. ServeHTTP requests go through
+http().
 
 Nothing here needs pytest; errors are exceptions that say what happened and
 carry the plugin's stderr.
@@ -23,7 +31,10 @@ carry the plugin's stderr.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import queue
+import random
 import select
 import shutil
 import signal
@@ -35,13 +46,34 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import _wire
-from ._handshake import DEFAULT_COOKIE_KEY, DEFAULT_COOKIE_VALUE, ENV_CLIENT_CERT, ENV_UNIX_SOCKET_DIR
+from .. import __version__, _wire
+from .._errors import rpc_status
+from .._handshake import DEFAULT_COOKIE_KEY, DEFAULT_COOKIE_VALUE, ENV_CLIENT_CERT, ENV_UNIX_SOCKET_DIR
+from .._proto import grpc_broker_pb2 as broker_pb
+from .._proto import grpc_broker_pb2_grpc as broker_grpc
+from .._proto.plugvisor.v1 import lifecycle_pb2 as lifecycle_pb
+from .._proto.plugvisor.v1 import lifecycle_pb2_grpc as lifecycle_grpc
+from ._hostapi import ConfigurationService, KvLimits, KvStore, LogCollector, LogRecord, add_host_api
+
+__all__ = [
+    "ActivationRefused",
+    "ConfigurationRefused",
+    "Handshake",
+    "Implemented",
+    "KvLimits",
+    "KvStore",
+    "LogCollector",
+    "LogRecord",
+    "PluginError",
+    "PluginExitError",
+    "PluginHost",
+    "PluginStartError",
+]
 
 #: Seconds a plugin may take from spawn to SERVING (generous: CI machines are busy).
 DEFAULT_START_TIMEOUT = 30.0
@@ -49,6 +81,10 @@ DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 10.0
 #: Ports a plugin may listen on when it uses tcp (go-plugin's default range).
 DEFAULT_PORT_RANGE = (10000, 25000)
+#: Seconds a lifecycle call (Implemented, OnActivate, ...) may take.
+DEFAULT_HOOK_TIMEOUT = 30.0
+
+HostService = Callable[[grpc.Server], None]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -68,6 +104,31 @@ class PluginStartError(PluginError):
 
 class PluginExitError(PluginError):
     """The plugin did not stop cleanly: a non-zero status, a timeout or leftover processes."""
+
+
+class ActivationRefused(PluginError):
+    """OnActivate answered with a refusal; `refusal` is the plugin's message.
+    The host stopped the plugin, as plugvisor does."""
+
+    def __init__(self, refusal: str, stderr: str = "") -> None:
+        super().__init__(f"the plugin refused to activate: {refusal}", stderr)
+        self.refusal = refusal
+
+
+class ConfigurationRefused(PluginError):
+    """OnConfigurationChange answered with a refusal; the old configuration stays."""
+
+    def __init__(self, refusal: str, stderr: str = "") -> None:
+        super().__init__(f"the plugin refused the configuration: {refusal}", stderr)
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class Implemented:
+    """What Lifecycle/Implemented said."""
+
+    hooks: tuple[str, ...]
+    services: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -114,10 +175,15 @@ class PluginHost:
     automtls: turn on go-plugin's AutoMTLS, as `plugvisor --tls` does.
     app_versions: what goes in PLUGIN_PROTOCOL_VERSIONS.
     plugin_id: the id plugvisor would take from plugin.json.
+    configuration: what OnActivate delivers (a JSON object).
+    activate: run the lifecycle on start (Implemented, the broker, OnActivate).
+    host_services: callables that add servicers (say, a fake chat.v1.ChatApi)
+        to the host-API server, beside kv, log and configuration.
+    kv_limits / kv_data: the in-memory store's limits and first contents.
 
-    start() (or `with`) runs it; stop() stops it through the controller and
-    checks the exit. Every process and temporary directory is gone after
-    stop() or kill(), whatever happened.
+    start() (or `with`) runs it; stop() deactivates it and stops it through
+    the controller, then checks the exit. Every process, server and
+    temporary directory is gone after stop() or kill(), whatever happened.
     """
 
     def __init__(
@@ -131,8 +197,15 @@ class PluginHost:
         automtls: bool = False,
         app_versions: Sequence[int] = (1,),
         plugin_id: str = "test-plugin",
+        configuration: Optional[Mapping[str, object]] = None,
+        activate: bool = True,
+        host_services: Sequence[HostService] = (),
+        kv_limits: KvLimits = KvLimits(),
+        kv_data: Optional[Mapping[str, bytes]] = None,
+        host_version: str = f"plugvisor_plugin.testing {__version__}",
         start_timeout: float = DEFAULT_START_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
     ) -> None:
         self.script = Path(script).resolve()
         # Absolute: the plugin runs in its own folder.
@@ -145,6 +218,25 @@ class PluginHost:
         self.plugin_id = plugin_id
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.hook_timeout = hook_timeout
+        self.activate_on_start = activate
+        self.host_services = tuple(host_services)
+        self.host_version = host_version
+        #: The plugin's key-value store (read or seed `kv.data`; `kv.available = False` fails it).
+        self.kv = KvStore(kv_limits, dict(kv_data or {}))
+        #: Every plugvisor.v1.Log line the plugin sent (`logs.records`).
+        self.logs = LogCollector()
+        self._configuration = ConfigurationService()
+        self._configuration.configuration = dict(configuration or {})
+        #: Lifecycle/Implemented's answer; None when the plugin serves no Lifecycle.
+        self.implemented: Optional[Implemented] = None
+        #: The broker id the host API was announced on (0: none).
+        self.host_api_broker_id = 0
+        self.activated = False
+        self._deactivated = False
+        self._host_server: Optional[grpc.Server] = None
+        self._broker_out: queue.Queue[Optional[broker_pb.ConnInfo]] = queue.Queue()
+        self._broker_call: Optional[grpc.RpcContext] = None
 
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.handshake: Optional[Handshake] = None
@@ -205,6 +297,11 @@ class PluginHost:
                     out.append(record)
         return out
 
+    @property
+    def configuration(self) -> dict[str, object]:
+        """The configuration the plugin was last activated with or accepted."""
+        return dict(self._configuration.configuration)
+
     def stdio(self, stream: int = 1) -> str:
         """What the plugin printed on stdout (1) or stderr (2), as received
         through plugin.GRPCStdio."""
@@ -246,7 +343,7 @@ class PluginHost:
 
     def _start(self) -> None:
         if self.automtls:
-            from . import _tls
+            from .. import _tls
 
             identity = _tls.generate_server_identity()  # go-plugin's host makes the same shape
             self._host_cert_pem, self._host_key_pem = identity.cert_pem, identity.key_pem
@@ -273,6 +370,93 @@ class PluginHost:
         self._channel = self._connect(self.handshake.target)
         self._wait_serving(deadline)
         threading.Thread(target=self._read_stdio, name="pvhost-stdio", daemon=True).start()
+        if self.activate_on_start:
+            self._activate()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _lifecycle(self) -> lifecycle_grpc.LifecycleStub:
+        return lifecycle_grpc.LifecycleStub(self.channel)
+
+    def _activate(self) -> None:
+        try:
+            answer = self._lifecycle().Implemented(lifecycle_pb.ImplementedRequest(), timeout=self.hook_timeout)
+        except grpc.RpcError as e:
+            if rpc_status(e)[0] == grpc.StatusCode.UNIMPLEMENTED:
+                return  # no Lifecycle: no hooks, Running as it is
+            raise
+        self.implemented = Implemented(tuple(answer.hooks), tuple(answer.services))
+        if "plugin.GRPCBroker" in self.implemented.services:
+            self.host_api_broker_id = self._serve_host_api()
+        request = lifecycle_pb.OnActivateRequest(
+            plugin_id=self.plugin_id,
+            configuration_json=json.dumps(self._configuration.configuration),
+            host_api_broker_id=self.host_api_broker_id,
+            host_version=self.host_version,
+        )
+        response = self._lifecycle().OnActivate(request, timeout=self.hook_timeout)
+        if response.HasField("refused"):
+            self.stop(check=False)
+            raise ActivationRefused(response.refused.message, self.stderr())
+        self.activated = True
+
+    def _serve_host_api(self) -> int:
+        """Start the broker stream and the host-API server; the broker id it is announced on."""
+        requests = self._broker_out
+
+        def outgoing() -> Iterator[broker_pb.ConnInfo]:
+            while (item := requests.get()) is not None:
+                yield item
+
+        responses = broker_grpc.GRPCBrokerStub(self.channel).StartStream(outgoing())
+        self._broker_call = responses
+        threading.Thread(target=_drain, args=(responses,), name="pvhost-broker", daemon=True).start()
+
+        from concurrent import futures
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pvhost-api"))
+        add_host_api(server, self.kv, self.logs, self._configuration)
+        for add in self.host_services:
+            add(server)
+        path = str(self.socket_dir / f"host-api-{os.urandom(4).hex()}.sock")
+        if self.automtls:
+            assert self.handshake is not None and self.handshake.server_cert is not None
+            from cryptography import x509
+            from cryptography.hazmat.primitives import serialization
+
+            plugin_cert = x509.load_der_x509_certificate(self.handshake.server_cert)
+            assert self._host_key_pem is not None and self._host_cert_pem is not None
+            credentials = grpc.ssl_server_credentials(
+                [(self._host_key_pem, self._host_cert_pem)],
+                root_certificates=plugin_cert.public_bytes(serialization.Encoding.PEM),
+                require_client_auth=True,
+            )
+            server.add_secure_port("unix:" + path, credentials)
+        else:
+            server.add_insecure_port("unix:" + path)
+        server.start()
+        self._host_server = server
+        broker_id = random.randint(2, 1 << 31)  # any non-zero id: plugins must not assume 1
+        requests.put(broker_pb.ConnInfo(service_id=broker_id, network="unix", address=path))
+        return broker_id
+
+    def configure(self, configuration: Mapping[str, object]) -> None:
+        """Change the configuration as an operator would: OnConfigurationChange
+        when the plugin lists it (raising ConfigurationRefused on a refusal,
+        which keeps the old one), else just the new configuration."""
+        if self.implemented is not None and "OnConfigurationChange" in self.implemented.hooks:
+            request = lifecycle_pb.OnConfigurationChangeRequest(configuration_json=json.dumps(dict(configuration)))
+            response = self._lifecycle().OnConfigurationChange(request, timeout=self.hook_timeout)
+            if response.HasField("refused"):
+                raise ConfigurationRefused(response.refused.message, self.stderr())
+        self._configuration.configuration = dict(configuration)
+
+    def deactivate(self) -> None:
+        """OnDeactivate, when the plugin lists it (once)."""
+        if self._deactivated or not self.activated:
+            return
+        self._deactivated = True
+        if self.implemented is not None and "OnDeactivate" in self.implemented.hooks:
+            self._lifecycle().OnDeactivate(lifecycle_pb.OnDeactivateRequest(), timeout=self.hook_timeout)
 
     def _read_line(self, deadline: float) -> str:
         assert self.process is not None and self.process.stdout is not None
@@ -381,6 +565,10 @@ class PluginHost:
         if self.process is None or self.exit_status is not None:
             return self.exit_status or 0
         try:
+            self.deactivate()
+        except grpc.RpcError:
+            pass  # plugvisor goes on with the stop too
+        try:
             self.request_shutdown()
         except grpc.RpcError:
             if self.process.poll() is None:
@@ -393,6 +581,13 @@ class PluginHost:
 
     def kill(self) -> None:
         """SIGKILL the plugin's whole process group and remove what start() made."""
+        self._broker_out.put(None)
+        if self._broker_call is not None:
+            self._broker_call.cancel()
+            self._broker_call = None
+        if self._host_server is not None:
+            self._host_server.stop(None)
+            self._host_server = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -428,6 +623,14 @@ class PluginHost:
             self.kill()  # the test failed already: do not hide that behind a stop error
             return
         self.stop()
+
+
+def _drain(responses: Iterator[broker_pb.ConnInfo]) -> None:
+    try:
+        for _ in responses:
+            pass  # the plugin listens for nothing: it announces no connections
+    except grpc.RpcError:
+        pass
 
 
 def _group_alive(pgid: int) -> bool:
