@@ -72,14 +72,40 @@ func goCommand() string {
 // syncBuffer collects go-plugin's client log (which carries the plugin's
 // stderr) for failure messages.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{} // closed and replaced on every write
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.wrote != nil {
+		close(b.wrote)
+	}
+	b.wrote = make(chan struct{})
 	return b.buf.Write(p)
+}
+
+// waitFor waits until the buffer contains s.
+func (b *syncBuffer) waitFor(ctx context.Context, s string) error {
+	for {
+		b.mu.Lock()
+		found := strings.Contains(b.buf.String(), s)
+		if b.wrote == nil {
+			b.wrote = make(chan struct{})
+		}
+		wake := b.wrote
+		b.mu.Unlock()
+		if found {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return fmt.Errorf("%q never written: %w", s, ctx.Err())
+		}
+	}
 }
 
 func (b *syncBuffer) String() string {
@@ -706,8 +732,9 @@ func TestHTTPPanicAbortsTheCall(t *testing.T) {
 		if code := p.do(t, "GET", "/config", nil, &v); code != 200 {
 			t.Errorf("after the panics: GET /config = %d", code)
 		}
-		if !strings.Contains(p.log.String(), "sdkplugin: boom") {
-			t.Errorf("the panic was not logged on the plugin's stderr")
+		// The plugin's stderr reaches go-plugin's log asynchronously.
+		if err := p.log.waitFor(ctxFor(t), "sdkplugin: boom"); err != nil {
+			t.Errorf("the panic was not logged on the plugin's stderr: %v", err)
 		}
 	})
 }
@@ -806,5 +833,30 @@ func TestRunByHandSaysItIsAPlugin(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "This binary is a plugin") {
 		t.Errorf("exit %v, output %q; want status 1 and go-plugin's message", err, out)
+	}
+}
+
+// A host that offers no host API (broker id 0): the kv calls fail with
+// ErrNoHostAPI and log records go to the plugin's stderr, which go-plugin's
+// host reads.
+func TestWithoutAHostAPI(t *testing.T) {
+	p := start(t, false, startOptions{})
+	ctx := ctxFor(t)
+	resp, err := p.Lifecycle.OnActivate(ctx, &plugvisorv1.OnActivateRequest{PluginId: "sdk-test", ConfigurationJson: `{"greeting": "hi"}`})
+	if err != nil || resp.GetRefused() != nil {
+		t.Fatalf("activation without a host API: %v %v", resp, err)
+	}
+	var e hostErr
+	if code := p.do(t, "GET", "/kv/get?key=k", nil, &e); code != http.StatusBadGateway || e.Error != plugvisor.ErrNoHostAPI.Error() {
+		t.Errorf("kv get: %d %+v, want ErrNoHostAPI", code, e)
+	}
+	if code := p.do(t, "POST", "/log", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("POST /log: %d", code)
+	}
+	if err := p.log.waitFor(ctx, "disk almost full"); err != nil {
+		t.Fatalf("the records did not reach the plugin's stderr: %v", err)
+	}
+	if len(p.Host.Logs()) != 0 {
+		t.Errorf("records reached a host API that was never offered: %v", p.Host.Logs())
 	}
 }

@@ -18,9 +18,9 @@ import (
 	"github.com/plugvisor/plugvisor/sdk/go/proto/plugvisorv1"
 )
 
-// Handshake is the go-plugin handshake plugvisor uses unless told otherwise:
-// Mattermost's (protocol version 1, cookie MATTERMOST_PLUGIN). Serve uses it
-// unless [WithHandshake] says otherwise.
+// Handshake is Mattermost's go-plugin handshake (protocol version 1, cookie
+// MATTERMOST_PLUGIN), plugvisor's default. Serve uses it unless
+// [WithHandshake] says otherwise.
 var Handshake = plugin.HandshakeConfig{
 	ProtocolVersion:  1,
 	MagicCookieKey:   "MATTERMOST_PLUGIN",
