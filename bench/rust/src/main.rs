@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use plugvisor::environment::{Environment, EnvironmentConfig, EventKind};
+use plugvisor::{Environment, EnvironmentConfig, EventKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -238,7 +238,7 @@ fn unix_ns() -> u128 {
 }
 
 fn environment(config: EnvironmentConfig) -> anyhow::Result<Environment> {
-    let dir = config.plugins_dir.clone();
+    let dir = config.plugins_dir().to_path_buf();
     let env = Environment::new(config).with_context(|| format!("scanning {}", dir.display()))?;
     if env.plugin_ids().is_empty() {
         bail!("{} holds no valid plugin bundle", dir.display());
@@ -514,8 +514,13 @@ fn proc_environ_scan() -> f64 {
 }
 
 async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
-    let mut config = EnvironmentConfig::new(&args.plugins_dir);
-    config.health.interval = args.health_interval;
+    let health = plugvisor::HealthPolicy::new(
+        args.health_interval,
+        plugvisor::HealthPolicy::DEFAULT_FAIL_LIMIT,
+    )?;
+    let config = EnvironmentConfig::builder(&args.plugins_dir)
+        .health(health)
+        .build()?;
     let env = environment(config)?;
     let ids = env.plugin_ids();
     let t0 = Instant::now();
@@ -550,7 +555,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         let running = env
             .statuses()
             .iter()
-            .filter(|s| s.state == plugvisor::environment::PluginState::Running)
+            .filter(|s| s.state == plugvisor::PluginState::Running)
             .count();
         idle = json!({
             "seconds": wall,

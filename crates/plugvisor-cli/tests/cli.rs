@@ -1,7 +1,6 @@
 //! The `plugvisor` binary, driven as a user would: check, ping, run, status,
 //! restart, signals, the control socket and the live table.
 
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -362,12 +361,38 @@ fn a_second_ctrl_c_kills_what_ignores_sigterm() {
             .first()
             .is_some_and(|s| s["state"] == "Stopping")
     }));
+    // Signals within 50 ms of each other count as one Ctrl-C.
+    std::thread::sleep(Duration::from_millis(100));
     run.signal(nix::sys::signal::Signal::SIGINT);
     let (code, _, stderr) = run.wait_exit();
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("second signal: killing all plugins"),
         "{stderr}"
+    );
+    assert_no_leftovers(pid);
+}
+
+#[test]
+fn one_ctrl_c_delivered_twice_still_stops_gracefully() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("marker");
+    let flags = format!("--controller --marker {}", marker.display());
+    native_fake_bundle(root.path(), "graceful", &flags);
+    let run = Running::start(root.path(), &[]);
+    let pid = run.wait_until("Running", |s| all_running(s, 1))[0]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    // What GNU `timeout` and some shells do with one Ctrl-C.
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("second signal"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "controller",
+        "the plugin was stopped through its controller, not killed"
     );
     assert_no_leftovers(pid);
 }

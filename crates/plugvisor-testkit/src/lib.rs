@@ -15,7 +15,7 @@ pub fn repo_root() -> PathBuf {
 
 /// A binary of this workspace, next to the running test in the target
 /// directory (`cargo test --workspace` builds every one of them).
-fn workspace_binary(name: &str) -> &'static str {
+pub fn workspace_bin(name: &str) -> &'static str {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/debug/deps/<test> -> target/debug/<name>
     let path = exe
@@ -31,13 +31,13 @@ fn workspace_binary(name: &str) -> &'static str {
 /// The misbehaving-on-request test plugin (`src/bin/plugvisor-fake-plugin.rs`).
 pub fn fake_plugin() -> &'static str {
     static PATH: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| workspace_binary("plugvisor-fake-plugin"))
+    PATH.get_or_init(|| workspace_bin("plugvisor-fake-plugin"))
 }
 
 /// The `plugvisor` command.
 pub fn plugvisor_bin() -> &'static str {
     static PATH: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| workspace_binary("plugvisor"))
+    PATH.get_or_init(|| workspace_bin("plugvisor"))
 }
 
 /// An artifact built by `./scripts/setup`; fails clearly when it is missing.
@@ -192,4 +192,48 @@ pub fn read_pids(path: &Path) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// Every log line of this test binary, as the tests see them. A global
+/// subscriber, because tracing caches per-callsite interest across threads;
+/// tests that run in parallel share it, so assert on lines that name your
+/// own plugin id.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+/// Installs the capturing subscriber (once per test binary) and returns it.
+pub fn captured_logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Everything logged so far, a line each.
+    pub fn lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_string).collect()
+    }
 }

@@ -1,32 +1,44 @@
 //! Many plugins: activation, restarts, crash loops, health checks and shutdown,
 //! against real processes.
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use plugvisor::{Environment, EnvironmentConfig, EventKind, PluginState};
+use plugvisor::{
+    EnvironmentConfigBuilder, HealthPolicy, LaunchOptions, RestartPolicy, SupervisorConfig,
+};
 use plugvisor_testkit::*;
-use plugvisor::environment::{Environment, EnvironmentConfig, EventKind, PluginState};
-use plugvisor::health::{HealthPolicy, RestartPolicy};
 use tokio::sync::broadcast::Receiver;
 
+fn fast_restarts() -> RestartPolicy {
+    RestartPolicy::builder()
+        .initial_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}
+
+fn fast_builder(root: &Path) -> EnvironmentConfigBuilder {
+    let launch = LaunchOptions::builder()
+        .native_start_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    EnvironmentConfig::builder(root)
+        .restart(fast_restarts())
+        .launch(launch)
+}
+
 fn fast_config(root: &Path) -> EnvironmentConfig {
-    let mut config = EnvironmentConfig::new(root);
-    config.restart = RestartPolicy {
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
-        ..RestartPolicy::default()
-    };
-    config.launch.native_start_timeout = Duration::from_secs(5);
-    config
+    fast_builder(root).build().unwrap()
 }
 
 /// Waits for an event about `id` that matches.
 async fn next_event(
-    events: &mut Receiver<plugvisor::environment::Event>,
+    events: &mut Receiver<plugvisor::Event>,
     id: &str,
     mut wanted: impl FnMut(&EventKind, PluginState) -> bool,
-) -> plugvisor::environment::Event {
+) -> plugvisor::Event {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let event = events.recv().await.expect("event channel closed");
@@ -151,11 +163,10 @@ async fn a_crash_loop_ends_in_failed_to_stay_running() {
 async fn a_hung_plugin_is_restarted_by_the_health_check() {
     let root = tempfile::tempdir().unwrap();
     native_fake_bundle(root.path(), "hangs", "--unhealthy-after-ms 100");
-    let mut config = fast_config(root.path());
-    config.health = HealthPolicy {
-        interval: Duration::from_millis(50),
-        fail_limit: 2,
-    };
+    let config = fast_builder(root.path())
+        .health(HealthPolicy::new(Duration::from_millis(50), 2).unwrap())
+        .build()
+        .unwrap();
     let env = Environment::new(config).unwrap();
     let mut events = env.subscribe();
     let first = env.activate("hangs").await.unwrap().pid.unwrap();
@@ -177,9 +188,15 @@ async fn deactivate_during_backoff_cancels_the_restart() {
     let spawns = root.path().join("spawns");
     let flags = format!("--crash-after-ms 100 --spawn-log {}", spawns.display());
     native_fake_bundle(root.path(), "backoff", &flags);
-    let mut config = fast_config(root.path());
-    config.restart.initial_backoff = Duration::from_secs(30);
-    config.restart.max_backoff = Duration::from_secs(30);
+    let slow_restarts = RestartPolicy::builder()
+        .initial_backoff(Duration::from_secs(30))
+        .max_backoff(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let config = fast_builder(root.path())
+        .restart(slow_restarts)
+        .build()
+        .unwrap();
     let env = Environment::new(config).unwrap();
     let mut events = env.subscribe();
     env.activate("backoff").await.unwrap();
@@ -213,10 +230,16 @@ async fn shutdown_of_twenty_plugins_meets_its_deadline() {
         native_fake_bundle(root.path(), &format!("plugin-{i:02}"), "");
     }
     native_fake_bundle(root.path(), "stubborn", "--ignore-sigterm");
-    let mut config = fast_config(root.path());
-    // Longer than the deadline, so only the deadline's SIGKILL ends "stubborn".
-    config.supervisor.terminate_grace = Duration::from_secs(60);
-    config.shutdown_deadline = Duration::from_secs(2);
+    // A stop grace longer than the deadline, so only the deadline's SIGKILL ends "stubborn".
+    let patient = SupervisorConfig::builder()
+        .stop_grace(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let config = fast_builder(root.path())
+        .supervisor(patient)
+        .shutdown_deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let env = Environment::new(config).unwrap();
     let ids = env.plugin_ids();
     assert_eq!(ids.len(), 20);
@@ -239,6 +262,46 @@ async fn shutdown_of_twenty_plugins_meets_its_deadline() {
     );
     assert!(matches!(
         env.activate("plugin-00").await,
-        Err(plugvisor::environment::EnvironmentError::ShuttingDown)
+        Err(plugvisor::EnvironmentError::ShuttingDown)
     ));
+}
+
+// Two workers: the keeper reaps the killed plugin while the test blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_kills_the_plugins() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "orphan", "--ignore-sigterm");
+    let env = Environment::new(fast_config(root.path())).unwrap();
+    let pid = env.activate("orphan").await.unwrap().pid.unwrap();
+    let clone = env.clone();
+    drop(env);
+    assert!(exists(pid), "a clone still holds the environment");
+    drop(clone);
+    // SIGKILL of the group, not the stop sequence: it ignores SIGTERM.
+    assert_no_leftovers(pid);
+}
+
+#[test]
+fn the_embedding_example_runs_on_the_crate_roots_api() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "embedded-one", "--controller");
+    python_fake_bundle(root.path(), "embedded-two", "");
+    let output = std::process::Command::new(workspace_bin("plugvisor-example-embedding"))
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for id in ["embedded-one", "embedded-two"] {
+        assert!(stdout.contains(&format!("{id}: Running")), "{stdout}");
+        assert!(stdout.contains(&format!("{id}: healthy")), "{stdout}");
+    }
+    assert!(
+        stdout.contains("shut down; 0 plugin(s) not stopped"),
+        "{stdout}"
+    );
 }

@@ -1,14 +1,14 @@
 //! Hostile plugins: each case states the status and error it must end in, and
 //! that nothing of the plugin (group, session, descendants, zombies) is left.
 
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use plugvisor_testkit::*;
-use plugvisor::environment::{
-    Environment, EnvironmentConfig, EventKind, PluginState, PluginStatus,
+use plugvisor::{
+    Environment, EnvironmentConfig, EventKind, LaunchOptions, PluginState, PluginStatus,
+    RestartPolicy, SupervisorConfig,
 };
+use plugvisor_testkit::*;
 
 struct Case {
     _root: tempfile::TempDir,
@@ -28,11 +28,25 @@ fn case(flags: &str) -> Case {
         ID,
         &format!("{flags} --spawn-log {}", spawns.display()),
     );
-    let mut config = EnvironmentConfig::new(root.path());
-    config.launch.native_start_timeout = Duration::from_millis(1500);
-    config.supervisor.terminate_grace = Duration::from_millis(300);
-    config.restart.initial_backoff = Duration::from_millis(20);
-    config.restart.max_backoff = Duration::from_millis(50);
+    let launch = LaunchOptions::builder()
+        .native_start_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let supervisor = SupervisorConfig::builder()
+        .stop_grace(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let restart = RestartPolicy::builder()
+        .initial_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let config = EnvironmentConfig::builder(root.path())
+        .launch(launch)
+        .supervisor(supervisor)
+        .restart(restart)
+        .build()
+        .unwrap();
     Case {
         env: Environment::new(config).unwrap(),
         _root: root,
@@ -190,9 +204,22 @@ async fn case_12_not_serving_forever() {
 #[tokio::test]
 async fn case_13_ignoring_sigterm_ends_in_sigkill() {
     let case = case("--ignore-sigterm");
+    let mut events = case.env.subscribe();
     case.env.activate(ID).await.unwrap();
     case.env.deactivate(ID).await.unwrap();
     assert_eq!(case.env.status(ID).unwrap().state, PluginState::NotRunning);
+    let stopped = loop {
+        match events.recv().await.unwrap().kind {
+            EventKind::Stopped { method, exit } => break (method, exit),
+            _ => continue,
+        }
+    };
+    assert_eq!(stopped.0, Some(plugvisor::StopMethod::Kill));
+    assert_eq!(
+        stopped.1.as_deref(),
+        Some("killed by signal 9 (SIGKILL)"),
+        "it ended by SIGKILL"
+    );
     case.assert_clean();
 }
 

@@ -2,15 +2,13 @@
 //! installed in the example bundle's venv, stopped through the controller with
 //! its cleanup run, and its print() output relayed over plugin.GRPCStdio.
 
-
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use plugvisor::Bundle;
+use plugvisor::{LaunchOptions, plan_launch};
+use plugvisor::{StopMethod, Supervisor, SupervisorConfig};
 use plugvisor_testkit::*;
-use plugvisor::bundle::Bundle;
-use plugvisor::runtime::{LaunchOptions, plan_launch};
-use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig};
 
 /// The example bundle's venv: it has grpcio and the SDK (non-editable).
 fn sdk_python() -> PathBuf {
@@ -49,59 +47,19 @@ plugvisor_plugin.serve(register, on_shutdown=cleanup)
 }
 
 async fn start(dir: &Path, config: &SupervisorConfig) -> Supervisor {
-    let options = LaunchOptions {
-        interpreter: Some(sdk_python()),
-        ..LaunchOptions::default()
-    };
+    let options = LaunchOptions::builder()
+        .interpreter(sdk_python())
+        .build()
+        .unwrap();
     let plan = plan_launch(&Bundle::load(dir).unwrap(), &options).unwrap();
     assert_eq!(
         plan.program,
         sdk_python(),
         "the bundle has no venv of its own"
     );
-    let supervisor = Supervisor::start("sdk-plugin", &plan, config)
+    Supervisor::start("sdk-plugin", &plan, config)
         .await
-        .unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(10))
-        .await
-        .unwrap();
-    supervisor
-}
-
-/// Captures every log line of this test binary. A global subscriber, because
-/// tracing caches per-callsite interest across threads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-fn captured_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        logs
-    })
-    .clone()
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+        .unwrap()
 }
 
 #[tokio::test]
@@ -130,7 +88,7 @@ async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio(
         .find(|l| l.contains(&printed))
         .unwrap()
         .to_string();
-    assert!(line.contains("stream=\"grpc-stdout\""), "{line}");
+    assert!(line.contains("plugin::grpc_stdout"), "{line}");
     assert!(
         line.contains("sdk-plugin"),
         "the plugin id is missing: {line}"

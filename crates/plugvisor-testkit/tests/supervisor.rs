@@ -1,23 +1,24 @@
 //! One plugin process, end to end: real processes, real signals, real gRPC.
 
-
 use std::path::Path;
 use std::time::Duration;
 
+use plugvisor::Bundle;
+use plugvisor::HandshakeLineError;
+use plugvisor::{LaunchOptions, LaunchPlan, RuntimeKind, plan_launch};
+use plugvisor::{PingError, StopMethod, Supervisor, SupervisorConfig, SupervisorError};
 use plugvisor_testkit::*;
-use plugvisor::bundle::Bundle;
-use plugvisor::handshake::HandshakeLineError;
-use plugvisor::runtime::{LaunchOptions, LaunchPlan, RuntimeKind, plan_launch};
-use plugvisor::supervisor::{PingError, StopMethod, Supervisor, SupervisorConfig, SupervisorError};
 
 fn plan(dir: &Path, options: &LaunchOptions) -> LaunchPlan {
     plan_launch(&Bundle::load(dir).unwrap(), options).unwrap()
 }
 
 fn short_timeout(dir: &Path) -> LaunchPlan {
-    let mut plan = plan(dir, &LaunchOptions::default());
-    plan.start_timeout = Duration::from_millis(1500);
-    plan
+    let options = LaunchOptions::builder()
+        .native_start_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    plan(dir, &options)
 }
 
 async fn start(dir: &Path) -> Result<Supervisor, SupervisorError> {
@@ -42,11 +43,6 @@ async fn seed_fake_interpreter_serves_health_and_is_reaped() {
     assert_eq!(plan.runtime, RuntimeKind::Python);
     assert_eq!(plan.program, dir.join("venv/bin/python"));
     let supervisor = Supervisor::start("fake-python", &plan, &SupervisorConfig::default())
-        .await
-        .unwrap();
-    assert!(!supervisor.has_hooks());
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
         .await
         .unwrap();
     supervisor.ping().await.unwrap();
@@ -82,10 +78,6 @@ async fn unix_socket_plugin_stops_through_the_controller() {
         nix::unistd::geteuid().as_raw(),
         "socket dir owner"
     );
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
-        .await
-        .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
@@ -115,10 +107,11 @@ async fn garbage_before_the_handshake_is_skipped() {
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(root.path(), "garbage-first", "--garbage 3");
     let supervisor = start(&dir).await.unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
-        .await
-        .unwrap();
+    assert_eq!(supervisor.skipped_lines().count, 3);
+    assert_eq!(
+        supervisor.skipped_lines().first.as_deref(),
+        Some("garbage line 0")
+    );
     let pid = supervisor.pid();
     supervisor.stop().await;
     assert_no_leftovers(pid);
@@ -192,40 +185,37 @@ async fn no_handshake_times_out() {
 #[tokio::test]
 async fn not_serving_is_unhealthy() {
     let root = tempfile::tempdir().unwrap();
-    let dir = native_fake_bundle(root.path(), "not-serving", "--health not_serving");
-    let supervisor = start(&dir).await.unwrap();
-    assert_eq!(
-        supervisor.ping().await,
-        Err(PingError::NotServing("NOT_SERVING".into()))
-    );
-    let error = supervisor
-        .wait_healthy(Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let pid_file = root.path().join("pids");
+    let flags = format!("--health not_serving --spawn-log {}", pid_file.display());
+    let dir = native_fake_bundle(root.path(), "not-serving", &flags);
+    let error = start_failure(&dir).await;
+    match &error {
+        SupervisorError::Unhealthy { after, last, .. } => {
+            assert_eq!(*after, Duration::from_millis(1500));
+            assert_eq!(*last, PingError::NotServing("NOT_SERVING".into()));
+        }
+        other => panic!("unexpected error: {other}"),
+    }
     assert!(error.to_string().contains("NOT_SERVING"), "{error}");
-    let pid = supervisor.pid();
-    supervisor.stop().await;
-    assert_no_leftovers(pid);
+    assert_no_leftovers(read_pids(&pid_file)[0]);
 }
 
 #[tokio::test]
 async fn sigterm_ignored_escalates_to_sigkill() {
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(root.path(), "stubborn", "--ignore-sigterm");
-    let config = SupervisorConfig {
-        terminate_grace: Duration::from_millis(200),
-        ..SupervisorConfig::default()
-    };
-    let supervisor = Supervisor::start("stubborn", &short_timeout(&dir), &config)
-        .await
+    let config = SupervisorConfig::builder()
+        .stop_grace(Duration::from_millis(200))
+        .build()
         .unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
+    let supervisor = Supervisor::start("stubborn", &short_timeout(&dir), &config)
         .await
         .unwrap();
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Kill);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(report.status.signal(), Some(9), "it ended by SIGKILL");
     assert_no_leftovers(pid);
 }
 
@@ -236,10 +226,6 @@ async fn grandchildren_in_the_group_die_with_the_plugin() {
     let flags = format!("--grandchild --pid-file {}", pid_file.display());
     let dir = native_fake_bundle(root.path(), "forker", &flags);
     let supervisor = start(&dir).await.unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
-        .await
-        .unwrap();
     let grandchild = read_pids(&pid_file)[0];
     assert!(exists(grandchild));
     let pid = supervisor.pid();
@@ -271,17 +257,13 @@ async fn real_python_plugin_on_grpcio_without_sdk() {
         &repo_root().join("tests/pyplugins/raw_grpcio"),
         &root.path().join("raw"),
     );
-    let options = LaunchOptions {
-        interpreter: Some(test_python()),
-        ..LaunchOptions::default()
-    };
+    let options = LaunchOptions::builder()
+        .interpreter(test_python())
+        .build()
+        .unwrap();
     let plan = plan(&dir, &options);
     assert_eq!(plan.runtime, RuntimeKind::Python);
     let supervisor = Supervisor::start("raw-grpcio", &plan, &SupervisorConfig::default())
-        .await
-        .unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(10))
         .await
         .unwrap();
     let pid = supervisor.pid();
@@ -306,14 +288,7 @@ async fn real_go_plugin_built_with_go_plugin() {
     // A symlink out of the bundle would be refused by design, so copy the binary in.
     std::fs::copy(&binary, dir.join("plugin")).unwrap();
     let supervisor = start(&dir).await.unwrap();
-    assert_eq!(
-        supervisor.handshake().network,
-        plugvisor::handshake::Network::Unix
-    );
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
-        .await
-        .unwrap();
+    assert_eq!(supervisor.handshake().network, plugvisor::Network::Unix);
     let pid = supervisor.pid();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);

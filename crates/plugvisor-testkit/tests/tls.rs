@@ -2,24 +2,20 @@
 //! and the Python SDK example. A connection without the host's client
 //! certificate must be refused.
 
-
 use std::path::Path;
 use std::time::Duration;
 
+use plugvisor::Bundle;
+use plugvisor::internals::connect;
+use plugvisor::internals::{ClientIdentity, client_config};
+use plugvisor::{LaunchOptions, plan_launch};
+use plugvisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError};
 use plugvisor_testkit::*;
-use plugvisor::bundle::Bundle;
-use plugvisor::runtime::{LaunchOptions, plan_launch};
-use plugvisor::supervisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError};
-use plugvisor::tls::{ClientIdentity, client_config};
-use plugvisor::transport::connect;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 fn mtls() -> SupervisorConfig {
-    SupervisorConfig {
-        auto_mtls: true,
-        ..SupervisorConfig::default()
-    }
+    SupervisorConfig::builder().auto_mtls(true).build().unwrap()
 }
 
 async fn start(dir: &Path, config: &SupervisorConfig) -> Result<Supervisor, SupervisorError> {
@@ -66,10 +62,6 @@ async fn assert_mutual_tls(supervisor: Supervisor) {
         .server_cert
         .clone()
         .expect("the plugin announces its certificate under AutoMTLS");
-    supervisor
-        .wait_healthy(Duration::from_secs(10))
-        .await
-        .unwrap();
 
     let without_client_cert = client_config(&cert, None).unwrap();
     let refused = health_over(&supervisor, Some(without_client_cert)).await;
@@ -124,14 +116,25 @@ async fn plaintext_tcp_is_refused_under_auto_mtls() {
 
 #[tokio::test]
 async fn plaintext_unix_socket_is_allowed_with_a_warning() {
+    let logs = captured_logs();
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(root.path(), "plaintext-unix", "--network unix");
-    let supervisor = start(&dir, &mtls()).await.unwrap();
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
+    let plan = plan_launch(&Bundle::load(&dir).unwrap(), &LaunchOptions::default()).unwrap();
+    let supervisor = Supervisor::start("plaintext-unix", &plan, &mtls())
         .await
         .unwrap();
+    supervisor.ping().await.unwrap();
     supervisor.stop().await;
+    let warning = logs
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("plaintext-unix") && l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning; logs:\n{}", logs.text()));
+    assert!(
+        warning.contains("ignored PLUGIN_CLIENT_CERT")
+            && warning.contains("unix socket stays plaintext"),
+        "{warning}"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +144,5 @@ async fn tls_off_leaves_go_plugins_in_plaintext() {
         .await
         .unwrap();
     assert_eq!(supervisor.handshake().server_cert, None);
-    supervisor
-        .wait_healthy(Duration::from_secs(5))
-        .await
-        .unwrap();
     supervisor.stop().await;
 }

@@ -6,18 +6,28 @@ use std::path::{Path, PathBuf};
 
 use crate::manifest::{Manifest, ManifestError};
 
+/// The manifest's file name in a bundle.
 pub const MANIFEST_FILE: &str = "plugin.json";
 
+/// A plugin bundle: a directory with a valid `plugin.json`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Bundle {
     /// The bundle directory, as given or found by the scan.
     pub dir: PathBuf,
+    /// Its manifest.
     pub manifest: Manifest,
 }
 
 impl Bundle {
+    /// The manifest's id.
     pub fn id(&self) -> &str {
         &self.manifest.id
+    }
+
+    /// `dir/plugin.json`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join(MANIFEST_FILE)
     }
 
     /// Reads and validates `dir/plugin.json`.
@@ -51,8 +61,11 @@ impl Bundle {
 /// A bundle that could not be loaded, with the path to show the operator.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {problem}", self.location().display())]
+#[non_exhaustive]
 pub struct BundleError {
+    /// The bundle directory.
     pub dir: PathBuf,
+    /// What is wrong.
     pub problem: BundleProblem,
 }
 
@@ -68,7 +81,10 @@ impl BundleError {
     }
 }
 
+/// Why a directory is not a valid bundle.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum BundleProblem {
     #[error("no such directory")]
     Missing,
@@ -86,12 +102,15 @@ pub enum BundleProblem {
 
 /// The result of scanning a plugins directory.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     pub bundles: Vec<Bundle>,
     pub errors: Vec<BundleError>,
 }
 
+/// Why a plugins directory cannot be scanned at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum ScanError {
     #[error("plugins directory {} does not exist", .0.display())]
     NotFound(PathBuf),
@@ -108,7 +127,7 @@ pub enum ScanError {
 
 /// Loads every bundle below `plugins_dir`, sorted by directory name. Hidden
 /// directories are skipped; any other subdirectory must be a valid bundle.
-pub fn scan_plugins_dir(plugins_dir: &Path) -> Result<Scan, ScanError> {
+pub(crate) fn scan_plugins_dir(plugins_dir: &Path) -> Result<Scan, ScanError> {
     if !plugins_dir.exists() {
         return Err(ScanError::NotFound(plugins_dir.to_path_buf()));
     }

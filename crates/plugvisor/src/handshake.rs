@@ -12,11 +12,12 @@
 use serde::Serialize;
 
 /// The go-plugin core protocol version. Only 1 exists.
-pub const CORE_PROTOCOL_VERSION: u32 = 1;
+pub(crate) const CORE_PROTOCOL_VERSION: u32 = 1;
 
-/// What the host tells every plugin through its environment.
+/// What the host tells every plugin through its environment. Part of
+/// [`crate::SupervisorConfig`], which builds and checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandshakeConfig {
+pub(crate) struct HandshakeConfig {
     pub magic_cookie_key: String,
     pub magic_cookie_value: String,
     /// App protocol versions the host accepts.
@@ -25,15 +26,18 @@ pub struct HandshakeConfig {
     pub max_port: u16,
 }
 
+/// Mattermost's magic cookie, so Mattermost plugins run unchanged.
+pub(crate) const DEFAULT_MAGIC_COOKIE: (&str, &str) =
+    ("MATTERMOST_PLUGIN", "Securely message teams, anywhere.");
+
 impl Default for HandshakeConfig {
-    /// Mattermost's values, so Mattermost plugins run unchanged.
     fn default() -> Self {
         HandshakeConfig {
-            magic_cookie_key: "MATTERMOST_PLUGIN".into(),
-            magic_cookie_value: "Securely message teams, anywhere.".into(),
-            app_versions: vec![1],
-            min_port: 10000,
-            max_port: 25000,
+            magic_cookie_key: DEFAULT_MAGIC_COOKIE.0.into(),
+            magic_cookie_value: DEFAULT_MAGIC_COOKIE.1.into(),
+            app_versions: crate::SupervisorConfig::DEFAULT_APP_VERSIONS.to_vec(),
+            min_port: crate::SupervisorConfig::DEFAULT_PORT_RANGE.0,
+            max_port: crate::SupervisorConfig::DEFAULT_PORT_RANGE.1,
         }
     }
 }
@@ -60,26 +64,38 @@ impl HandshakeConfig {
     }
 }
 
+/// How a plugin is reached, as its handshake says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Network {
+    /// A TCP address, `HOST:PORT`.
     Tcp,
+    /// A unix socket path.
     Unix,
 }
 
 /// A plugin's valid handshake answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Handshake {
+    /// The app protocol version the plugin speaks (one the host accepts).
     pub app_version: u32,
+    /// Unix socket or TCP.
     pub network: Network,
+    /// The socket path or `HOST:PORT` the plugin listens on.
     pub address: String,
-    /// Base64 DER of the server certificate, for AutoMTLS.
+    /// Base64 DER of the plugin's server certificate, for AutoMTLS.
     pub server_cert: Option<String>,
+    /// Whether the plugin offered go-plugin's multiplexed broker (field 7);
+    /// plugvisor does not use it.
     pub multiplexed: bool,
 }
 
 /// Why a handshake line was refused. Each message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the variants are their messages
 pub enum HandshakeLineError {
     #[error("malformed handshake line {line:?}: expected CORE|APP|NETWORK|ADDR|PROTOCOL, {reason}")]
     Malformed { line: String, reason: String },
@@ -103,7 +119,7 @@ pub enum HandshakeLineError {
 
 /// Whether a stdout line is meant as a handshake: it starts with digits and `|`.
 /// Other lines before the handshake are skipped with a warning.
-pub fn looks_like_handshake(line: &str) -> bool {
+pub(crate) fn looks_like_handshake(line: &str) -> bool {
     let digits = line.bytes().take_while(u8::is_ascii_digit).count();
     digits > 0 && line.as_bytes().get(digits) == Some(&b'|')
 }

@@ -1,25 +1,93 @@
-//! plugvisor: a host for HashiCorp go-plugin gRPC plugins, Python first-class.
+//! plugvisor: host HashiCorp go-plugin gRPC plugins from a Rust application,
+//! with Python plugins first-class.
 //!
-//! Layers, top down: [`environment`] (many plugins, restart policy in
-//! [`health`]), [`supervisor`] (one plugin process), and the pure bundle model
-//! ([`manifest`], [`bundle`], [`runtime`], [`handshake`]).
+//! An [`Environment`] takes a folder of plugin bundles (each a directory with
+//! a Mattermost-style `plugin.json`), activates them, keeps them running
+//! (crash restarts with backoff, health checks, crash-loop detection) and
+//! stops them cleanly, leaving no process behind. A [`Supervisor`] is one
+//! plugin process, for an application that wants to manage a single plugin
+//! itself.
+//!
+//! ```no_run
+//! use plugvisor::{Environment, EnvironmentConfig};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let env = Environment::new(EnvironmentConfig::new("plugins"))?;
+//! for id in env.plugin_ids() {
+//!     env.activate(&id).await?;
+//! }
+//! env.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The library does not print: it logs with `tracing` and returns typed
+//! errors whose messages say what to do next. Configurations are checked
+//! when they are built ([`InvalidConfig`]). `docs/architecture.md` in the
+//! repository describes the layers.
+#![deny(missing_docs)]
 
-pub mod bundle;
-pub mod environment;
-pub mod handshake;
-pub mod health;
-pub mod manifest;
-pub mod process;
-pub mod runtime;
-pub mod stdio;
-pub mod supervisor;
-pub mod sweep;
-pub mod tls;
-pub mod transport;
+mod bundle;
+mod environment;
+mod handshake;
+mod invalid_config;
+mod launch;
+mod manifest;
+mod policy;
+mod process;
+mod stdio;
+mod supervisor;
+mod sweep;
+mod tls;
+mod transport;
 
-/// go-plugin's `plugin` protocol package: the controller and stdio services.
+pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
+pub use environment::{
+    Available, Environment, EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event,
+    EventKind, PluginState, PluginStatus,
+};
+pub use handshake::{Handshake, HandshakeLineError, Network};
+pub use invalid_config::InvalidConfig;
+pub use launch::{
+    LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
+};
+pub use manifest::{Manifest, ManifestError, ServerSection};
+pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
+pub use stdio::StderrLines;
+pub use supervisor::{
+    PingError, SkippedLines, StopMethod, StopReport, Supervisor, SupervisorConfig,
+    SupervisorConfigBuilder, SupervisorError,
+};
+pub use tls::TlsError;
+pub use transport::ConnectError;
+
+/// Generated gRPC code: go-plugin's services (`plugin`) and plugvisor's own
+/// (`plugvisor::v1`), for an application's own clients and servers.
 pub mod proto {
-    tonic::include_proto!("plugin");
+    /// go-plugin's `plugin` package: controller, stdio and broker.
+    #[allow(missing_docs)]
+    pub mod plugin {
+        tonic::include_proto!("plugin");
+    }
+
+    /// plugvisor's protocol: lifecycle hooks, the host API, the HTTP hook.
+    pub mod plugvisor {
+        /// Version 1.
+        #[allow(missing_docs)]
+        pub mod v1 {
+            tonic::include_proto!("plugvisor.v1");
+        }
+    }
+}
+
+/// Internals for plugvisor's own fuzz targets and tests; not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::handshake::parse_handshake_line;
+    pub use crate::manifest::{PLATFORM_KEYS, clean_bundle_path};
+    pub use crate::stdio::{HclogLine, Line, parse_hclog_line, read_bounded_line};
+    pub use crate::tls::{ClientIdentity, client_config};
+    pub use crate::transport::connect;
 }
 
 /// The README's Rust examples, compiled as doctests.

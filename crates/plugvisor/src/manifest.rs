@@ -21,41 +21,79 @@ pub const PLATFORM_KEYS: [&str; 5] = [
 const ID_MIN_LEN: usize = 3;
 const ID_MAX_LEN: usize = 190;
 
+/// A bundle's `plugin.json`, in Mattermost's schema. Unknown fields are kept
+/// in `extra`, so a manifest survives a round trip unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Manifest {
+    /// 3 to 190 characters of `a-z A-Z 0-9 - _ .`, unique in a plugins directory.
     #[serde(default)]
     pub id: String,
+    /// A name for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What the plugin does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Semantic version (a leading `v` is accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Semantic version of the host the plugin needs, as Mattermost has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_server_version: Option<String>,
+    /// How to run the plugin's server side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerSection>,
-    /// Kept as-is: the host has no use for it, but the embedding application may.
+    /// The plugin's settings (Mattermost's `settings_schema`), as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings_schema: Option<Value>,
+    /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// The manifest's `server` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ServerSection {
+    /// Per-platform executables (`linux-amd64` → path), which win over `executable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executables: Option<BTreeMap<String, String>>,
+    /// The executable for every platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executable: Option<String>,
+    /// `"python"` for a Python plugin (else the `.py` extension decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+/// Fields Mattermost's manifest knows at the top level, for "did you mean".
+const KNOWN_FIELDS: [&str; 14] = [
+    "id",
+    "name",
+    "description",
+    "version",
+    "min_server_version",
+    "server",
+    "settings_schema",
+    "webapp",
+    "homepage_url",
+    "support_url",
+    "release_notes_url",
+    "icon_path",
+    "requires_config",
+    "props",
+];
+/// Fields of the `server` section.
+const KNOWN_SERVER_FIELDS: [&str; 3] = ["executables", "executable", "runtime"];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum ManifestError {
     #[error("invalid JSON at line {line}, column {column}: {message}")]
     Json {
@@ -67,7 +105,9 @@ pub enum ManifestError {
     Missing { field: &'static str },
     #[error("field `id`: {reason} (got {id:?})")]
     InvalidId { id: String, reason: String },
-    #[error("field `{field}`: {value:?} is not a semantic version ({reason})")]
+    #[error(
+        "field `{field}`: {value:?} is not a semantic version: expected MAJOR.MINOR.PATCH, such as 1.0.0 ({reason})"
+    )]
     InvalidVersion {
         field: &'static str,
         value: String,
@@ -175,9 +215,41 @@ impl Manifest {
                 .unwrap_or(false)
     }
 
+    /// The version, or "-" when there is none.
     pub fn display_version(&self) -> &str {
         self.version.as_deref().unwrap_or("-")
     }
+
+    /// A warning for each unknown field that is one edit away from a known
+    /// one (`executible`): probably a typo. Unknown fields are still kept.
+    pub fn unknown_field_hints(&self) -> Vec<String> {
+        let mut hints = typo_hints("", self.extra.keys(), &KNOWN_FIELDS);
+        if let Some(server) = &self.server {
+            hints.extend(typo_hints(
+                "server.",
+                server.extra.keys(),
+                &KNOWN_SERVER_FIELDS,
+            ));
+        }
+        hints
+    }
+}
+
+fn typo_hints<'a>(
+    prefix: &str,
+    unknown: impl Iterator<Item = &'a String>,
+    known: &[&str],
+) -> Vec<String> {
+    unknown
+        .filter_map(|field| {
+            let near = known
+                .iter()
+                .find(|k| strsim::damerau_levenshtein(field, k) == 1)?;
+            Some(format!(
+                "unknown field `{prefix}{field}` (kept as it is); did you mean `{prefix}{near}`?"
+            ))
+        })
+        .collect()
 }
 
 /// The platform key of the machine this runs on, in Mattermost's spelling.
@@ -342,10 +414,28 @@ mod tests {
     }
 
     #[test]
+    fn a_field_one_edit_from_a_known_one_gets_a_hint() {
+        let m =
+            parse(r#"{"id":"abc","descripton":"x","colour":"red","server":{"executible":"p"}}"#)
+                .unwrap();
+        let hints = m.unknown_field_hints();
+        assert_eq!(hints.len(), 2, "{hints:?}");
+        assert!(hints[0].contains("`descripton`") && hints[0].contains("`description`"));
+        assert!(
+            hints[1].contains("`server.executible`") && hints[1].contains("`server.executable`")
+        );
+        assert!(m.server.unwrap().extra.contains_key("executible"), "kept");
+    }
+
+    #[test]
     fn version_must_be_semver() {
         assert!(parse(r#"{"id":"abc","version":"1.0.0"}"#).is_ok());
         assert!(parse(r#"{"id":"abc","version":"v1.0.0-rc.1"}"#).is_ok());
         let err = parse(r#"{"id":"abc","version":"1.0"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected MAJOR.MINOR.PATCH"),
+            "{err}"
+        );
         assert!(matches!(
             err,
             ManifestError::InvalidVersion {

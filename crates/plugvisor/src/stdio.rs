@@ -15,6 +15,7 @@ pub const STDERR_TAIL_LINES: usize = 20;
 
 /// One line read by [`read_bounded_line`].
 #[derive(Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum Line {
     Complete(Vec<u8>),
     /// The line was longer than the limit; this is its start.
@@ -22,6 +23,7 @@ pub enum Line {
 }
 
 impl Line {
+    /// The line as text, without its line ending.
     pub fn text(&self) -> String {
         let bytes = match self {
             Line::Complete(b) | Line::Truncated(b) => b,
@@ -87,7 +89,8 @@ impl StderrTail {
     }
 }
 
-/// A snapshot of stderr lines, attached to errors.
+/// The last lines a plugin wrote to stderr, attached to start errors; shown
+/// as an indented block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StderrLines(pub Vec<String>);
 
@@ -116,6 +119,7 @@ pub enum LogLevel {
 
 /// A line a plugin logged with hclog's JSON format.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
 pub struct HclogLine {
     pub level: LogLevel,
     pub message: String,
@@ -166,52 +170,62 @@ pub fn parse_hclog_line(line: &str) -> Option<HclogLine> {
 /// Which of the plugin's streams a line came from: a pipe, or the
 /// `plugin.GRPCStdio` stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
     GrpcStdout,
     GrpcStderr,
 }
 
-impl Stream {
-    fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-            Stream::GrpcStdout => "grpc-stdout",
-            Stream::GrpcStderr => "grpc-stderr",
-        }
-    }
-}
-
-/// Logs one plugin line. The caller's span carries the plugin id.
-pub fn log_plugin_line(stream: Stream, line: &str) {
-    let is_stderr = matches!(stream, Stream::Stderr | Stream::GrpcStderr);
-    let stream = stream.name();
+/// Logs one plugin line under the target `plugin::<stream>` (so that
+/// `--log-level plugin::stdout=off` silences one stream), with hclog levels
+/// and fields kept. The caller's span carries the plugin id. Fields go on the
+/// message's first line, never after the last line of a traceback.
+pub(crate) fn log_plugin_line(stream: Stream, line: &str) {
     let Some(hclog) = parse_hclog_line(line) else {
-        match is_stderr {
-            true => tracing::warn!(target: "plugin", stream, "{line}"),
-            false => tracing::info!(target: "plugin", stream, "{line}"),
-        }
+        // Without levels of its own, stderr is a warning and stdout is news.
+        let level = match stream {
+            Stream::Stderr | Stream::GrpcStderr => LogLevel::Warn,
+            Stream::Stdout | Stream::GrpcStdout => LogLevel::Info,
+        };
+        emit(stream, level, line);
         return;
     };
-    let fields = hclog
+    let fields: String = hclog
         .fields
         .iter()
         .map(|(k, v)| format!(" {k}={v}"))
-        .collect::<String>();
-    let message = hclog.message;
-    match hclog.level {
-        LogLevel::Trace => tracing::trace!(target: "plugin", stream, "{message}{fields}"),
-        LogLevel::Debug => tracing::debug!(target: "plugin", stream, "{message}{fields}"),
-        LogLevel::Info => tracing::info!(target: "plugin", stream, "{message}{fields}"),
-        LogLevel::Warn => tracing::warn!(target: "plugin", stream, "{message}{fields}"),
-        LogLevel::Error => tracing::error!(target: "plugin", stream, "{message}{fields}"),
+        .collect();
+    let message = match hclog.message.split_once('\n') {
+        Some((first, rest)) => format!("{first}{fields}\n{rest}"),
+        None => format!("{}{fields}", hclog.message),
+    };
+    emit(stream, hclog.level, &message);
+}
+
+fn emit(stream: Stream, level: LogLevel, message: &str) {
+    // tracing needs the target and level as constants at each call site.
+    macro_rules! at {
+        ($target:literal) => {
+            match level {
+                LogLevel::Trace => tracing::trace!(target: $target, "{message}"),
+                LogLevel::Debug => tracing::debug!(target: $target, "{message}"),
+                LogLevel::Info => tracing::info!(target: $target, "{message}"),
+                LogLevel::Warn => tracing::warn!(target: $target, "{message}"),
+                LogLevel::Error => tracing::error!(target: $target, "{message}"),
+            }
+        };
+    }
+    match stream {
+        Stream::Stdout => at!("plugin::stdout"),
+        Stream::Stderr => at!("plugin::stderr"),
+        Stream::GrpcStdout => at!("plugin::grpc_stdout"),
+        Stream::GrpcStderr => at!("plugin::grpc_stderr"),
     }
 }
 
 /// Relays lines from a pipe until EOF, keeping stderr lines in `tail`.
-pub async fn relay_lines<R: AsyncBufRead + Unpin>(
+pub(crate) async fn relay_lines<R: AsyncBufRead + Unpin>(
     mut reader: R,
     stream: Stream,
     tail: Option<StderrTail>,
@@ -227,7 +241,7 @@ pub async fn relay_lines<R: AsyncBufRead + Unpin>(
             }
             Ok(None) => return,
             Err(error) => {
-                tracing::debug!(%error, stream = stream.name(), "plugin pipe read failed");
+                tracing::debug!(%error, ?stream, "plugin pipe read failed");
                 return;
             }
         }

@@ -15,7 +15,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 /// The name both sides put in and expect from certificates, as go-plugin does.
 pub const SERVER_NAME: &str = "localhost";
 
+/// AutoMTLS could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum TlsError {
     #[error("cannot generate the AutoMTLS client certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -27,6 +30,7 @@ pub enum TlsError {
 
 /// The host's client certificate for one plugin start.
 pub struct ClientIdentity {
+    /// The certificate, as `PLUGIN_CLIENT_CERT` carries it.
     pub cert_pem: String,
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,

@@ -10,7 +10,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::handshake::{Handshake, Network};
 
+/// The host could not connect to the address a plugin announced.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum ConnectError {
     #[error("cannot connect to {address}: {source}")]
     Transport {

@@ -1,10 +1,9 @@
 //! `plugvisor check`: validate bundles and show how each would be launched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use plugvisor::bundle::Bundle;
-use plugvisor::runtime::{LaunchPlan, plan_launch};
+use plugvisor::{Bundle, LaunchPlan, MANIFEST_FILE, plan_launch};
 use serde::Serialize;
 
 use super::settings::Settings;
@@ -19,37 +18,74 @@ struct CheckResult {
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     launch: Option<LaunchPlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
+/// A plugins folder (no manifest of its own, bundles below) stands for the
+/// bundles in it; anything else is checked as one bundle.
+fn expand(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut expanded = Vec::new();
+    for dir in dirs {
+        let bundles = bundles_below(dir);
+        if dir.join(MANIFEST_FILE).exists() || bundles.is_empty() {
+            expanded.push(dir.clone());
+        } else {
+            eprintln!(
+                "{} is a plugins folder: checking the {} bundle(s) in it",
+                dir.display(),
+                bundles.len()
+            );
+            expanded.extend(bundles);
+        }
+    }
+    expanded
+}
+
+fn bundles_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut bundles: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(MANIFEST_FILE).is_file())
+        .collect();
+    bundles.sort();
+    bundles
+}
+
 pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
-    let options = settings.launch_options();
-    let results: Vec<CheckResult> = dirs
-        .iter()
+    let options = settings.launch_options()?;
+    let results: Vec<CheckResult> = expand(dirs)
+        .into_iter()
         .map(|dir| {
-            let loaded = Bundle::load(dir)
+            let loaded = Bundle::load(&dir)
                 .map_err(|e| e.to_string())
                 .and_then(|bundle| {
                     let plan = plan_launch(&bundle, &options)
-                        .map_err(|e| format!("{}: {e}", dir.join("plugin.json").display()))?;
+                        .map_err(|e| format!("{}: {e}", bundle.manifest_path().display()))?;
                     Ok((bundle, plan))
                 });
             match loaded {
                 Ok((bundle, plan)) => CheckResult {
-                    dir: dir.clone(),
                     ok: true,
                     id: Some(bundle.id().to_string()),
                     version: bundle.manifest.version.clone(),
                     launch: Some(plan),
+                    warnings: bundle.manifest.unknown_field_hints(),
                     error: None,
+                    dir,
                 },
                 Err(error) => CheckResult {
-                    dir: dir.clone(),
+                    dir,
                     ok: false,
                     id: None,
                     version: None,
                     launch: None,
+                    warnings: Vec::new(),
                     error: Some(error),
                 },
             }
@@ -74,6 +110,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                         plan.working_dir.display(),
                         plan.start_timeout
                     );
+                    for warning in &result.warnings {
+                        println!("      warning: {warning}");
+                    }
                 }
                 (None, Some(error)) => println!("FAIL  {error}"),
                 (None, None) => unreachable!("a result is a plan or an error"),

@@ -65,8 +65,10 @@ pub fn init(level: &str, ring: Option<LogRing>) -> anyhow::Result<()> {
             .with_target(false)
             .with_writer(ring)
             .init(),
+        // The span names the plugin (`plugin{id=..}`); targets add nothing for people.
         None => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
             .with_writer(std::io::stderr)
             .init(),
     }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use control::Request;
-use settings::Settings;
+use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
 
 #[derive(Parser)]
 #[command(
@@ -66,10 +66,15 @@ Examples:
         #[command(flatten)]
         control: ControlSocket,
         #[command(flatten)]
-        settings: Settings,
+        launch: LaunchFlags,
+        #[command(flatten)]
+        protocol: ProtocolFlags,
+        #[command(flatten)]
+        supervision: SupervisionFlags,
     },
     /// Show the status table of a running `plugvisor run`.
     Status {
+        /// Print the statuses as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -77,18 +82,21 @@ Examples:
     },
     /// Start (activate) one plugin of a running `plugvisor run`.
     Start {
+        /// The plugin's id (as `plugvisor status` lists them).
         id: String,
         #[command(flatten)]
         control: ControlSocket,
     },
     /// Stop (deactivate) one plugin of a running `plugvisor run`.
     Stop {
+        /// The plugin's id (as `plugvisor status` lists them).
         id: String,
         #[command(flatten)]
         control: ControlSocket,
     },
     /// Restart one plugin of a running `plugvisor run`.
     Restart {
+        /// The plugin's id (as `plugvisor status` lists them).
         id: String,
         #[command(flatten)]
         control: ControlSocket,
@@ -100,11 +108,15 @@ Examples:
   plugvisor ping examples/plugins/hello-python
   plugvisor ping --json my-plugin/   # {\"id\":..,\"healthy\":true,\"start_ms\":..,\"stop_ms\":..}")]
     Ping {
+        /// The bundle to start: a directory holding a plugin.json.
         bundle_dir: PathBuf,
+        /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        settings: Settings,
+        launch: LaunchFlags,
+        #[command(flatten)]
+        protocol: ProtocolFlags,
     },
     /// Validate bundles and print how each would be launched; start nothing.
     #[command(
@@ -115,12 +127,14 @@ Examples:
   plugvisor check --json my-plugin/"
     )]
     Check {
-        #[arg(required = true)]
+        /// Bundle directories, or plugins folders (each bundle in them is checked).
+        #[arg(required = true, value_name = "DIR")]
         bundle_dirs: Vec<PathBuf>,
+        /// Print a JSON array instead of lines.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        settings: Settings,
+        launch: LaunchFlags,
     },
 }
 
@@ -161,29 +175,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             config,
             control,
-            settings,
+            launch,
+            protocol,
+            supervision,
         } => {
             let display = run::Display::choose(json);
             logging::init(&cli.log_level, ring(&display))?;
-            let settings = settings.over(Settings::from_file(config.as_deref())?);
+            let file = Settings::from_file(config.as_deref())?;
+            let settings = supervision.over(protocol.over(launch.over(file)));
             run::run(&plugins_dir, settings, control.control_socket, display).await
         }
         Command::Ping {
             bundle_dir,
             json,
-            settings,
+            launch,
+            protocol,
         } => {
             logging::init(&cli.log_level, None)?;
-            let settings = settings.over(Settings::from_file(None)?);
+            let settings = protocol.over(launch.over(Settings::from_file(None)?));
             ping::ping(&bundle_dir, &settings, json).await
         }
         Command::Check {
             bundle_dirs,
             json,
-            settings,
+            launch,
         } => {
             logging::init(&cli.log_level, None)?;
-            let settings = settings.over(Settings::from_file(None)?);
+            let settings = launch.over(Settings::from_file(None)?);
             check::check(&bundle_dirs, &settings, json)
         }
         Command::Status { json, control } => {
@@ -215,7 +233,7 @@ async fn send(control: ControlSocket, request: Request) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(statuses: &[plugvisor::environment::PluginStatus]) {
+fn print_table(statuses: &[plugvisor::PluginStatus]) {
     let width = terminal_size::terminal_size().map_or(200, |(w, _)| w.0 as usize);
     for line in table::render_table(statuses, std::time::SystemTime::now(), width) {
         println!("{line}");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use plugvisor::environment::{Available, Environment, Event, EventKind};
+use plugvisor::{Available, Environment, Event, EventKind};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
@@ -60,6 +60,7 @@ pub async fn run(
     let mut signals = StopSignals::new()?;
     // Subscribe before any activation, so the display misses no event.
     let events = env.subscribe();
+    let display_kind = DisplayKind::of(&display);
     let shown = tokio::spawn(show(env.clone(), events, display, socket_path.clone()));
 
     let ids = env.plugin_ids();
@@ -80,6 +81,7 @@ pub async fn run(
     };
 
     let started = Instant::now();
+    let table = matches!(display_kind, DisplayKind::Table);
     tracing::info!("stopping all plugins (Ctrl-C again to kill them now)");
     let shutdown = env.shutdown();
     tokio::pin!(shutdown);
@@ -98,32 +100,71 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(20)).await;
     shown.abort();
     let _ = shown.await;
-    tracing::info!(
+    let stopped = format!(
         "all plugins stopped in {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
+    if table {
+        // The log pane is gone with the table; say it under the last frame.
+        println!("{stopped}");
+    }
+    tracing::info!("{stopped}");
     Ok(code)
 }
 
-/// SIGINT, SIGTERM and SIGHUP (the terminal went away) all stop `run` cleanly.
-struct StopSignals([Signal; 3]);
+/// Which display `run` chose, once the display itself has moved into its task.
+enum DisplayKind {
+    Table,
+    Lines,
+}
+
+impl DisplayKind {
+    fn of(display: &Display) -> DisplayKind {
+        match display {
+            Display::Table(_) => DisplayKind::Table,
+            _ => DisplayKind::Lines,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP (the terminal went away) all stop `run`
+/// cleanly; a second one kills what is left.
+struct StopSignals {
+    signals: [Signal; 3],
+    last: Option<Instant>,
+}
+
+/// Signals this close together are one: GNU `timeout` and some shells
+/// deliver one Ctrl-C twice, which must not skip the plugins' cleanup.
+const SAME_SIGNAL: Duration = Duration::from_millis(50);
 
 impl StopSignals {
     fn new() -> anyhow::Result<StopSignals> {
         let watch = |kind, name| signal(kind).with_context(|| format!("cannot watch {name}"));
-        Ok(StopSignals([
-            watch(SignalKind::interrupt(), "SIGINT")?,
-            watch(SignalKind::terminate(), "SIGTERM")?,
-            watch(SignalKind::hangup(), "SIGHUP")?,
-        ]))
+        Ok(StopSignals {
+            signals: [
+                watch(SignalKind::interrupt(), "SIGINT")?,
+                watch(SignalKind::terminate(), "SIGTERM")?,
+                watch(SignalKind::hangup(), "SIGHUP")?,
+            ],
+            last: None,
+        })
     }
 
     async fn next(&mut self) {
-        let [interrupt, terminate, hangup] = &mut self.0;
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-            _ = hangup.recv() => {}
+        loop {
+            let [interrupt, terminate, hangup] = &mut self.signals;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
+            }
+            let now = Instant::now();
+            let repeated = self.last.is_some_and(|last| now - last < SAME_SIGNAL);
+            self.last = Some(now);
+            if !repeated {
+                return;
+            }
         }
     }
 }
@@ -178,7 +219,7 @@ fn draw_screen(env: &Environment, socket: &Path, recent: &VecDeque<String>, logs
     let mut lines = vec![
         format!(
             "plugvisor — {} — control socket {} — Ctrl-C stops everything",
-            env.config().plugins_dir.display(),
+            env.config().plugins_dir().display(),
             socket.display()
         ),
         String::new(),
@@ -221,7 +262,12 @@ pub fn describe_event(event: &Event) -> String {
         }
         EventKind::Disabled { reason } => format!("FailedToStayRunning: {reason}"),
         EventKind::Stopping => "stopping".to_string(),
-        EventKind::Stopped => "stopped".to_string(),
+        EventKind::Stopped {
+            method: Some(method),
+            exit: Some(exit),
+        } => format!("stopped {method} ({exit})"),
+        EventKind::Stopped { .. } => "stopped".to_string(),
+        other => format!("{other:?}"),
     };
     let first_line = what.lines().next().unwrap_or_default().to_string();
     format!("{time} {}: {first_line}", s.id)

@@ -1,16 +1,16 @@
-//! Settings shared by `run`, `ping` and `check`: from flags, from an optional
-//! `plugvisor.toml`, and the library defaults, in that order of precedence.
+//! Settings of `run`, `ping` and `check`: from flags, from an optional
+//! `plugvisor.toml`, and the library's defaults, in that order of
+//! precedence. The defaults live in the library; the help texts quote them.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use plugvisor::environment::EnvironmentConfig;
-use plugvisor::handshake::HandshakeConfig;
-use plugvisor::runtime::LaunchOptions;
-use plugvisor::supervisor::SupervisorConfig;
+use plugvisor::{
+    EnvironmentConfig, HealthPolicy, InvalidConfig, LaunchOptions, RestartPolicy, SupervisorConfig,
+};
 use serde::Deserialize;
 
 /// A duration written like `500ms`, `10s` or `5m`.
@@ -60,85 +60,165 @@ impl<'de> Deserialize<'de> for Cookie {
     }
 }
 
-/// Every setting that shapes how plugins are started and supervised. Each is
-/// optional, so flags and the config file can be layered.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    /// Python interpreter tried after the bundle's own venv and before PATH.
-    #[arg(long, value_name = "PATH")]
-    pub interpreter: Option<PathBuf>,
-    /// Time a native plugin has to print its handshake and become healthy [default: 3s].
-    #[arg(long, value_name = "DURATION")]
-    pub start_timeout: Option<DurationArg>,
-    /// The same for Python plugins, which pay for interpreter start and imports [default: 10s].
-    #[arg(long, value_name = "DURATION")]
-    pub python_start_timeout: Option<DurationArg>,
-    /// Magic cookie the plugins expect [default: MATTERMOST_PLUGIN=Securely message teams, anywhere.].
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub magic_cookie: Option<Cookie>,
-    /// Time between health checks of each running plugin [default: 10s].
-    #[arg(long, value_name = "DURATION")]
-    pub health_interval: Option<DurationArg>,
-    /// Failed health checks in a row that trigger a restart [default: 3].
-    #[arg(long, value_name = "N")]
-    pub health_fail_limit: Option<u32>,
-    /// Wait before the second restart in a row; it doubles each time [default: 1s].
-    #[arg(long, value_name = "DURATION")]
-    pub restart_backoff: Option<DurationArg>,
-    /// Longest wait between restarts [default: 60s].
-    #[arg(long, value_name = "DURATION")]
-    pub restart_max_backoff: Option<DurationArg>,
-    /// Failures tolerated within --failure-window; one more disables the plugin [default: 3].
-    #[arg(long, value_name = "N")]
-    pub max_failures: Option<u32>,
-    /// Window for --max-failures [default: 60m].
-    #[arg(long, value_name = "DURATION")]
-    pub failure_window: Option<DurationArg>,
-    /// Time a stopping plugin gets after SIGTERM before SIGKILL [default: 2s].
-    #[arg(long, value_name = "DURATION")]
-    pub stop_grace: Option<DurationArg>,
-    /// Everything still running this long after Ctrl-C is SIGKILLed [default: 5s].
-    #[arg(long, value_name = "DURATION")]
-    pub shutdown_deadline: Option<DurationArg>,
-    /// go-plugin AutoMTLS: give each plugin a client certificate and talk TLS
-    /// pinned to the certificate it answers with; plaintext tcp is refused.
-    #[arg(long)]
-    #[serde(default)]
-    pub tls: bool,
+/// A help text that ends with the library's default.
+fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
 }
 
-macro_rules! layer {
-    ($flags:ident, $file:ident, $($field:ident),*) => {
-        Settings {
-            tls: $flags.tls || $file.tls,
-            $($field: $flags.$field.or($file.$field),)*
-        }
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// Every setting, as the config file holds them (keys as the flags' names).
+/// Each is optional, so that flags and the file can be layered.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    pub interpreter: Option<PathBuf>,
+    pub start_timeout: Option<DurationArg>,
+    pub python_start_timeout: Option<DurationArg>,
+    pub magic_cookie: Option<Cookie>,
+    pub app_versions: Option<Vec<u32>>,
+    #[serde(default)]
+    pub tls: bool,
+    pub stop_grace: Option<DurationArg>,
+    pub health_interval: Option<DurationArg>,
+    pub health_fail_limit: Option<u32>,
+    pub restart_backoff: Option<DurationArg>,
+    pub restart_max_backoff: Option<DurationArg>,
+    pub max_failures: Option<u32>,
+    pub failure_window: Option<DurationArg>,
+    pub shutdown_deadline: Option<DurationArg>,
+}
+
+/// How plugins are launched: `run`, `ping` and `check`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LaunchFlags {
+    /// Python interpreter tried after the bundle's own venv and before python3/python on PATH.
+    #[arg(long, value_name = "PATH")]
+    interpreter: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a native plugin has from its spawn to its first healthy answer",
+        human(LaunchOptions::DEFAULT_NATIVE_START_TIMEOUT)))]
+    start_timeout: Option<DurationArg>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "The same for Python plugins, which pay for the interpreter and their imports",
+        human(LaunchOptions::DEFAULT_PYTHON_START_TIMEOUT)))]
+    python_start_timeout: Option<DurationArg>,
+}
+
+/// How the host speaks to plugins: `run` and `ping`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProtocolFlags {
+    #[arg(long, value_name = "KEY=VALUE", help = with_default(
+        "Magic cookie the plugins expect (go-plugin's HandshakeConfig)",
+        format!("{}={}", SupervisorConfig::DEFAULT_MAGIC_COOKIE.0, SupervisorConfig::DEFAULT_MAGIC_COOKIE.1)))]
+    magic_cookie: Option<Cookie>,
+    #[arg(long, value_name = "N,N..", value_delimiter = ',', help = with_default(
+        "App protocol versions the host accepts; a plugin answers with the highest it speaks",
+        SupervisorConfig::DEFAULT_APP_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))]
+    app_versions: Option<Vec<u32>>,
+    /// go-plugin AutoMTLS: give each plugin a client certificate and talk
+    /// TLS pinned to the certificate it answers with; plaintext tcp is refused.
+    #[arg(long)]
+    tls: bool,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a stopping plugin gets after SIGTERM before SIGKILL",
+        human(SupervisorConfig::DEFAULT_STOP_GRACE)))]
+    stop_grace: Option<DurationArg>,
+}
+
+/// How running plugins are kept running: `run` only.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SupervisionFlags {
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time between health checks of each running plugin",
+        human(HealthPolicy::DEFAULT_INTERVAL)))]
+    health_interval: Option<DurationArg>,
+    #[arg(long, value_name = "N", help = with_default(
+        "Failed health checks in a row that make a plugin count as hung (it is restarted)",
+        HealthPolicy::DEFAULT_FAIL_LIMIT))]
+    health_fail_limit: Option<u32>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Wait before the second restart in a row (the first is immediate); it doubles each time",
+        human(RestartPolicy::DEFAULT_INITIAL_BACKOFF)))]
+    restart_backoff: Option<DurationArg>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Longest wait between restarts",
+        human(RestartPolicy::DEFAULT_MAX_BACKOFF)))]
+    restart_max_backoff: Option<DurationArg>,
+    #[arg(long, value_name = "N", help = with_default(
+        "Failures tolerated within --failure-window; one more disables the plugin",
+        RestartPolicy::DEFAULT_MAX_FAILURES))]
+    max_failures: Option<u32>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Window for --max-failures",
+        human(RestartPolicy::DEFAULT_FAILURE_WINDOW)))]
+    failure_window: Option<DurationArg>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Everything still running this long after Ctrl-C is SIGKILLed",
+        human(EnvironmentConfig::DEFAULT_SHUTDOWN_DEADLINE)))]
+    shutdown_deadline: Option<DurationArg>,
+}
+
+/// Overwrites the file's values with the flags that were given.
+macro_rules! over {
+    ($settings:ident, $flags:ident, $($field:ident),*) => {
+        $( if $flags.$field.is_some() { $settings.$field = $flags.$field; } )*
     };
 }
 
-impl Settings {
-    /// Flags win over the file.
-    pub fn over(self, file: Settings) -> Settings {
+impl LaunchFlags {
+    pub fn over(self, mut settings: Settings) -> Settings {
         let flags = self;
-        layer!(
+        over!(
+            settings,
             flags,
-            file,
             interpreter,
             start_timeout,
-            python_start_timeout,
-            magic_cookie,
+            python_start_timeout
+        );
+        settings
+    }
+}
+
+impl ProtocolFlags {
+    pub fn over(self, mut settings: Settings) -> Settings {
+        let flags = self;
+        over!(settings, flags, magic_cookie, app_versions, stop_grace);
+        settings.tls |= flags.tls;
+        settings
+    }
+}
+
+impl SupervisionFlags {
+    pub fn over(self, mut settings: Settings) -> Settings {
+        let flags = self;
+        over!(
+            settings,
+            flags,
             health_interval,
             health_fail_limit,
             restart_backoff,
             restart_max_backoff,
             max_failures,
             failure_window,
-            stop_grace,
             shutdown_deadline
-        )
+        );
+        settings
     }
+}
 
+/// Says which flag or config key is at fault.
+fn invalid(error: InvalidConfig) -> anyhow::Error {
+    anyhow::anyhow!(
+        "invalid setting --{0} (`{0}` in the config file): {1}",
+        error.setting,
+        error.problem
+    )
+}
+
+impl Settings {
     /// Reads `path`, or `./plugvisor.toml` when no path is given and it exists.
     pub fn from_file(path: Option<&Path>) -> anyhow::Result<Settings> {
         let default = Path::new("plugvisor.toml");
@@ -152,61 +232,64 @@ impl Settings {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    pub fn environment_config(&self, plugins_dir: &Path) -> anyhow::Result<EnvironmentConfig> {
-        let mut config = EnvironmentConfig::new(plugins_dir);
-        config.launch = self.launch_options();
-        config.supervisor = self.supervisor_config();
-        let health = &mut config.health;
-        set(&mut health.interval, self.health_interval);
-        if let Some(limit) = self.health_fail_limit {
-            if limit == 0 {
-                bail!("--health-fail-limit must be at least 1");
-            }
-            health.fail_limit = limit;
+    pub fn launch_options(&self) -> anyhow::Result<LaunchOptions> {
+        let mut options = LaunchOptions::builder();
+        if let Some(interpreter) = &self.interpreter {
+            options = options.interpreter(interpreter);
         }
-        let restart = &mut config.restart;
-        set(&mut restart.initial_backoff, self.restart_backoff);
-        set(&mut restart.max_backoff, self.restart_max_backoff);
-        set(&mut restart.failure_window, self.failure_window);
-        if let Some(max) = self.max_failures {
-            restart.max_failures = max;
+        if let Some(DurationArg(timeout)) = self.start_timeout {
+            options = options.native_start_timeout(timeout);
         }
-        set(&mut config.shutdown_deadline, self.shutdown_deadline);
-        if config.health.interval.is_zero() {
-            bail!("--health-interval must be more than 0");
+        if let Some(DurationArg(timeout)) = self.python_start_timeout {
+            options = options.python_start_timeout(timeout);
         }
-        Ok(config)
+        options.build().map_err(invalid)
     }
 
-    pub fn launch_options(&self) -> LaunchOptions {
-        let mut options = LaunchOptions {
-            interpreter: self.interpreter.clone(),
-            ..LaunchOptions::default()
-        };
-        set(&mut options.native_start_timeout, self.start_timeout);
-        set(&mut options.python_start_timeout, self.python_start_timeout);
-        options
-    }
-
-    pub fn supervisor_config(&self) -> SupervisorConfig {
-        let mut handshake = HandshakeConfig::default();
+    pub fn supervisor_config(&self) -> anyhow::Result<SupervisorConfig> {
+        let mut config = SupervisorConfig::builder().auto_mtls(self.tls);
         if let Some(cookie) = &self.magic_cookie {
-            handshake.magic_cookie_key = cookie.key.clone();
-            handshake.magic_cookie_value = cookie.value.clone();
+            config = config.magic_cookie(&cookie.key, &cookie.value);
         }
-        let mut config = SupervisorConfig {
-            handshake,
-            auto_mtls: self.tls,
-            ..SupervisorConfig::default()
-        };
-        set(&mut config.terminate_grace, self.stop_grace);
-        config
+        if let Some(versions) = &self.app_versions {
+            config = config.app_versions(versions.iter().copied());
+        }
+        if let Some(DurationArg(grace)) = self.stop_grace {
+            config = config.stop_grace(grace);
+        }
+        config.build().map_err(invalid)
     }
-}
 
-fn set(target: &mut Duration, value: Option<DurationArg>) {
-    if let Some(DurationArg(duration)) = value {
-        *target = duration;
+    pub fn environment_config(&self, plugins_dir: &Path) -> anyhow::Result<EnvironmentConfig> {
+        let health = HealthPolicy::new(
+            self.health_interval
+                .map_or(HealthPolicy::DEFAULT_INTERVAL, |d| d.0),
+            self.health_fail_limit
+                .unwrap_or(HealthPolicy::DEFAULT_FAIL_LIMIT),
+        )
+        .map_err(invalid)?;
+        let mut restart = RestartPolicy::builder();
+        if let Some(DurationArg(backoff)) = self.restart_backoff {
+            restart = restart.initial_backoff(backoff);
+        }
+        if let Some(DurationArg(backoff)) = self.restart_max_backoff {
+            restart = restart.max_backoff(backoff);
+        }
+        if let Some(max) = self.max_failures {
+            restart = restart.max_failures(max);
+        }
+        if let Some(DurationArg(window)) = self.failure_window {
+            restart = restart.failure_window(window);
+        }
+        let mut config = EnvironmentConfig::builder(plugins_dir)
+            .launch(self.launch_options()?)
+            .supervisor(self.supervisor_config()?)
+            .health(health)
+            .restart(restart.build().map_err(invalid)?);
+        if let Some(DurationArg(deadline)) = self.shutdown_deadline {
+            config = config.shutdown_deadline(deadline);
+        }
+        config.build().map_err(invalid)
     }
 }
 
@@ -221,21 +304,26 @@ mod tests {
             health-interval = "30s"
             max-failures = 5
             magic-cookie = "K=V"
+            app-versions = [1, 2]
             tls = true
             "#,
         )
         .unwrap();
-        let flags = Settings {
+        let flags = SupervisionFlags {
             health_interval: Some("2s".parse().unwrap()),
-            ..Settings::default()
+            ..SupervisionFlags::default()
         };
         let merged = flags.over(file);
         let config = merged.environment_config(Path::new("/p")).unwrap();
-        assert_eq!(config.health.interval, Duration::from_secs(2));
-        assert_eq!(config.restart.max_failures, 5);
-        assert_eq!(config.supervisor.handshake.magic_cookie_key, "K");
-        assert_eq!(config.restart.initial_backoff, Duration::from_secs(1));
-        assert!(config.supervisor.auto_mtls);
+        assert_eq!(config.health().interval(), Duration::from_secs(2));
+        assert_eq!(config.restart().max_failures(), 5);
+        assert_eq!(config.supervisor().magic_cookie().0, "K");
+        assert_eq!(config.supervisor().app_versions(), &[1, 2]);
+        assert_eq!(
+            config.restart().initial_backoff(),
+            RestartPolicy::DEFAULT_INITIAL_BACKOFF
+        );
+        assert!(config.supervisor().auto_mtls());
     }
 
     #[test]
@@ -245,5 +333,8 @@ mod tests {
         assert!(error.to_string().contains("500ms"), "{error}");
         assert!("nokey".parse::<Cookie>().is_err());
         assert!("=v".parse::<Cookie>().is_err());
+        let zero: Settings = toml::from_str("health-interval = \"0s\"").unwrap();
+        let error = zero.environment_config(Path::new("/p")).unwrap_err();
+        assert!(error.to_string().contains("--health-interval"), "{error}");
     }
 }

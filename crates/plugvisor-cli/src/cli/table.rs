@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use plugvisor::environment::{PluginState, PluginStatus};
+use plugvisor::{PluginState, PluginStatus};
 
 const HEADERS: [&str; 8] = [
     "ID",
@@ -92,19 +92,20 @@ pub fn fit(line: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plugvisor::runtime::RuntimeKind;
 
+    /// A status as `plugvisor status --json` carries it.
     fn status(state: PluginState, error: Option<&str>) -> PluginStatus {
-        PluginStatus {
-            id: "hello-python".into(),
-            version: "0.1.0".into(),
-            runtime: Some(RuntimeKind::Python),
-            state,
-            pid: Some(4242),
-            since: SystemTime::UNIX_EPOCH,
-            restarts: 1,
-            last_error: error.map(str::to_string),
-        }
+        serde_json::from_value(serde_json::json!({
+            "id": "hello-python",
+            "version": "0.1.0",
+            "runtime": "python",
+            "state": state,
+            "pid": 4242,
+            "since_unix_ms": 0,
+            "restarts": 1,
+            "last_error": error,
+        }))
+        .unwrap()
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use clap::Parser;
-use plugvisor::proto::grpc_controller_server::{GrpcController, GrpcControllerServer};
+use plugvisor::proto::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use tonic_health::ServingStatus;
 
 #[derive(Parser, Debug, Clone)]
@@ -95,14 +95,14 @@ struct Controller {
 impl GrpcController for Controller {
     async fn shutdown(
         &self,
-        _: tonic::Request<plugvisor::proto::Empty>,
-    ) -> Result<tonic::Response<plugvisor::proto::Empty>, tonic::Status> {
+        _: tonic::Request<plugvisor::proto::plugin::Empty>,
+    ) -> Result<tonic::Response<plugvisor::proto::plugin::Empty>, tonic::Status> {
         write_marker(&self.marker, "controller");
         tokio::spawn(async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             std::process::exit(0);
         });
-        Ok(tonic::Response::new(plugvisor::proto::Empty {}))
+        Ok(tonic::Response::new(plugvisor::proto::plugin::Empty {}))
     }
 }
 

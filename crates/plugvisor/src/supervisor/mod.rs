@@ -1,6 +1,7 @@
-//! One running plugin: spawn → handshake → connect → ping → stop.
+//! One plugin process: spawn → handshake → connect → healthy → stop.
 //!
-//! The stop sequence: `plugin.GRPCController/Shutdown`, then SIGTERM to the
+//! The whole start, from the spawn to the first SERVING health check, has one
+//! deadline: the launch plan's start timeout. The stop sequence: `plugin.GRPCController/Shutdown`, then SIGTERM to the
 //! process group, then SIGKILL, each after its grace period. A plugin without
 //! the controller (UNIMPLEMENTED) goes to SIGTERM at once.
 
@@ -17,147 +18,52 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 
-use crate::handshake::{
-    Handshake, HandshakeConfig, HandshakeLineError, looks_like_handshake, parse_handshake_line,
-};
+mod config;
+mod error;
+
+pub use config::{SupervisorConfig, SupervisorConfigBuilder};
+use error::PartialError;
+pub use error::{PingError, SkippedLines, SupervisorError};
+
+use crate::handshake::{Handshake, looks_like_handshake, parse_handshake_line};
+use crate::launch::LaunchPlan;
 use crate::process::{PluginProcess, SpawnSpec, describe_exit};
-use crate::proto::grpc_controller_client::GrpcControllerClient;
-use crate::proto::grpc_stdio_client::GrpcStdioClient;
-use crate::proto::stdio_data::Channel as StdioChannel;
-use crate::runtime::LaunchPlan;
+use crate::proto::plugin::grpc_controller_client::GrpcControllerClient;
+use crate::proto::plugin::grpc_stdio_client::GrpcStdioClient;
+use crate::proto::plugin::stdio_data::Channel as StdioChannel;
 use crate::stdio::{
     Line, MAX_LINE_BYTES, StderrLines, StderrTail, Stream, log_plugin_line, read_bounded_line,
     relay_lines,
 };
-use crate::transport::{ConnectError, connect};
+use crate::transport::connect;
 
 /// The gRPC health service name go-plugin plugins report under.
-pub const HEALTH_SERVICE: &str = "plugin";
+const HEALTH_SERVICE: &str = "plugin";
 
-/// Timings and protocol settings for one plugin process.
-#[derive(Debug, Clone)]
-pub struct SupervisorConfig {
-    pub handshake: HandshakeConfig,
-    /// Deadline of one health check.
-    pub ping_timeout: Duration,
-    /// How long to wait for exit after the controller's Shutdown.
-    pub controller_grace: Duration,
-    /// How long to wait for exit after SIGTERM, before SIGKILL.
-    pub terminate_grace: Duration,
-    /// go-plugin's AutoMTLS: offer the plugin a client certificate and talk
-    /// TLS when it answers with a server certificate. Plaintext tcp is then
-    /// refused.
-    pub auto_mtls: bool,
+/// When a start must be done by: its spawn plus the start timeout.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
 }
 
-impl Default for SupervisorConfig {
-    fn default() -> Self {
-        SupervisorConfig {
-            handshake: HandshakeConfig::default(),
-            ping_timeout: Duration::from_secs(1),
-            controller_grace: Duration::from_secs(2),
-            terminate_grace: Duration::from_secs(2),
-            auto_mtls: false,
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PingError {
-    #[error("health check timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("health status is {0}, not SERVING")]
-    NotServing(String),
-    #[error("health check failed: {code:?}: {message}")]
-    Rpc { code: tonic::Code, message: String },
-}
-
-/// Lines printed to stdout before the handshake that were skipped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SkippedLines {
-    pub count: usize,
-    pub first: Option<String>,
-}
-
-impl std::fmt::Display for SkippedLines {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.first {
-            Some(first) => write!(
-                f,
-                "; it printed {} stdout line(s) that are not a handshake, the first: {first:?}",
-                self.count
-            ),
-            None => Ok(()),
-        }
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    #[error("cannot create the plugin's private socket directory: {0}")]
-    SocketDir(std::io::Error),
-    #[error("cannot start {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "plugin printed no handshake within {after:?}{skipped}; raise the start timeout if it is slow to start{stderr}"
-    )]
-    HandshakeTimeout {
-        after: Duration,
-        skipped: SkippedLines,
-        stderr: StderrLines,
-    },
-    #[error("plugin exited before its handshake ({}){skipped}{stderr}", describe_exit(*status))]
-    PluginExited {
-        status: ExitStatus,
-        skipped: SkippedLines,
-        stderr: StderrLines,
-    },
-    #[error("plugin closed its stdout without printing a handshake{skipped}{stderr}")]
-    StdoutClosed {
-        skipped: SkippedLines,
-        stderr: StderrLines,
-    },
-    #[error("{source}{stderr}")]
-    Handshake {
-        source: HandshakeLineError,
-        stderr: StderrLines,
-    },
-    #[error("plugin printed a stdout line longer than {limit} bytes before its handshake{stderr}")]
-    LineTooLong { limit: usize, stderr: StderrLines },
-    #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
-    #[error(
-        "plugin announced a TLS certificate, but AutoMTLS is off; turn it on (--tls) to talk to this plugin{stderr}"
-    )]
-    UnexpectedCertificate { stderr: StderrLines },
-    #[error(
-        "plugin ignored PLUGIN_CLIENT_CERT and serves plaintext tcp, which AutoMTLS refuses; use a TLS-capable go-plugin or SDK{stderr}"
-    )]
-    PlaintextRefused { stderr: StderrLines },
-    #[error("{source}{stderr}")]
-    Connect {
-        source: ConnectError,
-        stderr: StderrLines,
-    },
-    #[error("plugin exited ({}) before it became healthy{stderr}", describe_exit(*status))]
-    ExitedBeforeHealthy {
-        status: ExitStatus,
-        stderr: StderrLines,
-    },
-    #[error("plugin did not become healthy within {after:?}: {last}{stderr}")]
-    Unhealthy {
-        after: Duration,
-        last: PingError,
-        stderr: StderrLines,
-    },
 }
 
 /// How a stop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StopMethod {
     /// The process had already exited.
     AlreadyExited,
@@ -180,22 +86,29 @@ impl std::fmt::Display for StopMethod {
     }
 }
 
+/// What [`Supervisor::stop`] did.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct StopReport {
+    /// Which step of the stop sequence ended the process.
     pub method: StopMethod,
+    /// Its exit status.
     pub status: ExitStatus,
     /// From the stop call to the process being reaped. The sweep for
     /// leftover descendants comes after, before `stop()` returns.
     pub took: Duration,
 }
 
-/// One plugin process and its gRPC connection.
+/// One plugin process and its gRPC connection: started healthy by
+/// [`Supervisor::start`], stopped by [`Supervisor::stop`]. Dropping it
+/// without a stop SIGKILLs the plugin's process group.
 pub struct Supervisor {
     id: String,
     process: PluginProcess,
     handshake: Handshake,
     channel: Channel,
     stderr: StderrTail,
+    skipped: SkippedLines,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
     config: SupervisorConfig,
     stopped: tokio::sync::OnceCell<StopReport>,
@@ -213,15 +126,29 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// Spawns the plugin, reads its handshake and connects to it. It does not
-    /// wait for health: see [`Supervisor::wait_healthy`].
+    /// Spawns the plugin, reads its handshake, connects to it and waits until
+    /// it answers SERVING, all within `plan.start_timeout` from the spawn. On
+    /// any failure the process is killed and reaped before this returns.
     pub async fn start(
         id: &str,
         plan: &LaunchPlan,
         config: &SupervisorConfig,
     ) -> Result<Supervisor, SupervisorError> {
+        let (supervisor, deadline) = Supervisor::connect(id, plan, config).await?;
+        if let Err(error) = supervisor.wait_healthy(deadline).await {
+            supervisor.stop().await;
+            return Err(error);
+        }
+        Ok(supervisor)
+    }
+
+    /// Spawn, handshake and connection; the deadline runs on from here.
+    async fn connect(
+        id: &str,
+        plan: &LaunchPlan,
+        config: &SupervisorConfig,
+    ) -> Result<(Supervisor, Deadline), SupervisorError> {
         let span = tracing::info_span!("plugin", id);
-        let deadline = Instant::now() + plan.start_timeout;
         let socket_dir = tempfile::Builder::new()
             .prefix("plugvisor-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -248,6 +175,7 @@ impl Supervisor {
                 program: plan.program.display().to_string(),
                 source,
             })?;
+        let deadline = Deadline::after(plan.start_timeout);
         let stderr = StderrTail::default();
         let stderr_relay = tokio::spawn(
             relay_lines(
@@ -261,14 +189,14 @@ impl Supervisor {
         let accepted = &config.handshake.app_versions;
         let mut skipped = SkippedLines::default();
         let read = tokio::time::timeout_at(
-            deadline.into(),
+            deadline.at.into(),
             read_handshake(&mut stdout, accepted, &mut skipped).instrument(span.clone()),
         )
         .await;
         let handshake = match read {
             Ok(Ok(handshake)) => handshake,
             failed => {
-                let error = handshake_failure(failed, plan.start_timeout, skipped, &process).await;
+                let error = handshake_failure(failed, deadline.timeout, skipped, &process).await;
                 // Let the stderr relay catch the last lines of an exited plugin.
                 let _ = tokio::time::timeout(Duration::from_millis(200), stderr_relay).await;
                 return Err(kill_and_wrap(&process, &stderr, error).await);
@@ -276,12 +204,11 @@ impl Supervisor {
         };
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
 
-        let tls = match tls_for(&handshake, identity.as_ref()) {
+        let tls = match span.in_scope(|| tls_for(&handshake, identity.as_ref())) {
             Ok(tls) => tls,
             Err(error) => return Err(kill_and_wrap(&process, &stderr, error).await),
         };
-        let connect_budget = deadline.saturating_duration_since(Instant::now());
-        let budget = connect_budget.max(Duration::from_millis(100));
+        let budget = deadline.remaining().max(Duration::from_millis(100));
         let channel = match connect(&handshake, budget, tls).await {
             Ok(channel) => channel,
             Err(source) => {
@@ -293,29 +220,42 @@ impl Supervisor {
         span.in_scope(|| {
             tracing::debug!(pid = process.pid(), address = %handshake.address, "plugin connected")
         });
-        Ok(Supervisor {
+        let supervisor = Supervisor {
             id: id.to_string(),
             process,
             handshake,
             channel,
             stderr,
+            skipped,
             socket_dir: Mutex::new(Some(socket_dir)),
             config: config.clone(),
             stopped: tokio::sync::OnceCell::new(),
             span,
-        })
+        };
+        Ok((supervisor, deadline))
     }
 
+    /// The plugin's id.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The plugin process's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
 
+    /// What the plugin announced: its address, network and certificate.
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
+    }
+
+    /// The plugin's private socket directory (`PLUGIN_UNIX_SOCKET_DIR`),
+    /// until the plugin is stopped.
+    #[allow(dead_code)] // the host API comes next
+    pub(crate) fn socket_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self.socket_dir.lock().unwrap_or_else(|e| e.into_inner());
+        dir.as_ref().map(|d| d.path().to_path_buf())
     }
 
     /// A channel for the embedding application's own gRPC clients: the
@@ -324,9 +264,9 @@ impl Supervisor {
         self.channel.clone()
     }
 
-    /// plugvisor dispenses no lifecycle hooks: plugins are supervised, not called.
-    pub fn has_hooks(&self) -> bool {
-        false
+    /// The stdout lines before the handshake that were skipped as not one.
+    pub fn skipped_lines(&self) -> &SkippedLines {
+        &self.skipped
     }
 
     /// The last lines the plugin wrote to stderr.
@@ -334,13 +274,17 @@ impl Supervisor {
         StderrLines(self.stderr.lines())
     }
 
-    /// `grpc.health.v1.Health/Check` for service "plugin"; only SERVING is healthy.
+    /// `grpc.health.v1.Health/Check` for service "plugin", within the ping
+    /// timeout; only SERVING is healthy.
     pub async fn ping(&self) -> Result<(), PingError> {
+        self.ping_within(self.config.ping_timeout).await
+    }
+
+    async fn ping_within(&self, timeout: Duration) -> Result<(), PingError> {
         let mut client = HealthClient::new(self.channel.clone());
         let request = HealthCheckRequest {
             service: HEALTH_SERVICE.into(),
         };
-        let timeout = self.config.ping_timeout;
         match tokio::time::timeout(timeout, client.check(request)).await {
             Err(_) => Err(PingError::Timeout(timeout)),
             Ok(Err(status)) => Err(PingError::Rpc {
@@ -355,13 +299,19 @@ impl Supervisor {
         }
     }
 
-    /// Pings until SERVING, the process exits, or `timeout` passes.
-    pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), SupervisorError> {
-        let deadline = Instant::now() + timeout;
+    /// Pings until SERVING, the process exits, or the deadline passes. A
+    /// check that times out is retried while time is left: only the deadline
+    /// fails the start.
+    async fn wait_healthy(&self, deadline: Deadline) -> Result<(), SupervisorError> {
         let mut pause = Duration::from_millis(2);
         loop {
+            let timeout = self
+                .config
+                .ping_timeout
+                .min(deadline.remaining())
+                .max(Duration::from_millis(1));
             let last = tokio::select! {
-                result = self.ping() => match result {
+                result = self.ping_within(timeout) => match result {
                     Ok(()) => return Ok(()),
                     Err(error) => error,
                 },
@@ -369,9 +319,9 @@ impl Supervisor {
                     return Err(SupervisorError::ExitedBeforeHealthy { status, stderr: self.stderr_tail() });
                 }
             };
-            if Instant::now() + pause >= deadline {
+            if deadline.remaining() <= pause {
                 return Err(SupervisorError::Unhealthy {
-                    after: timeout,
+                    after: deadline.timeout,
                     last,
                     stderr: self.stderr_tail(),
                 });
@@ -415,10 +365,10 @@ impl Supervisor {
             StopMethod::Controller
         } else {
             self.process.signal_group(Signal::SIGTERM);
-            if self.exits_within(self.config.terminate_grace).await {
+            if self.exits_within(self.config.stop_grace).await {
                 StopMethod::Terminate
             } else {
-                tracing::warn!(grace = ?self.config.terminate_grace, "plugin ignored SIGTERM; sending SIGKILL");
+                tracing::warn!(grace = ?self.config.stop_grace, "plugin ignored SIGTERM; sending SIGKILL");
                 self.process.signal_group(Signal::SIGKILL);
                 StopMethod::Kill
             }
@@ -446,7 +396,7 @@ impl Supervisor {
     /// handling it (go-plugin stops its server before answering).
     async fn ask_controller_to_shut_down(&self) -> bool {
         let mut controller = GrpcControllerClient::new(self.channel.clone());
-        let call = controller.shutdown(crate::proto::Empty {});
+        let call = controller.shutdown(crate::proto::plugin::Empty {});
         match tokio::time::timeout(self.config.ping_timeout, call).await {
             Ok(Ok(_)) => true,
             Ok(Err(status)) => match status.code() {
@@ -522,20 +472,6 @@ fn tls_for(
     }
 }
 
-/// A start failure before the stderr tail is attached.
-enum PartialError {
-    Tls(crate::tls::TlsError),
-    UnexpectedCertificate,
-    PlaintextRefused,
-    Eof,
-    Closed(SkippedLines),
-    LineTooLong,
-    Handshake(HandshakeLineError),
-    Timeout(Duration, SkippedLines),
-    Exited(ExitStatus, SkippedLines),
-    Connect(ConnectError),
-}
-
 async fn handshake_failure(
     read: Result<Result<Handshake, PartialError>, tokio::time::error::Elapsed>,
     timeout: Duration,
@@ -565,33 +501,7 @@ async fn kill_and_wrap(
     process.signal_group(Signal::SIGKILL);
     process.exited().await;
     process.kill_tagged().await;
-    let stderr = StderrLines(stderr.lines());
-    match error {
-        PartialError::Closed(skipped) => SupervisorError::StdoutClosed { skipped, stderr },
-        PartialError::Eof => SupervisorError::StdoutClosed {
-            skipped: SkippedLines::default(),
-            stderr,
-        },
-        PartialError::LineTooLong => SupervisorError::LineTooLong {
-            limit: MAX_LINE_BYTES,
-            stderr,
-        },
-        PartialError::Handshake(source) => SupervisorError::Handshake { source, stderr },
-        PartialError::Timeout(after, skipped) => SupervisorError::HandshakeTimeout {
-            after,
-            skipped,
-            stderr,
-        },
-        PartialError::Exited(status, skipped) => SupervisorError::PluginExited {
-            status,
-            skipped,
-            stderr,
-        },
-        PartialError::Connect(source) => SupervisorError::Connect { source, stderr },
-        PartialError::Tls(error) => SupervisorError::Tls(error),
-        PartialError::UnexpectedCertificate => SupervisorError::UnexpectedCertificate { stderr },
-        PartialError::PlaintextRefused => SupervisorError::PlaintextRefused { stderr },
-    }
+    error.with_stderr(StderrLines(stderr.lines()))
 }
 
 /// Relays `plugin.GRPCStdio/StreamStdio` when the plugin offers it.

@@ -10,22 +10,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
-use crate::manifest::{ManifestError, current_platform};
+use crate::invalid_config::{InvalidConfig, positive};
+use crate::manifest::{ManifestError, PLATFORM_KEYS, current_platform};
 
 /// Interpreters inside the bundle, in lookup order, relative to the bundle.
-pub const BUNDLE_INTERPRETERS: [&str; 4] = [
+pub(crate) const BUNDLE_INTERPRETERS: [&str; 4] = [
     "venv/bin/python",
     "venv/bin/python3",
     ".venv/bin/python",
     ".venv/bin/python3",
 ];
 /// Interpreter names looked up on PATH, after the bundle and the configured one.
-pub const PATH_INTERPRETERS: [&str; 2] = ["python3", "python"];
+pub(crate) const PATH_INTERPRETERS: [&str; 2] = ["python3", "python"];
 
+/// What kind of program a plugin is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RuntimeKind {
+    /// An executable, run as it is.
     Native,
+    /// A Python script, run under an interpreter found by the lookup order.
     Python,
 }
 
@@ -38,36 +43,124 @@ impl std::fmt::Display for RuntimeKind {
     }
 }
 
-/// Settings that shape launch plans.
-#[derive(Debug, Clone)]
+/// Settings that shape launch plans. Build with [`LaunchOptions::builder`];
+/// [`Default`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LaunchOptions {
-    /// Interpreter from the host configuration, tried after the bundle's venvs.
-    pub interpreter: Option<PathBuf>,
-    pub native_start_timeout: Duration,
-    pub python_start_timeout: Duration,
-    pub platform: String,
+    interpreter: Option<PathBuf>,
+    native_start_timeout: Duration,
+    python_start_timeout: Duration,
+    platform: String,
+}
+
+impl LaunchOptions {
+    /// Time a native plugin has from its spawn to its first SERVING health
+    /// check (handshake and connection included): 3 s.
+    pub const DEFAULT_NATIVE_START_TIMEOUT: Duration = Duration::from_secs(3);
+    /// The same for Python plugins, which pay for the interpreter and their
+    /// imports: 10 s.
+    pub const DEFAULT_PYTHON_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Starts from the defaults: no configured interpreter, this machine's platform.
+    pub fn builder() -> LaunchOptionsBuilder {
+        LaunchOptionsBuilder(LaunchOptions::default())
+    }
+
+    /// The interpreter tried after the bundle's own venvs and before PATH.
+    pub fn interpreter(&self) -> Option<&Path> {
+        self.interpreter.as_deref()
+    }
+
+    /// Start timeout of native plugins.
+    pub fn native_start_timeout(&self) -> Duration {
+        self.native_start_timeout
+    }
+
+    /// Start timeout of Python plugins.
+    pub fn python_start_timeout(&self) -> Duration {
+        self.python_start_timeout
+    }
+
+    /// The `server.executables` key used, e.g. `linux-amd64`.
+    pub fn platform(&self) -> &str {
+        &self.platform
+    }
 }
 
 impl Default for LaunchOptions {
     fn default() -> Self {
         LaunchOptions {
             interpreter: None,
-            native_start_timeout: Duration::from_secs(3),
-            python_start_timeout: Duration::from_secs(10),
+            native_start_timeout: Self::DEFAULT_NATIVE_START_TIMEOUT,
+            python_start_timeout: Self::DEFAULT_PYTHON_START_TIMEOUT,
             platform: current_platform(),
         }
     }
 }
 
+/// Builds [`LaunchOptions`]; [`LaunchOptionsBuilder::build`] checks them.
+#[derive(Debug, Clone)]
+pub struct LaunchOptionsBuilder(LaunchOptions);
+
+impl LaunchOptionsBuilder {
+    /// See [`LaunchOptions::interpreter`].
+    pub fn interpreter(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.interpreter = Some(path.into());
+        self
+    }
+
+    /// See [`LaunchOptions::native_start_timeout`]; more than zero.
+    pub fn native_start_timeout(mut self, timeout: Duration) -> Self {
+        self.0.native_start_timeout = timeout;
+        self
+    }
+
+    /// See [`LaunchOptions::python_start_timeout`]; more than zero.
+    pub fn python_start_timeout(mut self, timeout: Duration) -> Self {
+        self.0.python_start_timeout = timeout;
+        self
+    }
+
+    /// See [`LaunchOptions::platform`]; one of Mattermost's platform keys.
+    pub fn platform(mut self, platform: impl Into<String>) -> Self {
+        self.0.platform = platform.into();
+        self
+    }
+
+    /// The options, or the first setting that cannot work.
+    pub fn build(self) -> Result<LaunchOptions, InvalidConfig> {
+        let options = self.0;
+        positive("start-timeout", options.native_start_timeout)?;
+        positive("python-start-timeout", options.python_start_timeout)?;
+        if !PLATFORM_KEYS.contains(&options.platform.as_str()) {
+            return Err(InvalidConfig::new(
+                "platform",
+                format!(
+                    "unknown platform {:?}; expected one of {}",
+                    options.platform,
+                    PLATFORM_KEYS.join(", ")
+                ),
+            ));
+        }
+        Ok(options)
+    }
+}
+
 /// Everything needed to start a plugin process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LaunchPlan {
+    /// Native or Python.
     pub runtime: RuntimeKind,
+    /// The executable, or the interpreter.
     pub program: PathBuf,
+    /// The script for an interpreter (relative to the working directory).
     #[serde(serialize_with = "serialize_lossy")]
     pub args: Vec<OsString>,
     /// The bundle directory; relative paths in `args` are relative to it.
     pub working_dir: PathBuf,
+    /// From the spawn to the first SERVING health check.
     #[serde(serialize_with = "serialize_millis")]
     pub start_timeout: Duration,
 }
@@ -91,7 +184,10 @@ fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
     s.serialize_u64(d.as_millis() as u64)
 }
 
+/// Why a bundle cannot be launched: which field names which file.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is its message
 pub enum LaunchError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -113,7 +209,7 @@ pub enum LaunchError {
 
 /// Where an interpreter candidate comes from, in lookup order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InterpreterCandidate {
+pub(crate) enum InterpreterCandidate {
     /// A path (in the bundle, or configured).
     Path(PathBuf),
     /// A bare name to find on PATH.
@@ -121,7 +217,7 @@ pub enum InterpreterCandidate {
 }
 
 /// The interpreter lookup order, with no file system access.
-pub fn interpreter_candidates(
+pub(crate) fn interpreter_candidates(
     bundle_dir: &Path,
     configured: Option<&Path>,
 ) -> Vec<InterpreterCandidate> {
@@ -147,8 +243,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
 
     if manifest.is_python(&options.platform) {
         let search_path = std::env::var_os("PATH").unwrap_or_default();
-        let interpreter =
-            find_interpreter(&bundle.dir, options.interpreter.as_deref(), &search_path)?;
+        let interpreter = find_interpreter(&bundle.dir, options.interpreter(), &search_path)?;
         return Ok(LaunchPlan {
             runtime: RuntimeKind::Python,
             program: interpreter,
@@ -264,10 +359,10 @@ mod tests {
     }
 
     fn options() -> LaunchOptions {
-        LaunchOptions {
-            platform: "linux-amd64".into(),
-            ..LaunchOptions::default()
-        }
+        LaunchOptions::builder()
+            .platform("linux-amd64")
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -357,10 +452,11 @@ mod tests {
         write_executable(&configured.path().join("python"));
         let plan = plan_launch(
             &b,
-            &LaunchOptions {
-                interpreter: Some(configured.path().join("python")),
-                ..options()
-            },
+            &LaunchOptions::builder()
+                .platform("linux-amd64")
+                .interpreter(configured.path().join("python"))
+                .build()
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(plan.runtime, RuntimeKind::Python);
@@ -371,10 +467,11 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join(".venv")).unwrap();
         let plan = plan_launch(
             &b,
-            &LaunchOptions {
-                interpreter: Some(configured.path().join("python")),
-                ..options()
-            },
+            &LaunchOptions::builder()
+                .platform("linux-amd64")
+                .interpreter(configured.path().join("python"))
+                .build()
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(plan.program, configured.path().join("python"));

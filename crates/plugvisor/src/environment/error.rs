@@ -1,0 +1,80 @@
+//! What can go wrong when an application asks the environment for something.
+
+use crate::InvalidConfig;
+use crate::bundle::ScanError;
+use crate::launch::LaunchError;
+use crate::supervisor::{PingError, SupervisorError};
+
+/// An [`crate::Environment`] call that failed, naming the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvironmentError {
+    /// The plugins directory could not be scanned.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] InvalidConfig),
+    /// No valid bundle has this id.
+    #[error("no plugin with id {0:?} in the plugins directory")]
+    UnknownPlugin(String),
+    /// The call needs a Running plugin.
+    #[error("plugin {0:?} is not running")]
+    NotRunning(String),
+    /// The bundle names a file that cannot be run.
+    #[error("plugin {id:?} cannot be launched: {source}")]
+    Launch {
+        /// The plugin.
+        id: String,
+        /// Which file, which field.
+        source: LaunchError,
+    },
+    /// The process did not start healthy.
+    #[error("plugin {id:?} failed to start: {source}")]
+    Start {
+        /// The plugin.
+        id: String,
+        /// Why, with its stderr.
+        source: SupervisorError,
+    },
+    /// The keeper stopped restarting the plugin.
+    #[error("plugin {id:?} was given up on: {reason}")]
+    GaveUp {
+        /// The plugin.
+        id: String,
+        /// The failures and the last of them.
+        reason: String,
+    },
+    /// A deactivation (or shutdown) came first.
+    #[error("activation of plugin {0:?} was cancelled")]
+    Cancelled(String),
+    /// The environment no longer starts plugins.
+    #[error("the environment is shutting down")]
+    ShuttingDown,
+    /// A health check failed.
+    #[error("plugin {id:?} failed its health check: {source}")]
+    Ping {
+        /// The plugin.
+        id: String,
+        /// How.
+        source: PingError,
+    },
+}
+
+impl EnvironmentError {
+    /// The part of the message that is about the plugin itself, without
+    /// "plugin X failed to start:": what its status shows as LAST ERROR.
+    pub(crate) fn plugin_message(&self) -> String {
+        match self {
+            EnvironmentError::Launch { source, .. } => source.to_string(),
+            EnvironmentError::Start { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether a later attempt may succeed on its own: a start that ran out
+    /// of time (a loaded host, a slow machine).
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, EnvironmentError::Start { source, .. } if source.is_timeout())
+    }
+}

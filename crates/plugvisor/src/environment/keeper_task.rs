@@ -1,0 +1,265 @@
+//! The task that keeps one activated plugin running: it starts it, watches
+//! it (exit, health checks), restarts it as the keeper decides, and stops it
+//! when asked. It holds its slot and the shared settings, never the
+//! Environment, so dropping the last Environment handle ends it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::error::EnvironmentError;
+use super::instance::Instance;
+use super::keeper::{Failure, Keeper, Next};
+use super::slot::{Life, Phase, Slot};
+use super::status::{EventKind, PluginState, PluginStatus};
+use crate::process::describe_exit;
+use crate::supervisor::StopReport;
+
+/// The first outcome of an activation: Running, or why not.
+pub(crate) type Outcome = Result<PluginStatus, EnvironmentError>;
+
+pub(crate) struct KeeperTask {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) first: Option<oneshot::Sender<Outcome>>,
+}
+
+/// How the keeper's watch over a running plugin ended.
+enum Watch {
+    StopRequested,
+    Failed(Failure),
+}
+
+/// How the keeper ends.
+enum End {
+    Stopped(Option<StopReport>),
+    GaveUp {
+        state: PluginState,
+        reason: String,
+        error: Option<EnvironmentError>,
+    },
+}
+
+impl KeeperTask {
+    pub(crate) async fn run(mut self) {
+        let config = &self.shared.config;
+        let mut keeper = Keeper::new(config.restart.clone(), &config.health);
+        let mut backoff = Duration::ZERO;
+        let end = loop {
+            if !backoff.is_zero() {
+                tokio::select! {
+                    _ = self.stop.cancelled() => break End::Stopped(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+            let spawned = Instant::now();
+            let start = self.shared.starts.begin();
+            // Cancelling drops a start under way, which kills its process.
+            let started = tokio::select! {
+                _ = self.stop.cancelled() => break End::Stopped(None),
+                started = Instance::start(&self.slot, &self.shared) => started,
+            };
+            let loaded = start.shared_the_host();
+            drop(start);
+            let (failure, error) = match started {
+                Ok(instance) => {
+                    let instance = Arc::new(instance);
+                    keeper.started(Instant::now());
+                    self.running(&instance, spawned.elapsed());
+                    match self.watch(&instance, &mut keeper).await {
+                        Watch::StopRequested => {
+                            break End::Stopped(Some(self.stop_running(&instance).await));
+                        }
+                        Watch::Failed(failure) => {
+                            self.failed_while_running(&instance, &failure).await;
+                            (failure, None)
+                        }
+                    }
+                }
+                Err(error) => {
+                    let failure = Failure::StartFailed {
+                        message: error.plugin_message(),
+                        timed_out: error.is_timeout() && loaded,
+                    };
+                    tracing::error!(plugin = self.slot.id(), "{error}");
+                    (failure, Some(error))
+                }
+            };
+            let next = keeper.failed(Instant::now(), &failure, fastrand::f64());
+            if let Failure::StartFailed { message, .. } = &failure {
+                self.start_failed(message, &next);
+            }
+            match next {
+                Next::Restart { delay, attempt } => {
+                    self.restart_scheduled(delay, attempt);
+                    backoff = delay;
+                }
+                Next::GiveUp { state, reason } => {
+                    break End::GaveUp {
+                        state,
+                        reason,
+                        error,
+                    };
+                }
+            }
+        };
+        self.end(end);
+    }
+
+    fn events(&self) -> &tokio::sync::broadcast::Sender<super::Event> {
+        &self.shared.events
+    }
+
+    fn running(&mut self, instance: &Arc<Instance>, startup: Duration) {
+        let kind = EventKind::Running {
+            startup_ms: startup.as_millis() as u64,
+        };
+        let status = self.slot.update(self.events(), kind, |s| {
+            Slot::set_phase(s, Phase::Running(instance.clone()))
+        });
+        if let Some(first) = self.first.take() {
+            let _ = first.send(Ok(status));
+        }
+    }
+
+    /// Until a stop is asked for, the process exits, or too many health
+    /// checks in a row fail.
+    async fn watch(&self, instance: &Instance, keeper: &mut Keeper) -> Watch {
+        let policy = &self.shared.config.health;
+        let checks = async {
+            // A random first check spreads the checks of plugins that started together.
+            let mut next = Instant::now() + policy.interval().mul_f64(fastrand::f64().max(0.01));
+            loop {
+                tokio::time::sleep_until(next).await;
+                let result = instance.ping().await;
+                if let Err(error) = &result {
+                    tracing::debug!(plugin = self.slot.id(), %error, "health check failed");
+                }
+                if keeper.checked(result.is_ok()) {
+                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    return format!(
+                        "{} failed health checks in a row: {error}",
+                        policy.fail_limit()
+                    );
+                }
+                next += policy.interval();
+                // A plugin that answers slowly is checked again one interval later, not at once.
+                next = next.max(Instant::now());
+            }
+        };
+        tokio::select! {
+            _ = self.stop.cancelled() => Watch::StopRequested,
+            status = instance.exited() => {
+                let exit = describe_exit(status);
+                let message = format!("plugin crashed ({exit}){}", instance.stderr_tail());
+                Watch::Failed(Failure::Crashed { exit, message })
+            }
+            reason = checks => Watch::Failed(Failure::Unhealthy(reason)),
+        }
+    }
+
+    async fn failed_while_running(&self, instance: &Instance, failure: &Failure) {
+        let message = failure.message().to_string();
+        tracing::warn!(plugin = self.slot.id(), "{message}");
+        let kind = match failure {
+            Failure::Crashed { exit, .. } => EventKind::Crashed { exit: exit.clone() },
+            _ => EventKind::Unhealthy {
+                reason: message.clone(),
+            },
+        };
+        self.slot
+            .update(self.events(), kind, |s| s.last_error = Some(message));
+        instance.stop().await;
+    }
+
+    async fn stop_running(&self, instance: &Arc<Instance>) -> StopReport {
+        self.slot.update(self.events(), EventKind::Stopping, |s| {
+            Slot::set_phase(s, Phase::Stopping(instance.clone()))
+        });
+        instance.stop().await
+    }
+
+    /// Announces a failed start, and its end when the keeper gives up here.
+    fn start_failed(&self, message: &str, next: &Next) {
+        let (text, gives_up) = match next {
+            Next::GiveUp {
+                state: PluginState::FailedToStart,
+                reason,
+            } => (reason.as_str(), true),
+            _ => (message, false),
+        };
+        let kind = EventKind::FailedToStart {
+            error: text.to_string(),
+        };
+        self.slot.update(self.events(), kind, |s| {
+            s.last_error = Some(text.to_string());
+            if gives_up {
+                s.life = Life::Idle(PluginState::FailedToStart);
+            }
+        });
+    }
+
+    fn restart_scheduled(&self, delay: Duration, attempt: u32) {
+        tracing::info!(
+            plugin = self.slot.id(),
+            ?delay,
+            attempt,
+            "restarting plugin"
+        );
+        let kind = EventKind::RestartScheduled {
+            delay_ms: delay.as_millis() as u64,
+            attempt,
+        };
+        self.slot.update(self.events(), kind, |s| {
+            Slot::set_phase(s, Phase::Starting);
+            s.restarts += 1;
+        });
+    }
+
+    fn end(mut self, end: End) {
+        let outcome = match end {
+            End::Stopped(report) => {
+                let kind = EventKind::Stopped {
+                    method: report.map(|r| r.method),
+                    exit: report.map(|r| describe_exit(r.status)),
+                };
+                self.slot.update(self.events(), kind, |s| {
+                    s.life = Life::Idle(PluginState::NotRunning);
+                    s.last_error = None;
+                });
+                Err(EnvironmentError::Cancelled(self.slot.id().to_string()))
+            }
+            End::GaveUp {
+                state,
+                reason,
+                error,
+            } => {
+                if state == PluginState::FailedToStayRunning {
+                    tracing::error!(plugin = self.slot.id(), "{reason}");
+                    let kind = EventKind::Disabled {
+                        reason: reason.clone(),
+                    };
+                    self.slot.update(self.events(), kind, |s| {
+                        s.life = Life::Idle(state);
+                        s.last_error = Some(reason.clone());
+                    });
+                } else {
+                    // start_failed has announced it; make sure the keeper is gone.
+                    self.slot.lock().life = Life::Idle(state);
+                }
+                Err(error.unwrap_or(EnvironmentError::GaveUp {
+                    id: self.slot.id().to_string(),
+                    reason,
+                }))
+            }
+        };
+        if let Some(first) = self.first.take() {
+            let _ = first.send(outcome);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! One plugin id in an environment: its bundle, and one lifecycle value that
+//! its status is derived from, so the two can never disagree.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::instance::Instance;
+use super::status::{Event, EventKind, PluginState, PluginStatus};
+use crate::bundle::Bundle;
+use crate::launch::RuntimeKind;
+
+pub(crate) struct Slot {
+    pub(crate) bundle: Bundle,
+    /// Serialises activate and deactivate of this id.
+    pub(crate) op: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+}
+
+pub(crate) struct SlotState {
+    pub(crate) life: Life,
+    runtime: Option<RuntimeKind>,
+    since: SystemTime,
+    pub(crate) restarts: u32,
+    pub(crate) last_error: Option<String>,
+}
+
+/// Where a plugin is in its lifecycle.
+pub(crate) enum Life {
+    /// No keeper runs: NotRunning, FailedToStart or FailedToStayRunning.
+    Idle(PluginState),
+    /// A keeper task owns the plugin until it ends.
+    Kept(Keeper, Phase),
+}
+
+/// The keeper task of an active plugin.
+pub(crate) struct Keeper {
+    /// Asks the keeper to stop the plugin and end.
+    pub(crate) stop: CancellationToken,
+    /// Taken by the deactivation that waits for the keeper's end.
+    pub(crate) task: Option<JoinHandle<()>>,
+}
+
+pub(crate) enum Phase {
+    Starting,
+    Running(Arc<Instance>),
+    /// Being stopped; kept so that a kill can still reach it.
+    Stopping(Arc<Instance>),
+}
+
+impl Slot {
+    pub(crate) fn new(bundle: Bundle, runtime: Option<RuntimeKind>) -> Slot {
+        Slot {
+            bundle,
+            op: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SlotState {
+                life: Life::Idle(PluginState::NotRunning),
+                runtime,
+                since: SystemTime::now(),
+                restarts: 0,
+                last_error: None,
+            }),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        self.bundle.id()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn status(&self) -> PluginStatus {
+        self.lock().status(self)
+    }
+
+    /// The running instance, if the plugin is Running.
+    pub(crate) fn running(&self) -> Option<Arc<Instance>> {
+        match &self.lock().life {
+            Life::Kept(_, Phase::Running(instance)) => Some(instance.clone()),
+            _ => None,
+        }
+    }
+
+    /// Changes the slot's state and announces it.
+    pub(crate) fn update(
+        &self,
+        events: &broadcast::Sender<Event>,
+        kind: EventKind,
+        change: impl FnOnce(&mut SlotState),
+    ) -> PluginStatus {
+        let status = {
+            let mut state = self.lock();
+            let before = state.life.state();
+            change(&mut state);
+            if state.life.state() != before {
+                state.since = SystemTime::now();
+            }
+            state.status(self)
+        };
+        let _ = events.send(Event {
+            kind,
+            status: status.clone(),
+        });
+        status
+    }
+
+    /// Sets the phase, if a keeper still owns the plugin.
+    pub(crate) fn set_phase(state: &mut SlotState, phase: Phase) {
+        if let Life::Kept(_, current) = &mut state.life {
+            *current = phase;
+        }
+    }
+}
+
+impl SlotState {
+    fn status(&self, slot: &Slot) -> PluginStatus {
+        let pid = match &self.life {
+            Life::Kept(_, Phase::Running(instance)) => Some(instance.pid()),
+            _ => None,
+        };
+        PluginStatus {
+            id: slot.id().to_string(),
+            version: slot.bundle.manifest.display_version().to_string(),
+            runtime: self.runtime,
+            state: self.life.state(),
+            pid,
+            since: self.since,
+            restarts: self.restarts,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+impl Life {
+    pub(crate) fn state(&self) -> PluginState {
+        match self {
+            Life::Idle(state) => *state,
+            Life::Kept(_, Phase::Starting) => PluginState::Starting,
+            Life::Kept(_, Phase::Running(_)) => PluginState::Running,
+            Life::Kept(_, Phase::Stopping(_)) => PluginState::Stopping,
+        }
+    }
+
+    pub(crate) fn keeper(&mut self) -> Option<&mut Keeper> {
+        match self {
+            Life::Kept(keeper, _) => Some(keeper),
+            Life::Idle(_) => None,
+        }
+    }
+}
