@@ -50,6 +50,8 @@ type LogRecord struct {
 	Fields  map[string]string
 }
 
+// String renders the record on one line: level, message, fields sorted by
+// name.
 func (r LogRecord) String() string {
 	keys := make([]string, 0, len(r.Fields))
 	for k := range r.Fields {
