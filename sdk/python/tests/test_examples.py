@@ -115,3 +115,18 @@ def test_censor_follows_its_configuration():
             host.configure({"banned_words": 42})
         assert "'spam'" in post(host, "spam").rejection
 
+
+
+def test_hello_serves_a_page_and_its_status():
+    config = {"greeting": "Hi", "shout": True}
+    with PluginHost(EXAMPLE, plugin_id="hello-python", configuration=config, kv_data={"activations": b"4"}) as host:
+        assert host.implemented is not None and "ServeHTTP" in host.implemented.hooks
+        page = host.http("GET", "/")
+        assert page.status == 200 and page.header("content-type") == "text/html; charset=utf-8"
+        assert b"<h1>HI from Python!</h1>" in page.body and b"Activated 5 time(s)" in page.body
+        assert b'href="/plugins/hello-python/status.json"' in page.body
+        status = host.http("GET", "/status.json")
+        assert status.json() == {"plugin_id": "hello-python", "greeting": "HI", "configuration": config, "activations": 5}
+        host.configure({"greeting": "Hey", "shout": False})
+        assert host.http("GET", "/status.json").json()["greeting"] == "Hey"
+        assert host.http("GET", "/nothing").status == 404

@@ -18,6 +18,7 @@ Importing this package is cheap: grpc is imported only when serve() runs.
 
 from __future__ import annotations
 
+from ._apps import AsgiApp, WsgiApp
 from ._errors import BrokerTimeout, HostApiError, HostUnavailable, InvalidArgument, LimitExceeded, NoHostApi
 from ._handshake import DEFAULT_COOKIE_KEY, DEFAULT_COOKIE_VALUE, HandshakeError
 from ._plugin import Plugin
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_COOKIE_KEY",
     "DEFAULT_COOKIE_VALUE",
+    "AsgiApp",
     "BrokerTimeout",
     "HandshakeError",
     "HostApi",
@@ -54,6 +56,7 @@ __all__ = [
     "NoHostApi",
     "Options",
     "Plugin",
+    "WsgiApp",
     "__version__",
     "run",
     "serve",

@@ -59,11 +59,15 @@ from .._proto import grpc_broker_pb2_grpc as broker_grpc
 from .._proto.plugvisor.v1 import lifecycle_pb2 as lifecycle_pb
 from .._proto.plugvisor.v1 import lifecycle_pb2_grpc as lifecycle_grpc
 from ._hostapi import ConfigurationService, KvLimits, KvStore, LogCollector, LogRecord, add_host_api
+from ._http import Body, Headers, HttpAborted, HttpResponse, HttpStream, collect, open_stream, request_parts
 
 __all__ = [
     "ActivationRefused",
     "ConfigurationRefused",
     "Handshake",
+    "HttpAborted",
+    "HttpResponse",
+    "HttpStream",
     "Implemented",
     "KvLimits",
     "KvStore",
@@ -449,6 +453,51 @@ class PluginHost:
             if response.HasField("refused"):
                 raise ConfigurationRefused(response.refused.message, self.stderr())
         self._configuration.configuration = dict(configuration)
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def http(
+        self,
+        method: str,
+        path: str = "/",
+        *,
+        query: str = "",
+        headers: Headers = (),
+        body: Body = b"",
+        timeout: Optional[float] = None,
+        remote_addr: str = "127.0.0.1:54321",
+        scheme: str = "http",
+    ) -> HttpResponse:
+        """Send an HTTP request through ServeHTTP, as plugvisor forwards
+        /plugins/{id}{path}; the whole response. body may be bytes or an
+        iterable of chunks (streamed). Raises HttpAborted when the plugin
+        aborts the call."""
+        return collect(self.http_stream(method, path, query=query, headers=headers, body=body, timeout=timeout,
+                                        remote_addr=remote_addr, scheme=scheme))
+
+    def http_stream(
+        self,
+        method: str,
+        path: str = "/",
+        *,
+        query: str = "",
+        headers: Headers = (),
+        body: Body = b"",
+        timeout: Optional[float] = None,
+        remote_addr: str = "127.0.0.1:54321",
+        scheme: str = "http",
+    ) -> HttpStream:
+        """Like http(), but the response comes part by part (HttpStream)."""
+        if not any(name.lower() == "host" for name, _ in headers):
+            headers = [("host", "localhost:8065"), *headers]
+        head_fields = {
+            "remote_addr": remote_addr,
+            "plugin_id": self.plugin_id,
+            "mount_path": f"/plugins/{self.plugin_id}",
+            "http_version": "HTTP/1.1",
+            "scheme": scheme,
+        }
+        parts = request_parts(method, path, query, headers, body, head_fields)
+        return open_stream(self.channel, parts, self.hook_timeout if timeout is None else timeout)
 
     def deactivate(self) -> None:
         """OnDeactivate, when the plugin lists it (once)."""

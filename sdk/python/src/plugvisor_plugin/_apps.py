@@ -1,0 +1,42 @@
+"""Which kind of web app run(http=...) was given: WSGI or ASGI.
+
+Cheap (no grpc, no asyncio), so that the wrappers can be imported from
+plugvisor_plugin itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+
+class WsgiApp:
+    """Serve `app` as a WSGI (PEP 3333) application: Flask, Django, ..."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        if not callable(app):
+            raise TypeError(f"a WSGI app is callable; {app!r} is not")
+        self.app = app
+
+
+class AsgiApp:
+    """Serve `app` as an ASGI 3 application: FastAPI, Starlette, ..."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        if not callable(app):
+            raise TypeError(f"an ASGI app is callable; {app!r} is not")
+        self.app = app
+
+
+def detect(app: object) -> Union[WsgiApp, AsgiApp]:
+    """WsgiApp or AsgiApp for `app`: given wrappers are kept; an app whose
+    call is a coroutine function (async def __call__ or an async function)
+    is ASGI, any other callable WSGI."""
+    import inspect
+
+    if isinstance(app, (WsgiApp, AsgiApp)):
+        return app
+    if not callable(app):
+        raise TypeError(f"http= takes a WSGI or ASGI app, not {type(app).__name__}")
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
+        return AsgiApp(app)
+    return WsgiApp(app)
