@@ -5,6 +5,7 @@ package main
 // the defaults of its plugin.json, and driven over HTTP and its hooks.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +212,53 @@ func TestHelloGoCountsActivationsAndFollowsItsSettings(t *testing.T) {
 			}
 			mustContain(t, "the refusal", resp.GetRefused().GetMessage(), "201 characters long; the limit is 200")
 		})
+	}
+}
+
+// plugvisor sends SIGTERM after the controller's Shutdown: hello-go leaves
+// through Serve (socket removed), logs why and exits 0.
+func TestHelloGoStopsCleanlyOnSIGTERM(t *testing.T) {
+	sockDir := t.TempDir()
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(),
+		"MATTERMOST_PLUGIN=Securely message teams, anywhere.",
+		"PLUGIN_PROTOCOL_VERSIONS=1",
+		"PLUGIN_UNIX_SOCKET_DIR="+sockDir,
+	)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "|unix|") {
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("handshake line %q (%v)", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("still running 10 s after SIGTERM")
+	}
+	if left, _ := os.ReadDir(sockDir); len(left) != 0 {
+		t.Errorf("the socket was left behind: %v", left)
+	}
+	if !strings.Contains(stderr.String(), `"hello-go stopping"`) {
+		t.Errorf("no \"hello-go stopping\" line on stderr:\n%s", stderr.String())
 	}
 }
