@@ -2,9 +2,13 @@
 """How long does a plugin take to stop? A benchmark, not a test.
 
 Starts the hello-python example N times (default 20) under
-plugvisor_plugin.testing.PluginHost and measures, interleaved:
-  controller  plugin.GRPCController/Shutdown sent -> process exited
-  sigterm     SIGTERM sent -> process exited
+plugvisor_plugin.testing.PluginHost (which activates it as plugvisor does)
+and measures, interleaved:
+  controller   OnDeactivate first (not timed), as plugvisor stops a plugin;
+               then plugin.GRPCController/Shutdown sent -> process exited
+  controller!  Shutdown without OnDeactivate: the SDK runs on_deactivate
+               itself during the stop (the example logs through the host API)
+  sigterm      SIGTERM sent -> process exited (on_deactivate during the stop)
 Prints medians and minimums. Linux only (pidfd).
 
 Usage: .venv/bin/python sdk/python/bench_stop.py [-n RUNS] [--script PATH] [--python PATH]
@@ -33,8 +37,10 @@ def one_stop(script: Path, how: str, python: str | None) -> float:
         # with a timeout polls, with sleeps of up to 50 ms).
         pidfd = os.pidfd_open(host.pid)
         try:
-            t0 = time.perf_counter()
             if how == "controller":
+                host.deactivate()
+            t0 = time.perf_counter()
+            if how.startswith("controller"):
                 host.request_shutdown()
             else:
                 host.signal(signal.SIGTERM)
@@ -58,12 +64,12 @@ def main() -> None:
     ap.add_argument("--python", help="the plugin's interpreter (default: this one)")
     args = ap.parse_args()
     one_stop(args.script, "controller", args.python)  # warm the page cache
-    results: dict[str, list[float]] = {"controller": [], "sigterm": []}
+    results: dict[str, list[float]] = {"controller": [], "controller!": [], "sigterm": []}
     for _ in range(args.runs):
         for how, xs in results.items():
             xs.append(one_stop(args.script, how, args.python))
     for how, xs in results.items():
-        print(f"{how:10} -> exit: median {statistics.median(xs) * 1000:6.1f} ms, min {min(xs) * 1000:6.1f} ms ({len(xs)} runs)")
+        print(f"{how:12} -> exit: median {statistics.median(xs) * 1000:6.1f} ms, min {min(xs) * 1000:6.1f} ms ({len(xs)} runs)")
 
 
 if __name__ == "__main__":

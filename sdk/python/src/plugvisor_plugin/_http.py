@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Optional, Protocol, Union
 
 import grpc
 
-from ._apps import AsgiApp, WsgiApp, detect
+from ._apps import AsgiApp, WsgiApp
 from ._proto.plugvisor.v1 import http_pb2 as pb
 from ._proto.plugvisor.v1 import http_pb2_grpc as pb_grpc
 
@@ -127,37 +127,37 @@ class Adapter(Protocol):
 class HttpComponent(pb_grpc.HttpServicer):
     """Serves plugvisor.v1.Http for one app; the lifecycle calls startup/shutdown."""
 
-    def __init__(self, adapter: Adapter) -> None:
-        self.adapter = adapter
-
-    @classmethod
-    def for_app(cls, app: object) -> HttpComponent:
-        kind = detect(app)
-        if isinstance(kind, AsgiApp):
-            from ._asgi import AsgiAdapter
-
-            return cls(AsgiAdapter(kind.app))
-        assert isinstance(kind, WsgiApp)
-        from ._wsgi import WsgiAdapter
-
-        return cls(WsgiAdapter(kind.app))
+    def __init__(self, app: Union[WsgiApp, AsgiApp]) -> None:
+        self.app = app
+        self.adapter: Optional[Adapter] = None
 
     # -- Component --------------------------------------------------------------------
     def register(self, server: grpc.Server, runtime: Runtime) -> None:
+        if isinstance(self.app, AsgiApp):
+            from ._asgi import AsgiAdapter
+
+            self.adapter = AsgiAdapter(self.app.app)  # starts its event loop thread
+        else:
+            from ._wsgi import WsgiAdapter
+
+            self.adapter = WsgiAdapter(self.app.app)
         pb_grpc.add_HttpServicer_to_server(self, server)
 
     def stopping(self) -> None:
         pass
 
     def stopped(self) -> None:
-        self.adapter.close()
+        if self.adapter is not None:
+            self.adapter.close()
 
     # -- what the lifecycle calls -------------------------------------------------------
     def startup(self) -> None:
-        self.adapter.startup()
+        if self.adapter is not None:
+            self.adapter.startup()
 
     def shutdown(self) -> None:
-        self.adapter.shutdown()
+        if self.adapter is not None:
+            self.adapter.shutdown()
 
     # -- the RPC ---------------------------------------------------------------------------
     def ServeHTTP(
@@ -166,4 +166,5 @@ class HttpComponent(pb_grpc.HttpServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "head":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ServeHTTP: the first request part must be the head")
+        assert self.adapter is not None
         return self.adapter.serve(first.head, RequestBody(request_iterator), context)

@@ -116,23 +116,28 @@ class _Stopper:
 
 def run_plugin_object(plugin: Plugin, http: object, options: Mapping[str, Any]) -> None:
     """run(): serve a Plugin's lifecycle, the broker and (with http) its app."""
-    from ._broker import Broker
-    from ._lifecycle import Lifecycle
+    from ._apps import detect
 
-    opts = resolve(options)
-    broker = Broker(opts["broker_timeout"])
-    services: list[str] = []
-    components: list[Component] = [broker]
-    app = None
-    if http is not None:
-        from ._http import HttpComponent
+    app_kind = detect(http) if http is not None else None  # a wrong http= fails at once
 
-        app = HttpComponent.for_app(http)
-    lifecycle = Lifecycle(plugin, broker, services, app)
-    components.append(lifecycle)
-    if app is not None:
-        components.append(app)
-    run_plugin(plugin.register, options, components, services)
+    def components(opts: Options, services: list[str]) -> list[Component]:
+        # Only once the cookie check passed: this imports grpc and protobuf.
+        from ._broker import Broker
+        from ._lifecycle import Lifecycle
+
+        broker = Broker(opts["broker_timeout"])
+        out: list[Component] = [broker]
+        app = None
+        if app_kind is not None:
+            from ._http import HttpComponent
+
+            app = HttpComponent(app_kind)
+        out.append(Lifecycle(plugin, broker, services, app))
+        if app is not None:
+            out.append(app)
+        return out
+
+    run_plugin(plugin.register, options, components)
 
 
 def _program_name() -> str:
@@ -165,15 +170,15 @@ def _port_is_free(port: int) -> bool:
 def run_plugin(
     register: Optional[Register],
     options: Mapping[str, Any],
-    components: Sequence[Component] = (),
-    services: Optional[list[str]] = None,
+    components: Optional[Callable[[Options, list[str]], Sequence[Component]]] = None,
 ) -> None:
     """Run until the host stops the plugin, then raise SystemExit.
 
     SystemExit(1) when the plugin cannot start. After a graceful stop,
     SystemExit(0) (1 when on_shutdown raised), with the process's quick end
-    armed (see _exit). `services` collects the names of the services
-    `register` adds.
+    armed (see _exit). `components(options, services)` makes the parts
+    run() adds, once the cheap checks passed; `services` is filled with the
+    names of the services `register` adds.
     """
     # Remember the host before anything slow happens: if it dies during our
     # imports we must still notice that our parent changed.
@@ -187,7 +192,9 @@ def run_plugin(
     except hs.HandshakeError as e:
         _die(f"{prog}: cannot start: {e}\n")
 
-    runner = _Runner(prog, version, opts, register, components, services, initial_ppid)
+    services: list[str] = []
+    parts = components(opts, services) if components is not None else ()
+    runner = _Runner(prog, version, opts, register, parts, services, initial_ppid)
     try:
         code = runner.run()
     except hs.HandshakeError as e:
