@@ -107,6 +107,17 @@ def test_a_client_that_disconnects_stops_the_app(web):
     assert web.http("GET", "/stream", query="n=1").parts == [b"chunk 0\n"]
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_stopping_with_a_stream_open_ends_it_and_exits_cleanly(tmp_path, framework):
+    marker = tmp_path / "marker"
+    env = {"PVTEST_FRAMEWORK": framework, "PVTEST_MARKER": str(marker), "PVTEST_GRACE": "0.3"}
+    with PluginHost(HTTP_PLUGIN, env=env) as host:
+        stream = host.http_stream("GET", "/forever")
+        assert next(iter(stream)) == b"tick 0\n"
+        assert host.stop() == 0  # within the stop timeout: the open stream is cut after the grace
+    assert "stream closed" in lines(marker)
+
+
 def test_an_app_that_raises_before_the_head_answers_500(web):
     r = web.http("GET", "/fail-before")
     assert r.status == 500

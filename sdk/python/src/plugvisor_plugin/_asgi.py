@@ -82,6 +82,7 @@ class _Exchange:
         self.headers: list[Any] = []
         self.head_sent = False
         self.body_complete = False
+        self.task: Optional[asyncio.Task[None]] = None
 
     # -- the RPC side (any thread) -----------------------------------------------------------
     def call_ended(self) -> None:
@@ -90,6 +91,15 @@ class _Exchange:
     async def _mark_gone(self) -> None:
         self.gone.set()
         async with self.cond:
+            self.cond.notify_all()
+
+    async def abandon(self) -> None:
+        """The plugin is stopping: end the app's work and the RPC's wait."""
+        self.gone.set()
+        if self.task is not None:
+            self.task.cancel()
+        async with self.cond:
+            self.finished = True
             self.cond.notify_all()
 
     async def next_item(self) -> Item:
@@ -149,6 +159,7 @@ class _Exchange:
             self.body_complete = not more
 
     async def run(self, app: AsgiCallable, scope: dict[str, Any]) -> None:
+        self.task = asyncio.current_task()
         try:
             await app(scope, self.receive, self.send)
             if not self.head_sent:
@@ -157,7 +168,7 @@ class _Exchange:
                     await self._put(part)
             elif not self.body_complete:
                 await self._put(_Abort("the app returned before it finished the response body"))
-        except ClientDisconnected:
+        except (ClientDisconnected, asyncio.CancelledError):
             pass
         except Exception as e:
             if self.body_complete:
@@ -216,6 +227,7 @@ class AsgiAdapter:
         self._lifespan_in: Optional[asyncio.Queue[Message]] = None
         self._lifespan_events: Optional[asyncio.Queue[Message]] = None
         self._lifespan_supported = False
+        self._live: set[_Exchange] = set()
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -272,9 +284,18 @@ class AsgiAdapter:
             raise event["error"]
 
     def close(self) -> None:
+        """After the server drained: end what is left (no RPC may wait on a dead loop), stop the loop."""
         if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
+
+            async def abandon_all() -> None:
+                for exchange in list(self._live):
+                    await exchange.abandon()
+
+            try:
+                self._on_loop(abandon_all(), 5)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(5)
 
     # -- requests ----------------------------------------------------------------------------------
     def serve(
@@ -282,6 +303,7 @@ class AsgiAdapter:
     ) -> Iterator[pb.HttpResponsePart]:
         exchange = _Exchange(self.loop, body)
         context.add_callback(exchange.call_ended)
+        self._live.add(exchange)
         asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope_for(head, self.state)), self.loop)
         try:
             while True:
@@ -292,5 +314,6 @@ class AsgiAdapter:
                     break
                 yield item
         finally:
+            self._live.discard(exchange)
             exchange.call_ended()  # a closed generator (the client left) counts as a disconnect
         context.abort(grpc.StatusCode.INTERNAL, item.message)

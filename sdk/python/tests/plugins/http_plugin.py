@@ -2,6 +2,7 @@
 """A Plugin serving a real Flask (WSGI) or FastAPI (ASGI) app, for the HTTP tests.
 
 PVTEST_FRAMEWORK  "flask" or "fastapi"
+PVTEST_GRACE      run(grace=...)
 PVTEST_MARKER     file the app appends events to: "stream closed" when a
                   streaming response is stopped, "startup" / "shutdown" for
                   FastAPI's lifespan
@@ -182,4 +183,5 @@ class HttpPlugin(Plugin):
 
 if __name__ == "__main__":
     framework = os.environ["PVTEST_FRAMEWORK"]
-    run(HttpPlugin(), http=flask_app() if framework == "flask" else fastapi_app())
+    options = {"grace": float(os.environ["PVTEST_GRACE"])} if os.environ.get("PVTEST_GRACE") else {}
+    run(HttpPlugin(), http=flask_app() if framework == "flask" else fastapi_app(), **options)
