@@ -329,9 +329,9 @@ def test_hclog_handler_writes_to_fd_2_by_default(capfd):
 
 
 def test_import_does_not_load_grpc():
-    code = "import sys, plugvisor_plugin; print(sorted(m for m in ('grpc', 'grpc_health', 'google.protobuf', 'cryptography', 'json', 'logging') if m in sys.modules))"
+    code = "import sys, plugvisor_plugin; print(sorted(m for m in ('grpc', 'grpc_health', 'google.protobuf', 'cryptography', 'asyncio', 'json', 'logging') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "grpc" not in out and "google.protobuf" not in out and "cryptography" not in out
+    assert "grpc" not in out and "google.protobuf" not in out and "cryptography" not in out and "asyncio" not in out
 
 
 # -- AutoMTLS certificates ------------------------------------------------------------

@@ -6,7 +6,9 @@ plugvisor_plugin itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: keep `import plugvisor_plugin` light
+    from typing import Any, Callable, Union
 
 
 class WsgiApp:
