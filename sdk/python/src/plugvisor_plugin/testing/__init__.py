@@ -622,10 +622,9 @@ class PluginHost:
         except grpc.RpcError:
             if self.process.poll() is None:
                 self.signal(signal.SIGTERM)
-        stderr_before = self.stderr()
         status = self.wait()
         if check and status != 0:
-            raise PluginExitError(f"the plugin exited with status {status}", stderr_before)
+            raise PluginExitError(f"the plugin exited with status {status}", self.stderr())
         return status
 
     def kill(self) -> None:
