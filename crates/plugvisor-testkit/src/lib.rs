@@ -237,3 +237,37 @@ impl Captured {
         self.text().lines().map(str::to_string).collect()
     }
 }
+
+/// Adds (or replaces) a top-level field of a bundle's plugin.json.
+pub fn set_manifest_field(bundle: &Path, field: &str, value: serde_json::Value) {
+    let path = bundle.join("plugin.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest[field] = value;
+    std::fs::write(&path, manifest.to_string()).unwrap();
+}
+
+/// The lines of a file the fake plugin appends to (`--hook-log`).
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until a line of `path` starts with `prefix`, and returns it.
+pub fn wait_for_line(path: &Path, prefix: &str) -> String {
+    let mut found = None;
+    let ok = eventually(Duration::from_secs(10), || {
+        found = lines_of(path).into_iter().find(|l| l.starts_with(prefix));
+        found.is_some()
+    });
+    assert!(
+        ok,
+        "no line starting with {prefix:?} in {}: {:?}",
+        path.display(),
+        lines_of(path)
+    );
+    found.unwrap()
+}

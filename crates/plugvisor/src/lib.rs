@@ -30,12 +30,15 @@
 mod bundle;
 mod environment;
 mod handshake;
+mod hooks;
 mod invalid_config;
 mod launch;
 mod manifest;
+mod settings_schema;
 mod policy;
 mod process;
 mod stdio;
+mod store;
 mod supervisor;
 mod sweep;
 mod tls;
@@ -43,17 +46,21 @@ mod transport;
 
 pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
 pub use environment::{
-    Available, Environment, EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event,
-    EventKind, PluginState, PluginStatus,
+    Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,
+    EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event, EventKind, PluginState,
+    PluginStatus,
 };
 pub use handshake::{Handshake, HandshakeLineError, Network};
+pub use hooks::{CallerPlugin, HookError, HookTimeouts, HookTimeoutsBuilder};
 pub use invalid_config::InvalidConfig;
 pub use launch::{
     LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
 };
 pub use manifest::{Manifest, ManifestError, ServerSection};
+pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, SettingsSchema};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
 pub use stdio::StderrLines;
+pub use store::{KvLimits, KvLimitsBuilder, StoreError};
 pub use supervisor::{
     PingError, SkippedLines, StopMethod, StopReport, Supervisor, SupervisorConfig,
     SupervisorConfigBuilder, SupervisorError,

@@ -126,6 +126,8 @@ pub enum ManifestError {
         field: &'static str,
         platform: String,
     },
+    #[error("{0}")]
+    Settings(String),
     #[error(
         "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
     )]
@@ -151,6 +153,7 @@ impl Manifest {
     /// Checks every rule that needs no file system.
     pub fn validate(&self) -> Result<(), ManifestError> {
         validate_id(&self.id)?;
+        self.settings().map_err(ManifestError::Settings)?;
         if let Some(version) = &self.version {
             validate_semver("version", version)?;
         }
@@ -213,6 +216,11 @@ impl Manifest {
                 .executable_for(platform)
                 .map(|(_, path)| path.extension().is_some_and(|ext| ext == "py"))
                 .unwrap_or(false)
+    }
+
+    /// The plugin's settings, from `settings_schema.settings`.
+    pub fn settings(&self) -> Result<crate::SettingsSchema, String> {
+        crate::SettingsSchema::parse(self.settings_schema.as_ref())
     }
 
     /// The version, or "-" when there is none.

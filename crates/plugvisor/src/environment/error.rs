@@ -1,6 +1,9 @@
 //! What can go wrong when an application asks the environment for something.
 
 use crate::InvalidConfig;
+use crate::hooks::HookError;
+use crate::settings_schema::InvalidSetting;
+use crate::store::StoreError;
 use crate::bundle::ScanError;
 use crate::launch::LaunchError;
 use crate::supervisor::{PingError, SupervisorError};
@@ -37,6 +40,50 @@ pub enum EnvironmentError {
         /// Why, with its stderr.
         source: SupervisorError,
     },
+    /// The plugin refused: its activation (OnActivate) or a configuration
+    /// change (OnConfigurationChange), with its own message.
+    #[error("plugin {id:?} refused: {message}")]
+    Refused {
+        /// The plugin.
+        id: String,
+        /// Why, in the plugin's words.
+        message: String,
+    },
+    /// A lifecycle hook did not answer (in time).
+    #[error("plugin {id:?}: {source}")]
+    Hook {
+        /// The plugin.
+        id: String,
+        /// Which hook, how.
+        source: HookError,
+    },
+    /// The host API could not be served to the plugin.
+    #[error("plugin {id:?}: the host API cannot be served: {problem}")]
+    HostApi {
+        /// The plugin.
+        id: String,
+        /// Why.
+        problem: String,
+    },
+    /// A configuration value does not fit the plugin's settings_schema.
+    #[error("plugin {id:?}: {source}")]
+    InvalidSetting {
+        /// The plugin.
+        id: String,
+        /// Which key, and what would fit.
+        source: InvalidSetting,
+    },
+    /// The store (data directory) failed.
+    #[error("plugin {id:?}: {problem}")]
+    Store {
+        /// The plugin.
+        id: String,
+        /// What failed.
+        problem: String,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    OpenStore(#[from] StoreError),
     /// The keeper stopped restarting the plugin.
     #[error("plugin {id:?} was given up on: {reason}")]
     GaveUp {
@@ -68,6 +115,9 @@ impl EnvironmentError {
         match self {
             EnvironmentError::Launch { source, .. } => source.to_string(),
             EnvironmentError::Start { source, .. } => source.to_string(),
+            EnvironmentError::Refused { message, .. } => message.clone(),
+            EnvironmentError::Hook { source, .. } => source.to_string(),
+            EnvironmentError::HostApi { problem, .. } => format!("the host API cannot be served: {problem}"),
             other => other.to_string(),
         }
     }
@@ -76,5 +126,16 @@ impl EnvironmentError {
     /// of time (a loaded host, a slow machine).
     pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, EnvironmentError::Start { source, .. } if source.is_timeout())
+    }
+
+    /// Whether the plugin turned its activation down, or could not answer
+    /// it: a refusal, a hook that timed out or that it claims but does not
+    /// serve. A restart would not change that.
+    pub(crate) fn is_refusal(&self) -> bool {
+        match self {
+            EnvironmentError::Refused { .. } => true,
+            EnvironmentError::Hook { source, .. } => source.is_final(),
+            _ => false,
+        }
     }
 }

@@ -1,25 +1,45 @@
 //! One started plugin process as the environment sees it: the supervisor
-//! that owns the process, and what was agreed with the plugin at its start.
+//! that owns the process, what the plugin said it implements, and the host
+//! API and broker stream that serve it.
 
 use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use tonic::transport::Channel;
 
 use super::Shared;
+use super::configuration;
 use super::error::EnvironmentError;
 use super::slot::Slot;
+use crate::hooks::broker::{Broker, HOST_API_SERVICE_ID};
+use crate::hooks::host_api::{HostApi, HostApiContext};
+use crate::hooks::lifecycle::{self, BROKER_SERVICE, HookError, Implemented};
 use crate::launch::plan_launch;
+use crate::proto::plugvisor::v1::OnActivateRequest;
 use crate::supervisor::{PingError, StopReport, Supervisor};
+
+/// What the host says it is, in OnActivate.
+const HOST_VERSION: &str = concat!("plugvisor ", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct Instance {
     supervisor: Supervisor,
+    implemented: Implemented,
+    shared: Arc<Shared>,
+    // Held for the life of the process; dropping them stops them.
+    _host_api: Option<HostApi>,
+    _broker: Option<Broker>,
 }
 
 impl Instance {
     /// The one start path, for a first activation and for every restart:
-    /// the launch plan, then the supervisor's spawn → handshake → healthy
-    /// within the plan's start timeout.
-    pub(crate) async fn start(slot: &Slot, shared: &Shared) -> Result<Instance, EnvironmentError> {
+    /// the launch plan, the supervisor's spawn → handshake → healthy within
+    /// the plan's start timeout, then Implemented and OnActivate under their
+    /// own timeouts. On any failure nothing is left running.
+    pub(crate) async fn start(
+        slot: &Arc<Slot>,
+        shared: &Arc<Shared>,
+    ) -> Result<Instance, EnvironmentError> {
         let id = slot.id();
         let config = &shared.config;
         let plan = plan_launch(&slot.bundle, &config.launch).map_err(|source| {
@@ -34,8 +54,110 @@ impl Instance {
                 id: id.to_string(),
                 source,
             })?;
-        tracing::info!(plugin = id, "plugin {id} activated without lifecycle hooks");
-        Ok(Instance { supervisor })
+        match Instance::activate(supervisor, slot, shared).await {
+            Ok(instance) => Ok(instance),
+            Err((supervisor, error)) => {
+                supervisor.stop().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Implemented, the host API, OnActivate.
+    async fn activate(
+        supervisor: Supervisor,
+        slot: &Arc<Slot>,
+        shared: &Arc<Shared>,
+    ) -> Result<Instance, (Supervisor, EnvironmentError)> {
+        let id = slot.id();
+        let timeouts = shared.config.hooks;
+        let channel = supervisor.channel();
+        let hook_failed = |source: HookError| EnvironmentError::Hook {
+            id: id.to_string(),
+            source,
+        };
+        let implemented = match lifecycle::implemented(&channel, timeouts.implemented).await {
+            Ok(implemented) => implemented,
+            Err(error) => return Err((supervisor, hook_failed(error))),
+        };
+        let mut instance = Instance {
+            supervisor,
+            implemented,
+            shared: shared.clone(),
+            _host_api: None,
+            _broker: None,
+        };
+        if !instance.implemented.lifecycle {
+            if !slot.said_no_hooks.swap(true, Ordering::Relaxed) {
+                tracing::info!(plugin = id, "plugin {id} activated without lifecycle hooks");
+            }
+            return Ok(instance);
+        }
+        let broker_id = match instance.implemented.service(BROKER_SERVICE) {
+            true => match instance.serve_host_api(slot, shared).await {
+                Ok(id) => id,
+                Err(error) => return Err((instance.supervisor, error)),
+            },
+            false => 0,
+        };
+        let values = configuration::effective(slot, shared);
+        let request = OnActivateRequest {
+            plugin_id: id.to_string(),
+            configuration_json: configuration::to_json(&values),
+            host_api_broker_id: broker_id,
+            host_version: HOST_VERSION.to_string(),
+        };
+        match lifecycle::on_activate(&channel, timeouts.on_activate, request).await {
+            Ok(None) => Ok(instance),
+            Ok(Some(message)) => {
+                tracing::error!(plugin = id, "the plugin refused its activation: {message}");
+                let error = EnvironmentError::Refused {
+                    id: id.to_string(),
+                    message,
+                };
+                Err((instance.supervisor, error))
+            }
+            Err(error) => Err((instance.supervisor, hook_failed(error))),
+        }
+    }
+
+    /// Serves the host API in the plugin's socket directory and announces it
+    /// on the broker; returns its broker id.
+    async fn serve_host_api(
+        &mut self,
+        slot: &Arc<Slot>,
+        shared: &Arc<Shared>,
+    ) -> Result<u32, EnvironmentError> {
+        let id = slot.id();
+        let unavailable = |problem: String| EnvironmentError::HostApi {
+            id: id.to_string(),
+            problem,
+        };
+        let socket_dir = self
+            .supervisor
+            .socket_dir()
+            .ok_or_else(|| unavailable("the plugin's socket directory is gone".into()))?;
+        let tls = self
+            .supervisor
+            .brokered_tls()
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (slot_ref, shared_ref) = (Arc::downgrade(slot), Arc::downgrade(shared));
+        let context = HostApiContext {
+            plugin_id: id.to_string(),
+            store: shared.store.clone(),
+            configuration: Arc::new(move || current_json(&slot_ref, &shared_ref)),
+            embedder: shared.config.host_services.clone(),
+        };
+        let host_api = HostApi::serve(context, &socket_dir, self.supervisor.pid(), tls)
+            .map_err(|e| unavailable(format!("cannot listen in {}: {e}", socket_dir.display())))?;
+        let broker = Broker::open(self.supervisor.channel());
+        let address = host_api.address().to_string_lossy().into_owned();
+        if !broker.announce(HOST_API_SERVICE_ID, "unix", &address).await {
+            return Err(unavailable("the broker stream closed".into()));
+        }
+        self._host_api = Some(host_api);
+        self._broker = Some(broker);
+        Ok(HOST_API_SERVICE_ID)
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -44,6 +166,16 @@ impl Instance {
 
     pub(crate) fn channel(&self) -> Channel {
         self.supervisor.channel()
+    }
+
+    /// Whether the plugin said it serves this gRPC service.
+    pub(crate) fn serves(&self, service: &str) -> bool {
+        self.implemented.service(service)
+    }
+
+    /// Whether the plugin said it implements this hook.
+    pub(crate) fn implements(&self, hook: &str) -> bool {
+        self.implemented.hook(hook)
     }
 
     pub(crate) fn stderr_tail(&self) -> crate::stdio::StderrLines {
@@ -58,13 +190,47 @@ impl Instance {
         self.supervisor.exited().await
     }
 
-    /// The stop sequence; after a crash it only reaps and cleans up.
+    /// `OnConfigurationChange`, if the plugin implements it: `None` when it
+    /// does not, else its answer (a refusal's message, or nothing).
+    pub(crate) async fn configuration_changed(
+        &self,
+        configuration_json: String,
+    ) -> Option<Result<Option<String>, HookError>> {
+        if !self.implements(lifecycle::ON_CONFIGURATION_CHANGE) {
+            return None;
+        }
+        let timeout = self.shared.config.hooks.on_configuration_change;
+        Some(lifecycle::on_configuration_change(&self.channel(), timeout, configuration_json).await)
+    }
+
+    /// A deactivation: OnDeactivate (bounded by its timeout, never blocking
+    /// the stop), then the stop sequence.
     pub(crate) async fn stop(&self) -> StopReport {
+        if self.implements(lifecycle::ON_DEACTIVATE) && self.supervisor.exit_status().is_none() {
+            let timeout = self.shared.config.hooks.on_deactivate;
+            if let Err(error) = lifecycle::on_deactivate(&self.channel(), timeout).await {
+                tracing::warn!(plugin = self.supervisor.id(), "{error}; stopping it anyway");
+            }
+        }
+        self.supervisor.stop().await
+    }
+
+    /// After a crash or a hang: no hooks, only the stop sequence (or the
+    /// reaping of what exited) and the clean-up.
+    pub(crate) async fn clean_up(&self) -> StopReport {
         self.supervisor.stop().await
     }
 
     /// SIGKILLs the process group now; a stop under way then ends at once.
     pub(crate) fn kill_now(&self) {
         self.supervisor.kill_now();
+    }
+}
+
+/// The configuration the host API's Configuration.Get answers with.
+fn current_json(slot: &Weak<Slot>, shared: &Weak<Shared>) -> String {
+    match (slot.upgrade(), shared.upgrade()) {
+        (Some(slot), Some(shared)) => configuration::to_json(&configuration::effective(&slot, &shared)),
+        _ => "{}".to_string(),
     }
 }

@@ -22,7 +22,6 @@ pub(crate) enum Failure {
     StartFailed { message: String, timed_out: bool },
     /// The plugin refused its activation: a configuration error, which no
     /// restart fixes.
-    #[allow(dead_code)] // the lifecycle hooks come next
     Refused(String),
 }
 

@@ -82,16 +82,19 @@ impl KeeperTask {
                     }
                 }
                 Err(error) => {
-                    let failure = Failure::StartFailed {
-                        message: error.plugin_message(),
-                        timed_out: error.is_timeout() && loaded,
+                    let failure = match error.is_refusal() {
+                        true => Failure::Refused(error.plugin_message()),
+                        false => Failure::StartFailed {
+                            message: error.plugin_message(),
+                            timed_out: error.is_timeout() && loaded,
+                        },
                     };
                     tracing::error!(plugin = self.slot.id(), "{error}");
                     (failure, Some(error))
                 }
             };
             let next = keeper.failed(Instant::now(), &failure, fastrand::f64());
-            if let Failure::StartFailed { message, .. } = &failure {
+            if let Failure::StartFailed { message, .. } | Failure::Refused(message) = &failure {
                 self.start_failed(message, &next);
             }
             match next {
@@ -174,7 +177,7 @@ impl KeeperTask {
         };
         self.slot
             .update(self.events(), kind, |s| s.last_error = Some(message));
-        instance.stop().await;
+        instance.clean_up().await;
     }
 
     async fn stop_running(&self, instance: &Arc<Instance>) -> StopReport {

@@ -8,7 +8,9 @@
 //! ([`Environment::subscribe`]). The environment knows plugins by id and
 //! never touches a process or a socket itself: that is the supervisor's job.
 
+mod call;
 mod config;
+mod configuration;
 mod error;
 mod instance;
 mod keeper;
@@ -24,12 +26,16 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub use call::CallError;
 pub use config::{EnvironmentConfig, EnvironmentConfigBuilder};
+pub use configuration::{ConfigApplied, ConfigChange, ConfigSource, ConfigValue};
 pub use error::EnvironmentError;
 pub use status::{Available, Event, EventKind, PluginState, PluginStatus};
 
 use crate::bundle::{BundleError, scan_plugins_dir};
 use crate::launch::plan_launch;
+use crate::settings_schema::SettingsSchema;
+use crate::store::Store;
 use keeper_task::KeeperTask;
 use slot::{Keeper, Life, Phase, Slot};
 
@@ -61,13 +67,29 @@ pub(crate) struct Shared {
     /// Cancelled at shutdown (and drop): keepers stop, nothing new starts.
     pub(crate) closing: CancellationToken,
     pub(crate) starts: pacing::Starts,
+    pub(crate) store: Store,
 }
 
 impl Environment {
-    /// Scans the plugins directory. Invalid bundles are kept for
+    /// Scans the plugins directory, opens the store (in the data directory,
+    /// if there is one) and checks the configured values against each
+    /// plugin's settings_schema. Invalid bundles are kept for
     /// [`Environment::available`]; nothing is started yet.
-    pub fn new(config: EnvironmentConfig) -> Result<Environment, EnvironmentError> {
+    pub fn new(mut config: EnvironmentConfig) -> Result<Environment, EnvironmentError> {
         let scan = scan_plugins_dir(&config.plugins_dir)?;
+        let schema_of = |id: &str| {
+            scan.bundles
+                .iter()
+                .find(|b| b.id() == id)
+                .map(|b| b.manifest.settings().unwrap_or_default())
+        };
+        config.plugin_configuration =
+            configuration::check_file_values(&config.plugin_configuration, schema_of)
+                .map_err(|(id, source)| EnvironmentError::InvalidSetting { id, source })?;
+        let store = match &config.data_dir {
+            Some(dir) => Store::open(dir, config.kv_limits)?,
+            None => Store::in_memory(config.kv_limits),
+        };
         let slots = scan
             .bundles
             .into_iter()
@@ -92,6 +114,7 @@ impl Environment {
             events,
             closing: CancellationToken::new(),
             starts: pacing::Starts::default(),
+            store,
         };
         Ok(Environment {
             inner: Arc::new(Inner {
@@ -208,6 +231,127 @@ impl Environment {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// The plugin's settings, from its manifest's settings_schema.
+    pub fn settings(&self, id: &str) -> Result<SettingsSchema, EnvironmentError> {
+        Ok(self.slot(id)?.settings().clone())
+    }
+
+    /// The plugin's effective configuration, sorted by key, with where each
+    /// value comes from ([`ConfigSource`]).
+    pub fn configuration(&self, id: &str) -> Result<Vec<ConfigValue>, EnvironmentError> {
+        let slot = self.slot(id)?;
+        Ok(configuration::effective(&slot, &self.inner.shared))
+    }
+
+    /// Changes the operator's configuration values of a plugin, all or
+    /// none. Each value is checked against the plugin's settings_schema
+    /// ([`EnvironmentError::InvalidSetting`] names the key). A running
+    /// plugin that implements OnConfigurationChange gets the new
+    /// configuration first: if it refuses ([`EnvironmentError::Refused`],
+    /// with its message) or does not answer in time, nothing changes.
+    /// Otherwise the values are stored (in the data directory) and outlive
+    /// restarts of the plugin and of the host.
+    pub async fn set_configuration(
+        &self,
+        id: &str,
+        changes: impl IntoIterator<Item = ConfigChange>,
+    ) -> Result<ConfigApplied, EnvironmentError> {
+        let slot = self.slot(id)?;
+        let _one_at_a_time = slot.configuring.lock().await;
+        let shared = &self.inner.shared;
+        let store_failed = |error: crate::store::KvError| EnvironmentError::Store {
+            id: id.to_string(),
+            problem: error.to_string(),
+        };
+        let mut operator = shared.store.config_values(id).map_err(store_failed)?;
+        let mut stored = Vec::new();
+        for change in changes {
+            match change {
+                ConfigChange::Set { key, value } => {
+                    let value = slot.settings().check(&key, &value).map_err(|source| {
+                        EnvironmentError::InvalidSetting {
+                            id: id.to_string(),
+                            source,
+                        }
+                    })?;
+                    operator.insert(key.clone(), value.clone());
+                    stored.push((key, Some(value)));
+                }
+                ConfigChange::Unset { key } => {
+                    operator.remove(&key);
+                    stored.push((key, None));
+                }
+            }
+        }
+        let values = configuration::effective_with(&slot, shared, &operator);
+        let applied = match slot.running() {
+            None => ConfigApplied::AtNextActivation,
+            Some(instance) => match instance
+                .configuration_changed(configuration::to_json(&values))
+                .await
+            {
+                None => ConfigApplied::AtNextRestart,
+                Some(Ok(None)) => ConfigApplied::Live,
+                Some(Ok(Some(message))) => {
+                    return Err(EnvironmentError::Refused {
+                        id: id.to_string(),
+                        message,
+                    });
+                }
+                Some(Err(source)) => {
+                    return Err(EnvironmentError::Hook {
+                        id: id.to_string(),
+                        source,
+                    });
+                }
+            },
+        };
+        shared
+            .store
+            .set_config_values(id, &stored)
+            .map_err(store_failed)?;
+        Ok(applied)
+    }
+
+    /// The Running plugins that said (in Implemented) they serve the gRPC
+    /// service `service` (such as `"chat.v1.MessageHooks"`), sorted by id,
+    /// with their channels: for an application that calls them in turn
+    /// (a filter chain).
+    pub fn plugins_serving(&self, service: &str) -> Vec<(String, Channel)> {
+        self.inner
+            .slots
+            .values()
+            .filter_map(|slot| {
+                let instance = slot.running()?;
+                instance
+                    .serves(service)
+                    .then(|| (slot.id().to_string(), instance.channel()))
+            })
+            .collect()
+    }
+
+    /// Calls every Running plugin that serves `service` at once, each under
+    /// its own `timeout`, and returns each one's result (Mattermost's
+    /// RunMultiPluginHook). A slow or crashed plugin delays the others by no
+    /// more than the timeout. `call` gets the plugin's id and channel; wrap
+    /// the channel in the service's generated client.
+    pub async fn call_each<T, F, Fut>(
+        &self,
+        service: &str,
+        timeout: std::time::Duration,
+        call: F,
+    ) -> Vec<(String, Result<T, CallError>)>
+    where
+        F: Fn(String, Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let calls = self.plugins_serving(service).into_iter().map(|(id, channel)| {
+            let call = call(id.clone(), channel);
+            async move { (id, call::within(timeout, call).await) }
+        });
+        futures::future::join_all(calls).await
     }
 
     /// Deactivates, then activates.

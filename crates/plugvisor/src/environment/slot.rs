@@ -1,6 +1,7 @@
 //! One plugin id in an environment: its bundle, and one lifecycle value that
 //! its status is derived from, so the two can never disagree.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -12,11 +13,17 @@ use super::instance::Instance;
 use super::status::{Event, EventKind, PluginState, PluginStatus};
 use crate::bundle::Bundle;
 use crate::launch::RuntimeKind;
+use crate::settings_schema::SettingsSchema;
 
 pub(crate) struct Slot {
     pub(crate) bundle: Bundle,
+    settings: SettingsSchema,
     /// Serialises activate and deactivate of this id.
     pub(crate) op: tokio::sync::Mutex<()>,
+    /// Serialises configuration changes of this id.
+    pub(crate) configuring: tokio::sync::Mutex<()>,
+    /// Whether "activated without lifecycle hooks" was logged: once is news.
+    pub(crate) said_no_hooks: AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -54,8 +61,12 @@ pub(crate) enum Phase {
 impl Slot {
     pub(crate) fn new(bundle: Bundle, runtime: Option<RuntimeKind>) -> Slot {
         Slot {
+            // The manifest was validated, its schema with it.
+            settings: bundle.manifest.settings().unwrap_or_default(),
             bundle,
             op: tokio::sync::Mutex::new(()),
+            configuring: tokio::sync::Mutex::new(()),
+            said_no_hooks: AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 life: Life::Idle(PluginState::NotRunning),
                 runtime,
@@ -68,6 +79,11 @@ impl Slot {
 
     pub(crate) fn id(&self) -> &str {
         self.bundle.id()
+    }
+
+    /// The plugin's settings_schema.
+    pub(crate) fn settings(&self) -> &SettingsSchema {
+        &self.settings
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {

@@ -6,7 +6,7 @@
 //! the controller (UNIMPLEMENTED) goes to SIGTERM at once.
 
 use std::process::ExitStatus;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -109,6 +109,8 @@ pub struct Supervisor {
     channel: Channel,
     stderr: StderrTail,
     skipped: SkippedLines,
+    /// The AutoMTLS client identity of this start, kept for brokered servers.
+    identity: Option<crate::tls::ClientIdentity>,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
     config: SupervisorConfig,
     stopped: tokio::sync::OnceCell<StopReport>,
@@ -227,6 +229,7 @@ impl Supervisor {
             channel,
             stderr,
             skipped,
+            identity,
             socket_dir: Mutex::new(Some(socket_dir)),
             config: config.clone(),
             stopped: tokio::sync::OnceCell::new(),
@@ -252,7 +255,6 @@ impl Supervisor {
 
     /// The plugin's private socket directory (`PLUGIN_UNIX_SOCKET_DIR`),
     /// until the plugin is stopped.
-    #[allow(dead_code)] // the host API comes next
     pub(crate) fn socket_dir(&self) -> Option<std::path::PathBuf> {
         let dir = self.socket_dir.lock().unwrap_or_else(|e| e.into_inner());
         dir.as_ref().map(|d| d.path().to_path_buf())
@@ -262,6 +264,16 @@ impl Supervisor {
     /// equivalent of go-plugin's `Dispense`.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The TLS configuration a brokered server (the host API) must use for
+    /// this plugin: `None` without AutoMTLS or when the plugin answered in
+    /// plaintext.
+    pub(crate) fn brokered_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
+        match (&self.identity, &self.handshake.server_cert) {
+            (Some(identity), Some(cert)) => crate::tls::server_config(identity, cert).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The stdout lines before the handshake that were skipped as not one.

@@ -7,11 +7,13 @@ use std::os::unix::process::CommandExt as _;
 use std::time::Duration;
 
 use clap::Parser;
+mod hooks;
+
 use plugvisor::proto::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use tonic_health::ServingStatus;
 
 #[derive(Parser, Debug, Clone)]
-struct Flags {
+pub struct Flags {
     /// A script path, when run as an interpreter; its `# fake:` line adds flags.
     script: Option<String>,
     #[arg(long, default_value = "tcp")]
@@ -74,6 +76,57 @@ struct Flags {
     /// Append a line to this file at each start (counts spawns).
     #[arg(long)]
     spawn_log: Option<String>,
+    /// Serve plugvisor.v1.Lifecycle, reporting these hooks (comma-separated; may be empty).
+    #[arg(long)]
+    hooks: Option<String>,
+    /// Serve go-plugin's broker (and report plugin.GRPCBroker); dial the host API on activation.
+    #[arg(long)]
+    broker: bool,
+    /// More service names to report in Implemented.
+    #[arg(long)]
+    services: Vec<String>,
+    /// Refuse OnActivate with this message.
+    #[arg(long)]
+    refuse_activation: Option<String>,
+    /// Refuse OnConfigurationChange when this key is true in the new configuration.
+    #[arg(long)]
+    refuse_config_key: Option<String>,
+    /// Never answer this hook (Implemented, OnActivate, ...).
+    #[arg(long)]
+    hook_hang: Option<String>,
+    /// Answer this hook with bytes that are no protobuf message.
+    #[arg(long)]
+    hook_garbage: Option<String>,
+    /// Append a line per hook call (and per host API result) to this file.
+    #[arg(long)]
+    hook_log: Option<String>,
+    /// On activation, add 1 to this key in the host's key-value store.
+    #[arg(long)]
+    kv_counter: Option<String>,
+    /// On activation, read this key.
+    #[arg(long)]
+    kv_read: Option<String>,
+    /// On activation, write KEY=VALUE.
+    #[arg(long)]
+    kv_write: Option<String>,
+    /// On activation, try to store a value of this many bytes.
+    #[arg(long)]
+    kv_oversize: Option<usize>,
+    /// On activation, store this many 1 KiB values at once.
+    #[arg(long, default_value_t = 0)]
+    kv_flood: usize,
+    /// On activation, send this many log lines through the host API.
+    #[arg(long, default_value_t = 0)]
+    log_flood: usize,
+    /// On activation, log this line through the host API.
+    #[arg(long)]
+    log_line: Option<String>,
+    /// On activation, open this many host API connections and keep them.
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
+    /// Announce this many services of our own on the broker stream.
+    #[arg(long, default_value_t = 0)]
+    announce_junk: usize,
 }
 
 fn flags() -> Flags {
@@ -243,12 +296,16 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
                 .await;
         });
     }
-    let mut router = tonic::transport::Server::builder().add_service(health);
+    let mut routes = tonic::service::Routes::new(health);
     if flags.controller {
-        router = router.add_service(GrpcControllerServer::new(Controller {
+        routes = routes.add_service(GrpcControllerServer::new(Controller {
             marker: flags.marker.clone(),
         }));
     }
+    if flags.hooks.is_some() || flags.broker {
+        routes = hooks::add_to(routes, flags);
+    }
+    let router = tonic::transport::Server::builder().add_routes(routes);
     let hang = flags.health == "hang";
     if flags.network == "unix" {
         let dir = std::env::var("PLUGIN_UNIX_SOCKET_DIR").unwrap_or_else(|_| "/tmp".into());
