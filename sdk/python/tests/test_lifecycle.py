@@ -209,6 +209,15 @@ def test_kv_errors_are_python_exceptions(tmp_path):
         assert evaluate(h, "isinstance(self.api.kv, object) and issubclass(__import__('plugvisor_plugin').HostUnavailable, ConnectionError)") == "True"
 
 
+def test_a_log_line_the_host_refuses_goes_to_stderr(tmp_path):
+    with host(tmp_path) as h:
+        h.logs.available = False
+        assert evaluate(h, "self.api.log.warning('disk almost full', free_mb=12)") == "None"  # never raises
+        [record] = [r for r in h.log_records() if r["@message"] == "disk almost full"]
+        assert record["@level"] == "warn" and record["free_mb"] == "12"
+        assert "rate limit" in record["host_log_error"]
+
+
 # -- AutoMTLS on the broker -----------------------------------------------------------------------
 
 

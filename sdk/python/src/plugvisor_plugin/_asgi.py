@@ -22,7 +22,7 @@ import asyncio
 import collections
 import logging
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator, Optional
 from urllib.parse import unquote
 
@@ -49,6 +49,9 @@ AsgiCallable = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 #: Response parts an app may have queued before send() waits for the client.
 RESPONSE_BUFFER = 16
+#: Threads reading request bodies for receive() (gRPC's request stream
+#: blocks); a slow upload holds one while it waits for the client.
+BODY_READERS = 64
 #: Seconds the lifespan startup and shutdown may take.
 LIFESPAN_TIMEOUT = 30.0
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
@@ -70,9 +73,10 @@ Item = Any  # pb.HttpResponsePart | _End | _Abort
 class _Exchange:
     """One request: the app's receive/send on the loop, the RPC's thread on the other side."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, body: RequestBody) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, body: RequestBody, readers: ThreadPoolExecutor) -> None:
         self.loop = loop
         self.body = body
+        self.readers = readers
         self.buffer: collections.deque[Item] = collections.deque()
         self.cond = asyncio.Condition()
         self.gone = asyncio.Event()  # the call ended: client disconnect, or the response is done
@@ -124,7 +128,7 @@ class _Exchange:
         async with self.receive_lock:
             if not self.body.done and not self.gone.is_set():
                 try:
-                    chunk = await self.loop.run_in_executor(None, self.body.next_chunk)
+                    chunk = await self.loop.run_in_executor(self.readers, self.body.next_chunk)
                 except ClientDisconnected:
                     return {"type": "http.disconnect"}
                 if chunk is not None:
@@ -228,6 +232,9 @@ class AsgiAdapter:
         self._lifespan_events: Optional[asyncio.Queue[Message]] = None
         self._lifespan_supported = False
         self._live: set[_Exchange] = set()
+        # Not the loop's default executor (cpu + 4 threads): slow uploads
+        # must not hold up every other request's body.
+        self._readers = ThreadPoolExecutor(BODY_READERS, thread_name_prefix="plugvisor-asgi-body")
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -296,12 +303,13 @@ class AsgiAdapter:
             finally:
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self._thread.join(5)
+                self._readers.shutdown(wait=False, cancel_futures=True)
 
     # -- requests ----------------------------------------------------------------------------------
     def serve(
         self, head: pb.HttpRequestHead, body: RequestBody, context: grpc.ServicerContext
     ) -> Iterator[pb.HttpResponsePart]:
-        exchange = _Exchange(self.loop, body)
+        exchange = _Exchange(self.loop, body, self._readers)
         context.add_callback(exchange.call_ended)
         self._live.add(exchange)
         asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope_for(head, self.state)), self.loop)

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 DEFAULT_STDIO_BUFFER_BYTES = 1 << 20
 #: Seconds in-flight RPCs get to finish when the plugin stops.
 DEFAULT_GRACE = 2.0
-#: Threads serving RPCs.
-DEFAULT_MAX_WORKERS = 10
+#: Threads serving RPCs (made as needed). Every open stream holds one, and
+#: a health check waits behind them when all are taken: with a few long
+#: HTTP responses (server-sent events) open, 10 was too few.
+DEFAULT_MAX_WORKERS = 32
 #: Seconds the broker waits for the host to announce a connection.
 DEFAULT_BROKER_TIMEOUT = 10.0
 
@@ -52,7 +54,8 @@ class Options(TypedDict, total=False):
     stdio_buffer_bytes: int
     """How much captured output may wait for the host; the oldest goes first. Default 1 MiB."""
     max_workers: int
-    """Threads serving RPCs; every open stream (stdio, broker, an HTTP request) holds one. Default 10."""
+    """Threads serving RPCs, made as needed; every open stream (stdio, broker, an HTTP
+    request) holds one, and health checks wait when all are taken. Default 32."""
     watch_host: bool
     """Stop when the parent process (the host) goes away. Default True."""
     broker_timeout: float

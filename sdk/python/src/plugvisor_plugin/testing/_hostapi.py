@@ -142,9 +142,13 @@ class LogCollector(pb_grpc.LogServicer):
 
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
+        #: Off: every Write fails with RESOURCE_EXHAUSTED, as past a rate limit.
+        self.available = True
         self._cond = threading.Condition()
 
     def Write(self, request: pb.LogWriteRequest, context: grpc.ServicerContext) -> pb.LogWriteResponse:
+        if not self.available:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the plugin's log rate limit was reached")
         record = LogRecord(_LEVEL_NAMES.get(request.level, "info"), request.message, dict(request.fields))
         with self._cond:
             self.records.append(record)
