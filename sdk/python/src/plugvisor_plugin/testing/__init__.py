@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -239,6 +240,7 @@ class PluginHost:
         self.activated = False
         self._deactivated = False
         self._host_server: Optional[grpc.Server] = None
+        self._host_executor: Optional[Executor] = None
         self._broker_out: queue.Queue[Optional[broker_pb.ConnInfo]] = queue.Queue()
         self._broker_call: Optional[grpc.RpcContext] = None
 
@@ -417,7 +419,8 @@ class PluginHost:
 
         from concurrent import futures
 
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pvhost-api"))
+        self._host_executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pvhost-api")
+        server = grpc.server(self._host_executor)
         add_host_api(server, self.kv, self.logs, self._configuration)
         for add in self.host_services:
             add(server)
@@ -636,6 +639,9 @@ class PluginHost:
         if self._host_server is not None:
             self._host_server.stop(None)
             self._host_server = None
+        if self._host_executor is not None:
+            self._host_executor.shutdown(wait=False)
+            self._host_executor = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
