@@ -119,9 +119,13 @@ class Broker(pb_grpc.GRPCBrokerServicer):
         runtime = self._runtime
         identity = runtime.tls_identity if runtime is not None else None
         host_pem = runtime.host_cert_pem if runtime is not None else None
+        # grpc-core would send the socket path as the :authority of a unix
+        # target, which strict HTTP/2 servers (plugvisor's, on hyper) refuse.
+        options = [("grpc.default_authority", "localhost")]
         if identity is None or host_pem is None:
-            return grpc.insecure_channel(target)
+            return grpc.insecure_channel(target, options=options)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=host_pem, private_key=identity.key_pem, certificate_chain=identity.cert_pem
         )
-        return grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+        options.append(("grpc.ssl_target_name_override", "localhost"))
+        return grpc.secure_channel(target, credentials, options=options)
