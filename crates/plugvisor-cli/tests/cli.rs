@@ -180,11 +180,17 @@ impl Running {
 
     fn start_in(dir: tempfile::TempDir, plugins: &Path, extra: &[&str]) -> Running {
         let socket = dir.path().join("control.sock");
-        let child = Command::new(PLUGVISOR)
+        let mut command = Command::new(PLUGVISOR);
+        command
             .arg("run")
             .args(extra)
             .arg("--control-socket")
-            .arg(&socket)
+            .arg(&socket);
+        // Never the user's own data directory.
+        if !extra.contains(&"--data-dir") {
+            command.arg("--data-dir").arg(dir.path().join("data"));
+        }
+        let child = command
             .arg(plugins)
             .env("PLUGVISOR_LOG", "info")
             .stdout(Stdio::piped())
@@ -509,8 +515,9 @@ fn live_table_renders_in_a_narrow_terminal() {
     let socket_dir = tempfile::tempdir().unwrap();
     let socket = socket_dir.path().join("control.sock");
     let command = format!(
-        "stty cols 30 rows 12; exec {PLUGVISOR} run --control-socket {} {}",
+        "stty cols 30 rows 12; exec {PLUGVISOR} run --control-socket {} --data-dir {} {}",
         socket.display(),
+        socket_dir.path().join("data").display(),
         root.path().display()
     );
     let mut child = Command::new("script")
@@ -521,53 +528,169 @@ fn live_table_renders_in_a_narrow_terminal() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut screen = String::new();
-        for line in BufReader::new(stdout).lines() {
-            screen.push_str(&line.unwrap_or_default());
-            screen.push('\n');
-        }
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let screen = screen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let mut screen = screen.lock().unwrap();
+                screen.push_str(&line.unwrap_or_default());
+                screen.push('\n');
+            }
+        })
+    };
+    // A frame that shows the plugin Running (the state is cut to the 30 columns).
+    let drawn = eventually(Duration::from_secs(20), || {
         screen
+            .lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("tty-plugin") && l.contains("Run"))
     });
-    let started = eventually(Duration::from_secs(20), || {
-        Command::new(PLUGVISOR)
-            .args([
-                "status",
-                "--json",
-                "--control-socket",
-                socket.to_str().unwrap(),
-            ])
-            .output()
-            .map(|o| text(&o.stdout).contains("Running"))
-            .unwrap_or(false)
-    });
-    assert!(started, "plugin did not start under a tty");
-    std::thread::sleep(Duration::from_millis(700));
-    // SIGTERM to plugvisor itself (the child of script).
-    let pid = Command::new("pgrep")
-        .args(["-f", &format!("control-socket {}", socket.display())])
-        .output()
+    assert!(
+        drawn,
+        "no frame with the plugin running: {}",
+        screen.lock().unwrap()
+    );
+    // SIGTERM to plugvisor itself: the child of `script`.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let plugvisor: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("script runs plugvisor")
+        .parse()
         .unwrap();
-    for pid in text(&pid.stdout).split_whitespace() {
-        let pid: i32 = pid.parse().unwrap();
-        if pid as u32 != child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(plugvisor),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
-    let screen = reader.join().unwrap();
+    reader.join().unwrap();
+    let screen = screen.lock().unwrap().clone();
     assert!(status.success(), "{screen}");
     assert!(!screen.contains("panicked"), "{screen}");
     assert!(screen.contains("ID"), "{screen}");
-    assert!(screen.contains("tty-plugin"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with("all plugins stopped in")),
+        "the table mode says how long the stop took: {screen}"
+    );
     for line in screen.lines() {
         let visible = line.replace("\x1b[H\x1b[2J", "");
+        if visible.starts_with("all plugins stopped") {
+            continue; // printed below the table, not part of it
+        }
         assert!(
             visible.trim_end_matches('\r').chars().count() <= 30,
             "line wider than 30: {visible:?}"
         );
     }
+}
+
+#[test]
+fn config_set_reaches_the_running_plugin_and_survives_a_restart_of_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("hooks.log");
+    let flags = format!(
+        "--hooks OnActivate,OnConfigurationChange --broker --refuse-config-key refuse --hook-log {}",
+        log.display()
+    );
+    let plugins = root.path().join("plugins");
+    let dir = native_fake_bundle(&plugins, "settable", &flags);
+    set_manifest_field(
+        &dir,
+        "settings_schema",
+        serde_json::json!({"settings": [
+            {"key": "greeting", "type": "text", "default": "Hello"},
+            {"key": "refuse", "type": "bool", "default": false}
+        ]}),
+    );
+    std::fs::write(
+        root.path().join("plugvisor.toml"),
+        "[plugins.settable]\ngreeting = \"From the file\"\n",
+    )
+    .unwrap();
+    let config = root.path().join("plugvisor.toml");
+    let data_dir = root.path().join("data");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let run = Running::start(&plugins, &args);
+    run.wait_until("Running", |s| all_running(s, 1));
+
+    let got = run.ctl(&["config", "get", "settable"]);
+    let table = text(&got.stdout);
+    assert!(
+        table.contains("greeting  \"From the file\"  config file"),
+        "{table}"
+    );
+    assert!(
+        table.contains("refuse    false            default"),
+        "{table}"
+    );
+
+    let set = run.ctl(&["config", "set", "settable", "greeting=Bonjour"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!(
+        text(&set.stdout).contains("the running plugin accepted it"),
+        "{}",
+        text(&set.stdout)
+    );
+    assert!(wait_for_line(&log, "OnConfigurationChange ").contains(r#""greeting":"Bonjour""#));
+
+    let refused = run.ctl(&["config", "set", "settable", "refuse=true"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("refuse must not be true"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let bad = run.ctl(&["config", "set", "settable", "refuse=perhaps"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("setting \"refuse\": expected true or false"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let json = run.ctl(&["config", "get", "settable", "--json"]);
+    let values: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let greeting = values.iter().find(|v| v["key"] == "greeting").unwrap();
+    assert_eq!(greeting["value"], "Bonjour");
+    assert_eq!(greeting["source"], "operator");
+    let refuse = values.iter().find(|v| v["key"] == "refuse").unwrap();
+    assert_eq!(refuse["value"], false, "the refused change did not stick");
+
+    // A new host on the same data directory keeps the operator's value.
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    let again = Running::start(&plugins, &args);
+    again.wait_until("Running", |s| all_running(s, 1));
+    let activations: Vec<String> = lines_of(&log)
+        .into_iter()
+        .filter(|l| l.starts_with("OnActivate"))
+        .collect();
+    assert!(
+        activations
+            .last()
+            .unwrap()
+            .contains(r#""greeting":"Bonjour""#),
+        "{activations:?}"
+    );
+    let unset = again.ctl(&["config", "unset", "settable", "greeting"]);
+    assert!(unset.status.success(), "{}", text(&unset.stderr));
+    assert!(
+        text(&unset.stdout).contains("\"From the file\"  config file"),
+        "{}",
+        text(&unset.stdout)
+    );
+    again.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(again.wait_exit().0, 0);
 }

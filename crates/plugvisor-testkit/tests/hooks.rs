@@ -64,7 +64,8 @@ async fn activation_delivers_the_configuration_and_the_host_api() {
     env.activate("counter").await.unwrap();
     let activated = wait_for_line(&log, "OnActivate ");
     assert!(
-        activated.contains(r#""greeting":"Hi from the file""#) && activated.contains(r#""shout":false"#),
+        activated.contains(r#""greeting":"Hi from the file""#)
+            && activated.contains(r#""shout":false"#),
         "{activated}"
     );
     assert!(!activated.ends_with("broker=0"), "{activated}");
@@ -72,8 +73,13 @@ async fn activation_delivers_the_configuration_and_the_host_api() {
 
     // A crash restart activates the new process again; the count goes on.
     let pid = env.status("counter").unwrap().pid.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(eventually(Duration::from_secs(10), || lines_of(&log).contains(&"COUNT 2".to_string())));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || lines_of(&log)
+        .contains(&"COUNT 2".to_string())));
     assert!(
         !lines_of(&log).contains(&"OnDeactivate".to_string()),
         "a crashed plugin is not deactivated"
@@ -88,7 +94,8 @@ async fn activation_delivers_the_configuration_and_the_host_api() {
     let config = builder(root.path()).build().unwrap();
     let env = Environment::new(config).unwrap();
     env.activate("counter").await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || lines_of(&log).contains(&"COUNT 3".to_string())));
+    assert!(eventually(Duration::from_secs(5), || lines_of(&log)
+        .contains(&"COUNT 3".to_string())));
     env.shutdown().await;
 }
 
@@ -99,7 +106,10 @@ async fn a_refused_activation_is_failed_to_start_and_not_restarted() {
     hooked(
         root.path(),
         "refuser",
-        &format!("--refuse-activation 'greeting_missing' --spawn-log {}", spawns.display()),
+        &format!(
+            "--refuse-activation 'greeting_missing' --spawn-log {}",
+            spawns.display()
+        ),
     );
     let env = Environment::new(builder(root.path()).build().unwrap()).unwrap();
     let error = env.activate("refuser").await.unwrap_err();
@@ -124,41 +134,88 @@ async fn configuration_changes_reach_the_plugin_or_are_refused() {
     env.activate("configurable").await.unwrap();
 
     let applied = env
-        .set_configuration("configurable", [ConfigChange::set("greeting", "Howdy"), ConfigChange::set("shout", "true")])
+        .set_configuration(
+            "configurable",
+            [
+                ConfigChange::set("greeting", "Howdy"),
+                ConfigChange::set("shout", "true"),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!(applied, ConfigApplied::Live);
     let changed = wait_for_line(&log, "OnConfigurationChange ");
-    assert!(changed.contains(r#""greeting":"Howdy""#) && changed.contains(r#""shout":true"#), "{changed}");
+    assert!(
+        changed.contains(r#""greeting":"Howdy""#) && changed.contains(r#""shout":true"#),
+        "{changed}"
+    );
     let values = env.configuration("configurable").unwrap();
     let greeting = values.iter().find(|v| v.key == "greeting").unwrap();
-    assert_eq!((greeting.value.clone(), greeting.source), (json!("Howdy"), ConfigSource::Operator));
+    assert_eq!(
+        (greeting.value.clone(), greeting.source),
+        (json!("Howdy"), ConfigSource::Operator)
+    );
     let refuse = values.iter().find(|v| v.key == "refuse").unwrap();
     assert_eq!(refuse.source, ConfigSource::Default);
 
     // The plugin says no: its message, and nothing changes.
     let error = env
-        .set_configuration("configurable", [ConfigChange::set("greeting", "Bad"), ConfigChange::set("refuse", true)])
+        .set_configuration(
+            "configurable",
+            [
+                ConfigChange::set("greeting", "Bad"),
+                ConfigChange::set("refuse", true),
+            ],
+        )
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("refuse must not be true"), "{error}");
-    let greeting = env.configuration("configurable").unwrap().into_iter().find(|v| v.key == "greeting").unwrap();
+    assert!(
+        error.to_string().contains("refuse must not be true"),
+        "{error}"
+    );
+    let greeting = env
+        .configuration("configurable")
+        .unwrap()
+        .into_iter()
+        .find(|v| v.key == "greeting")
+        .unwrap();
     assert_eq!(greeting.value, json!("Howdy"));
 
     // A value of the wrong type is refused by the schema, naming the key.
-    let error = env.set_configuration("configurable", [ConfigChange::set("shout", "loudly")]).await.unwrap_err();
-    assert!(matches!(error, EnvironmentError::InvalidSetting { .. }), "{error}");
-    assert!(error.to_string().contains("\"shout\"") && error.to_string().contains("true or false"), "{error}");
-    let error = env.set_configuration("configurable", [ConfigChange::set("volume", "11")]).await.unwrap_err();
+    let error = env
+        .set_configuration("configurable", [ConfigChange::set("shout", "loudly")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EnvironmentError::InvalidSetting { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("\"shout\"") && error.to_string().contains("true or false"),
+        "{error}"
+    );
+    let error = env
+        .set_configuration("configurable", [ConfigChange::set("volume", "11")])
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("no such setting"), "{error}");
 
     // Values outlive the plugin: a stopped plugin gets them at its next activation.
     env.deactivate("configurable").await.unwrap();
-    let applied = env.set_configuration("configurable", [ConfigChange::unset("shout")]).await.unwrap();
+    let applied = env
+        .set_configuration("configurable", [ConfigChange::unset("shout")])
+        .await
+        .unwrap();
     assert_eq!(applied, ConfigApplied::AtNextActivation);
     env.activate("configurable").await.unwrap();
-    let reactivated = lines_of(&log).into_iter().filter(|l| l.starts_with("OnActivate ")).last().unwrap();
-    assert!(reactivated.contains(r#""greeting":"Howdy""#) && reactivated.contains(r#""shout":false"#), "{reactivated}");
+    let reactivated = lines_of(&log)
+        .into_iter()
+        .rfind(|l| l.starts_with("OnActivate "))
+        .unwrap();
+    assert!(
+        reactivated.contains(r#""greeting":"Howdy""#) && reactivated.contains(r#""shout":false"#),
+        "{reactivated}"
+    );
     env.shutdown().await;
 }
 
@@ -171,12 +228,25 @@ async fn a_plugin_without_the_hook_gets_the_change_at_its_next_restart() {
     set_manifest_field(&dir, "settings_schema", settings());
     let env = Environment::new(builder(root.path()).build().unwrap()).unwrap();
     env.activate("no-change-hook").await.unwrap();
-    let applied = env.set_configuration("no-change-hook", [ConfigChange::set("greeting", "Later")]).await.unwrap();
+    let applied = env
+        .set_configuration("no-change-hook", [ConfigChange::set("greeting", "Later")])
+        .await
+        .unwrap();
     assert_eq!(applied, ConfigApplied::AtNextRestart);
-    assert!(!lines_of(&log).iter().any(|l| l.starts_with("OnConfigurationChange")));
+    assert!(
+        !lines_of(&log)
+            .iter()
+            .any(|l| l.starts_with("OnConfigurationChange"))
+    );
     env.restart("no-change-hook").await.unwrap();
-    let reactivated = lines_of(&log).into_iter().filter(|l| l.starts_with("OnActivate ")).last().unwrap();
-    assert!(reactivated.contains(r#""greeting":"Later""#), "{reactivated}");
+    let reactivated = lines_of(&log)
+        .into_iter()
+        .rfind(|l| l.starts_with("OnActivate "))
+        .unwrap();
+    assert!(
+        reactivated.contains(r#""greeting":"Later""#),
+        "{reactivated}"
+    );
     env.shutdown().await;
 }
 
@@ -189,24 +259,44 @@ async fn a_bad_value_in_the_config_file_names_the_plugin_and_key() {
         .plugin_configuration("strict", file.as_object().unwrap().clone())
         .build()
         .unwrap();
-    let error = Environment::new(config).err().expect("the bad value is refused");
+    let error = Environment::new(config)
+        .err()
+        .expect("the bad value is refused");
     let message = error.to_string();
-    assert!(message.contains("\"strict\"") && message.contains("\"shout\""), "{message}");
+    assert!(
+        message.contains("\"strict\"") && message.contains("\"shout\""),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_plugin_sees_only_its_own_keys() {
     let root = tempfile::tempdir().unwrap();
-    let log_a = hooked(root.path(), "plugin-a", "--kv-write shared=from-a --kv-read shared");
+    let log_a = hooked(
+        root.path(),
+        "plugin-a",
+        "--kv-write shared=from-a --kv-read shared",
+    );
     let log_b = hooked(root.path(), "plugin-b", "--kv-read shared");
     let env = Environment::new(builder(root.path()).build().unwrap()).unwrap();
     env.activate("plugin-a").await.unwrap();
     env.activate("plugin-b").await.unwrap();
-    assert_eq!(wait_for_line(&log_a, "READ"), "READ false ", "a reads before it writes");
+    assert_eq!(
+        wait_for_line(&log_a, "READ"),
+        "READ false ",
+        "a reads before it writes"
+    );
     assert_eq!(wait_for_line(&log_a, "WRITE"), "WRITE true");
-    assert_eq!(wait_for_line(&log_b, "READ"), "READ false ", "b cannot see a's key");
+    assert_eq!(
+        wait_for_line(&log_b, "READ"),
+        "READ false ",
+        "b cannot see a's key"
+    );
     env.restart("plugin-a").await.unwrap();
-    let reads: Vec<String> = lines_of(&log_a).into_iter().filter(|l| l.starts_with("READ")).collect();
+    let reads: Vec<String> = lines_of(&log_a)
+        .into_iter()
+        .filter(|l| l.starts_with("READ"))
+        .collect();
     assert_eq!(reads.last().unwrap(), "READ true from-a");
     env.shutdown().await;
 }
@@ -222,24 +312,38 @@ async fn the_host_api_answers_only_the_plugins_own_processes() {
     let environ = std::fs::read(format!("/proc/{}/environ", status.pid.unwrap())).unwrap();
     let dir = environ
         .split(|&b| b == 0)
-        .find_map(|v| std::str::from_utf8(v).ok()?.strip_prefix("PLUGIN_UNIX_SOCKET_DIR="))
+        .find_map(|v| {
+            std::str::from_utf8(v)
+                .ok()?
+                .strip_prefix("PLUGIN_UNIX_SOCKET_DIR=")
+        })
         .unwrap()
         .to_string();
     let socket = Path::new(&dir).join("host-api.sock");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // This test process runs as the same user, but is not in the plugin's process group.
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     use std::io::{Read, Write};
     let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    assert!(answer.is_empty(), "the host API answered a stranger: {answer:?}");
+    assert!(
+        answer.is_empty(),
+        "the host API answered a stranger: {answer:?}"
+    );
     assert!(eventually(Duration::from_secs(5), || logs
         .lines()
         .iter()
-        .any(|l| l.contains("guarded") && l.contains("refused a host API connection") && l.contains("is not one of the plugin's"))));
+        .any(|l| l.contains("guarded")
+            && l.contains("refused a host API connection")
+            && l.contains("is not one of the plugin's"))));
     env.shutdown().await;
 }
 
@@ -247,7 +351,11 @@ async fn the_host_api_answers_only_the_plugins_own_processes() {
 async fn host_api_logs_land_in_the_plugins_span() {
     let logs = captured_logs();
     let root = tempfile::tempdir().unwrap();
-    let log = hooked(root.path(), "talker", "--log-line hello-through-the-host-api");
+    let log = hooked(
+        root.path(),
+        "talker",
+        "--log-line hello-through-the-host-api",
+    );
     let env = Environment::new(builder(root.path()).build().unwrap()).unwrap();
     env.activate("talker").await.unwrap();
     assert_eq!(wait_for_line(&log, "LOGLINE"), "LOGLINE true");
@@ -256,7 +364,10 @@ async fn host_api_logs_land_in_the_plugins_span() {
         .into_iter()
         .find(|l| l.contains("hello-through-the-host-api"))
         .expect("the line was logged");
-    assert!(line.contains("WARN") && line.contains("talker") && line.contains("source=fake"), "{line}");
+    assert!(
+        line.contains("WARN") && line.contains("talker") && line.contains("source=fake"),
+        "{line}"
+    );
     env.shutdown().await;
 }
 
@@ -265,22 +376,41 @@ async fn a_go_sdk_plugin_reaches_the_host_api_through_go_plugins_broker() {
     let logs = captured_logs();
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
-    copy_bundle(&repo_root().join("examples/plugins/hello-go"), &plugins.join("hello-go"));
+    copy_bundle(
+        &repo_root().join("examples/plugins/hello-go"),
+        &plugins.join("hello-go"),
+    );
     for tls in [false, true] {
-        let supervisor = plugvisor::SupervisorConfig::builder().auto_mtls(tls).build().unwrap();
-        let env = Environment::new(builder(root.path()).supervisor(supervisor).build().unwrap()).unwrap();
+        let supervisor = plugvisor::SupervisorConfig::builder()
+            .auto_mtls(tls)
+            .build()
+            .unwrap();
+        let env =
+            Environment::new(builder(root.path()).supervisor(supervisor).build().unwrap()).unwrap();
         env.activate("hello-go").await.unwrap();
         // hello-go counts its activations in the store (through broker.Dial) and says so in the host's log.
         let expected = format!("activations={}", if tls { 2 } else { 1 });
         assert!(
-            eventually(Duration::from_secs(5), || logs.lines().iter().any(|l| l.contains("hello-go activated") && l.contains(&expected))),
+            eventually(Duration::from_secs(5), || logs
+                .lines()
+                .iter()
+                .any(|l| l.contains("hello-go activated") && l.contains(&expected))),
             "tls={tls}: no activation line with {expected}:\n{}",
             logs.text()
         );
-        let applied = env.set_configuration("hello-go", [ConfigChange::set("greeting", "Guten Tag")]).await.unwrap();
+        let applied = env
+            .set_configuration("hello-go", [ConfigChange::set("greeting", "Guten Tag")])
+            .await
+            .unwrap();
         assert_eq!(applied, ConfigApplied::Live);
-        let refused = env.set_configuration("hello-go", [ConfigChange::set("greeting", "")]).await.unwrap_err();
-        assert!(matches!(refused, EnvironmentError::Refused { .. }), "{refused}");
+        let refused = env
+            .set_configuration("hello-go", [ConfigChange::set("greeting", "")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, EnvironmentError::Refused { .. }),
+            "{refused}"
+        );
         env.shutdown().await;
     }
 }

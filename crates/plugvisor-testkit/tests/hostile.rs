@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plugvisor::{
-    Environment, EnvironmentConfig, EventKind, LaunchOptions, PluginState, PluginStatus,
-    RestartPolicy, SupervisorConfig,
+    Environment, EnvironmentConfig, EnvironmentConfigBuilder, EventKind, HookTimeouts,
+    LaunchOptions, PluginState, PluginStatus, RestartPolicy, SupervisorConfig,
 };
 use plugvisor_testkit::*;
 
@@ -21,6 +21,14 @@ const ID: &str = "hostile";
 
 /// One native bundle around the fake plugin with `flags` (plus a spawn log).
 fn case(flags: &str) -> Case {
+    case_with(flags, |config| config)
+}
+
+/// The same, with the environment's configuration adjusted.
+fn case_with(
+    flags: &str,
+    adjust: impl FnOnce(EnvironmentConfigBuilder) -> EnvironmentConfigBuilder,
+) -> Case {
     let root = tempfile::tempdir().unwrap();
     let spawns = root.path().join("spawns");
     let dir = native_fake_bundle(
@@ -41,12 +49,18 @@ fn case(flags: &str) -> Case {
         .max_backoff(Duration::from_millis(50))
         .build()
         .unwrap();
+    let hooks = HookTimeouts::builder()
+        .implemented(Duration::from_secs(1))
+        .on_activate(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let config = EnvironmentConfig::builder(root.path())
         .launch(launch)
         .supervisor(supervisor)
         .restart(restart)
-        .build()
-        .unwrap();
+        .hook_timeouts(hooks)
+        .data_dir(root.path().join(".data"));
+    let config = adjust(config).build().unwrap();
     Case {
         env: Environment::new(config).unwrap(),
         _root: root,
@@ -55,7 +69,33 @@ fn case(flags: &str) -> Case {
     }
 }
 
+/// A plugin with the lifecycle service and go-plugin's broker, logging its
+/// hooks and host API results to `Case::hook_log`.
+fn hooked_case(flags: &str) -> Case {
+    let flags = format!(
+        "--hooks OnActivate,OnDeactivate --broker --hook-log {} {flags}",
+        hook_log_path().display()
+    );
+    // Floods take a while; the activation must not time out meanwhile.
+    case_with(&flags, |config| {
+        config.hook_timeouts(HookTimeouts::default())
+    })
+}
+
+/// Where `hooked_case` plugins log: the hook log path must be known before
+/// the bundle is written, so it lives beside the test binary's own temp dir.
+fn hook_log_path() -> PathBuf {
+    thread_local! {
+        static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
+    }
+    DIR.with(|dir| dir.path().join("hooks.log"))
+}
+
 impl Case {
+    fn hook_log(&self) -> PathBuf {
+        hook_log_path()
+    }
+
     fn pids(&self) -> Vec<u32> {
         read_pids(&self.spawns)
     }
@@ -246,39 +286,73 @@ async fn case_14_daemonized_grandchild_is_cleaned_up() {
     case.assert_clean();
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case_15_a_1gb_stderr_flood_keeps_memory_bounded() {
+#[test]
+fn case_15_a_1gb_stderr_flood_keeps_memory_bounded() {
+    // The host is a `plugvisor run` process of its own, so that its memory is
+    // the host's alone (this test binary runs other tests in parallel).
     let root = tempfile::tempdir().unwrap();
     let done = root.path().join("flood-done");
-    let case = case(&format!(
-        "--flood-stderr 1073741824 --marker {}",
-        done.display()
-    ));
-    let before = rss_kib();
-    case.env.activate(ID).await.unwrap();
+    let plugins = root.path().join("plugins");
+    native_fake_bundle(
+        &plugins,
+        ID,
+        &format!("--flood-stderr 1073741824 --marker {}", done.display()),
+    );
+    let socket = root.path().join("control.sock");
+    let mut host = std::process::Command::new(plugvisor_bin())
+        .args(["run", "--json", "--data-dir"])
+        .arg(root.path().join("data"))
+        .arg("--control-socket")
+        .arg(&socket)
+        .arg(&plugins)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(host.stdout.take().unwrap());
+    use std::io::BufRead;
+    let events =
+        std::thread::spawn(move || stdout.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let host_pid = host.id();
+    let running = eventually(Duration::from_secs(20), || {
+        std::process::Command::new(plugvisor_bin())
+            .args(["status", "--json", "--control-socket"])
+            .arg(&socket)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Running"))
+    });
+    assert!(running, "the flooding plugin did not start");
+    let before = status_kib(host_pid, "VmRSS");
     // The plugin is never blocked for good: its flood completes.
-    let mut peak = before;
-    let finished = tokio::time::timeout(Duration::from_secs(120), async {
-        while !done.exists() {
-            peak = peak.max(rss_kib());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(finished.is_ok(), "the flood did not complete in 120 s");
+    let finished = eventually(Duration::from_secs(120), || done.exists());
+    assert!(finished, "the flood did not complete in 120 s");
+    let peak = status_kib(host_pid, "VmHWM");
     assert!(
         peak - before < 64 * 1024,
-        "host RSS grew by {} KiB during the flood",
-        peak - before
+        "host RSS grew from {before} KiB to a peak of {peak} KiB during the flood"
     );
-    case.env.perform_health_check(ID).await.unwrap();
-    case.shutdown().await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(host.wait().unwrap().success());
+    let events = events.join().unwrap();
+    let pid = events
+        .iter()
+        .find_map(|e| serde_json::from_str::<serde_json::Value>(e).ok()?["status"]["pid"].as_u64())
+        .expect("a Running event with the pid") as u32;
+    assert_no_leftovers(pid);
+}
+
+/// A `VmRSS`/`VmHWM` line of /proc/PID/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -358,4 +432,153 @@ fn case_18_host_sigkilled_takes_every_plugin_with_it() {
             .all(|&p| !exists(p as u32) || is_zombie(p as u32))
     });
     assert!(gone, "plugins outlived the host by more than 1 s: {pids:?}");
+}
+
+// Hooks and the host API under hostile plugins.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_19_a_plugin_that_claims_a_broker_it_lacks_runs_with_a_warning() {
+    let logs = captured_logs();
+    let case = case("--hooks OnActivate --services plugin.GRPCBroker");
+    let status = case.env.activate(ID).await.unwrap();
+    assert_eq!(status.state, PluginState::Running);
+    assert!(eventually(Duration::from_secs(5), || logs
+        .lines()
+        .iter()
+        .any(|l| l.contains(ID)
+            && l.contains("WARN")
+            && l.contains("StartStream"))));
+    case.shutdown().await;
+}
+
+#[tokio::test]
+async fn case_20_a_hook_answered_with_garbage_fails_the_start_for_good() {
+    let case = case("--hooks OnActivate --hook-garbage OnActivate");
+    case.fails_to_start_with("OnActivate failed: Internal")
+        .await;
+    assert_eq!(case.pids().len(), 1, "not restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_21_a_hook_that_never_answers_fails_at_its_timeout_and_holds_up_nobody() {
+    let case = case("--hooks OnActivate --hook-hang OnActivate");
+    // A second, well-behaved plugin in the same environment.
+    let root = case.dir.parent().unwrap().to_path_buf();
+    native_fake_bundle(&root, "bystander", "--hooks OnActivate");
+    let env = Environment::new(EnvironmentConfig::new(&root)).unwrap();
+    let hanging = env.activate(ID);
+    let bystander = async {
+        let started = std::time::Instant::now();
+        env.activate("bystander").await.unwrap();
+        started.elapsed()
+    };
+    let (hanging, bystander_took) = futures::join!(hanging, bystander);
+    assert!(
+        bystander_took < Duration::from_secs(5),
+        "held up {bystander_took:?}"
+    );
+    let error = hanging.unwrap_err().to_string();
+    assert!(
+        error.contains("OnActivate did not answer within 10s"),
+        "{error}"
+    );
+    env.shutdown().await;
+    // And under the case's own 1 s timeout: FailedToStart, not restarted.
+    case.fails_to_start_with("OnActivate did not answer within 1s")
+        .await;
+}
+
+#[tokio::test]
+async fn case_22_implemented_that_never_answers_fails_the_start() {
+    let case = case("--hooks OnActivate --hook-hang Implemented");
+    case.fails_to_start_with("Implemented did not answer within 1s")
+        .await;
+    assert_eq!(case.pids().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_23_values_over_the_limit_are_refused_and_nothing_is_lost() {
+    let case = hooked_case("--kv-oversize 2000000 --kv-flood 500");
+    case.env.activate(ID).await.unwrap();
+    let oversize = wait_for_line(&case.hook_log(), "OVERSIZE");
+    assert!(
+        oversize.contains("ResourceExhausted")
+            && oversize
+                .contains("value of 2000000 bytes is over the limit of 1048576 bytes per value"),
+        "{oversize}"
+    );
+    let flood = wait_for_line(&case.hook_log(), "FLOOD");
+    assert!(flood.starts_with("FLOOD ok=500 err=0"), "{flood}");
+    // Every acknowledged write is in the database, and the oversized one is not.
+    let db =
+        rusqlite::Connection::open(case.dir.parent().unwrap().join(".data/plugvisor.db")).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM kv WHERE plugin = ?1 AND key LIKE 'flood/%'",
+            [ID],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 500);
+    let oversized: i64 = db
+        .query_row("SELECT count(*) FROM kv WHERE key = 'oversize'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(oversized, 0);
+    assert_eq!(case.env.status(ID).unwrap().state, PluginState::Running);
+    case.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_24_a_flood_of_log_lines_is_rate_limited() {
+    let logs = captured_logs();
+    let case = hooked_case("--log-flood 10000");
+    case.env.activate(ID).await.unwrap();
+    let flood = wait_for_line(&case.hook_log(), "LOGFLOOD");
+    let counts: Vec<u32> = flood
+        .split_whitespace()
+        .skip(1)
+        .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
+    let (ok, exhausted, ms) = (counts[0], counts[1], counts[2]);
+    assert_eq!(ok + exhausted, 10000);
+    // A burst of 1000, then 1000 a second while the flood lasted.
+    assert!(exhausted > 0, "{flood}");
+    assert!(ok as f64 <= 1000.0 + f64::from(ms) + 1.0, "{flood}");
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l.contains(ID) && l.contains("lines are dropped"))
+    );
+    case.env.perform_health_check(ID).await.unwrap();
+    case.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_25_many_host_api_connections_are_bounded() {
+    let logs = captured_logs();
+    let case = hooked_case("--connections 20");
+    case.env.activate(ID).await.unwrap();
+    // The plugin's first connection holds one of the 8.
+    assert_eq!(
+        wait_for_line(&case.hook_log(), "CONNECTIONS"),
+        "CONNECTIONS ok=7 refused=13"
+    );
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|l| l.contains(ID) && l.contains("already holds 8"))
+    );
+    case.env.perform_health_check(ID).await.unwrap();
+    case.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_26_services_a_plugin_announces_on_the_broker_are_ignored() {
+    let case = hooked_case("--announce-junk 1000 --kv-counter n");
+    case.env.activate(ID).await.unwrap();
+    assert_eq!(wait_for_line(&case.hook_log(), "COUNT"), "COUNT 1");
+    case.env.perform_health_check(ID).await.unwrap();
+    case.shutdown().await;
 }

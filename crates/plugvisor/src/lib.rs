@@ -34,9 +34,9 @@ mod hooks;
 mod invalid_config;
 mod launch;
 mod manifest;
-mod settings_schema;
 mod policy;
 mod process;
+mod settings_schema;
 mod stdio;
 mod store;
 mod supervisor;
@@ -57,8 +57,8 @@ pub use launch::{
     LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
 };
 pub use manifest::{Manifest, ManifestError, ServerSection};
-pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, SettingsSchema};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
+pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, SettingsSchema};
 pub use stdio::StderrLines;
 pub use store::{KvLimits, KvLimitsBuilder, StoreError};
 pub use supervisor::{
@@ -67,6 +67,11 @@ pub use supervisor::{
 };
 pub use tls::TlsError;
 pub use transport::ConnectError;
+
+/// The JSON library plugvisor's configuration values are made of
+/// ([`EnvironmentConfigBuilder::plugin_configuration`], [`ConfigValue`]),
+/// so that an application builds them with the same version.
+pub use serde_json;
 
 /// Generated gRPC code: go-plugin's services (`plugin`) and plugvisor's own
 /// (`plugvisor::v1`), for an application's own clients and servers.

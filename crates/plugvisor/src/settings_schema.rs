@@ -108,7 +108,10 @@ impl SettingsSchema {
                 return Err(format!("field `{field}.key` is empty"));
             }
             if parsed.settings[..i].iter().any(|s| s.key == setting.key) {
-                return Err(format!("field `{field}.key`: {:?} appears twice", setting.key));
+                return Err(format!(
+                    "field `{field}.key`: {:?} appears twice",
+                    setting.key
+                ));
             }
             if matches!(setting.kind, SettingType::Dropdown | SettingType::Radio)
                 && setting.options.is_empty()
@@ -248,7 +251,10 @@ mod tests {
         assert_eq!(schema.check("shout", &json!("true")).unwrap(), json!(true));
         assert_eq!(schema.check("repeat", &json!("3")).unwrap(), json!(3));
         assert_eq!(schema.check("repeat", &json!("2.5")).unwrap(), json!(2.5));
-        assert_eq!(schema.check("colour", &json!("blue")).unwrap(), json!("blue"));
+        assert_eq!(
+            schema.check("colour", &json!("blue")).unwrap(),
+            json!("blue")
+        );
         assert_eq!(schema.check("greeting", &json!("Hi")).unwrap(), json!("Hi"));
     }
 
@@ -257,12 +263,17 @@ mod tests {
         let schema = schema();
         let error = schema.check("shout", &json!("yes")).unwrap_err();
         assert_eq!(error.key, "shout");
-        assert!(error.to_string().contains("expected true or false"), "{error}");
+        assert!(
+            error.to_string().contains("expected true or false"),
+            "{error}"
+        );
         let error = schema.check("colour", &json!("green")).unwrap_err();
         assert!(error.to_string().contains("\"red\", \"blue\""), "{error}");
         let error = schema.check("volume", &json!("11")).unwrap_err();
         assert!(
-            error.to_string().contains("greeting, shout, repeat, colour"),
+            error
+                .to_string()
+                .contains("greeting, shout, repeat, colour"),
             "{error}"
         );
         assert!(schema.check("repeat", &json!("many")).is_err());
@@ -278,15 +289,22 @@ mod tests {
 
     #[test]
     fn a_bad_schema_names_the_field() {
-        let bad_type = SettingsSchema::parse(Some(&json!({"settings": [{"key": "a", "type": "colour"}]})));
+        let bad_type =
+            SettingsSchema::parse(Some(&json!({"settings": [{"key": "a", "type": "colour"}]})));
         assert!(bad_type.unwrap_err().contains("settings_schema.settings"));
-        let bad_default =
-            SettingsSchema::parse(Some(&json!({"settings": [{"key": "a", "type": "bool", "default": "maybe"}]})));
-        assert!(bad_default.unwrap_err().contains("settings_schema.settings[0].default"));
+        let bad_default = SettingsSchema::parse(Some(
+            &json!({"settings": [{"key": "a", "type": "bool", "default": "maybe"}]}),
+        ));
+        assert!(
+            bad_default
+                .unwrap_err()
+                .contains("settings_schema.settings[0].default")
+        );
         let twice = SettingsSchema::parse(Some(&json!({"settings": [
             {"key": "a", "type": "text"}, {"key": "a", "type": "text"}]})));
         assert!(twice.unwrap_err().contains("appears twice"));
-        let no_options = SettingsSchema::parse(Some(&json!({"settings": [{"key": "a", "type": "radio"}]})));
+        let no_options =
+            SettingsSchema::parse(Some(&json!({"settings": [{"key": "a", "type": "radio"}]})));
         assert!(no_options.unwrap_err().contains("needs options"));
     }
 }

@@ -1,33 +1,67 @@
 //! The control socket of a running `plugvisor run`: one JSON request line in,
 //! one JSON response line out. The socket lives in a 0700 directory, is itself
-//! 0600, and answers only peers with our own uid.
+//! 0600, and answers only peers with our own uid. It holds under abuse:
+//! connections are bounded, a request must arrive within a few seconds, and
+//! accept errors back off instead of spinning.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use plugvisor::{Environment, PluginStatus};
+use plugvisor::{ConfigApplied, ConfigChange, ConfigValue, Environment, PluginStatus};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "lowercase")]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    Start { id: String },
-    Stop { id: String },
-    Restart { id: String },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    ConfigGet {
+        id: String,
+    },
+    /// `KEY=VALUE` as typed; the plugin's settings_schema gives each its type.
+    ConfigSet {
+        id: String,
+        values: Vec<(String, String)>,
+    },
+    ConfigUnset {
+        id: String,
+        keys: Vec<String>,
+    },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default)]
     pub statuses: Vec<PluginStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<Vec<ConfigValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<ConfigApplied>,
 }
+
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request line.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 /// `$XDG_RUNTIME_DIR/plugvisor/control.sock`, else `/tmp/plugvisor-UID/control.sock`.
 pub fn default_socket_path() -> PathBuf {
@@ -71,12 +105,23 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Answers requests until the task is dropped.
 pub async fn serve(listener: UnixListener, env: Environment) {
     let me = nix::unistd::geteuid().as_raw();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        // Past the limit, connections wait in the listen backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let env = env.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let peer = stream.peer_cred().map(|c| c.uid()).ok();
             if peer != Some(me) {
                 tracing::warn!(?peer, "refused a control connection from another user");
@@ -89,33 +134,65 @@ pub async fn serve(listener: UnixListener, env: Environment) {
 async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io::Result<()> {
     let (read, write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read)
-        .take(64 * 1024)
-        .read_line(&mut line)
-        .await?;
+    let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES);
+    if tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
     if !allowed {
         let refused = Response {
-            ok: false,
             error: Some(
                 "refused: only the user running plugvisor may use its control socket".into(),
             ),
-            statuses: Vec::new(),
+            ..Response::default()
         };
         return write_response(write, &refused).await;
     }
-    let result = match serde_json::from_str::<Request>(&line) {
-        Err(error) => Err(format!("bad request: {error}")),
-        Ok(Request::Status) => Ok(()),
-        Ok(Request::Start { id }) => env.activate(&id).await.map(drop).map_err(|e| e.to_string()),
-        Ok(Request::Stop { id }) => env.deactivate(&id).await.map_err(|e| e.to_string()),
-        Ok(Request::Restart { id }) => env.restart(&id).await.map(drop).map_err(|e| e.to_string()),
+    let mut response = Response::default();
+    let request = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => request,
+        Err(error) => {
+            response.error = Some(format!("bad request: {error}"));
+            return write_response(write, &response).await;
+        }
     };
-    let response = Response {
-        ok: result.is_ok(),
-        error: result.err(),
-        statuses: env.statuses(),
-    };
+    let result = match request {
+        Request::Status => Ok(()),
+        Request::Start { id } => env.activate(&id).await.map(drop),
+        Request::Stop { id } => env.deactivate(&id).await,
+        Request::Restart { id } => env.restart(&id).await.map(drop),
+        Request::ConfigGet { id } => env.configuration(&id).map(|values| {
+            response.configuration = Some(values);
+        }),
+        Request::ConfigSet { id, values } => {
+            let changes = values
+                .into_iter()
+                .map(|(key, value)| ConfigChange::set(key, value));
+            configure(env, &id, changes, &mut response).await
+        }
+        Request::ConfigUnset { id, keys } => {
+            let changes = keys.into_iter().map(ConfigChange::unset);
+            configure(env, &id, changes, &mut response).await
+        }
+    }
+    .map_err(|e| e.to_string());
+    response.ok = result.is_ok();
+    response.error = result.err();
+    response.statuses = env.statuses();
     write_response(write, &response).await
+}
+
+async fn configure(
+    env: &Environment,
+    id: &str,
+    changes: impl IntoIterator<Item = ConfigChange>,
+    response: &mut Response,
+) -> Result<(), plugvisor::EnvironmentError> {
+    response.applied = Some(env.set_configuration(id, changes).await?);
+    response.configuration = env.configuration(id).ok();
+    Ok(())
 }
 
 async fn write_response(
@@ -143,5 +220,3 @@ pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response>
     BufReader::new(read).read_line(&mut line).await?;
     serde_json::from_str(&line).context("malformed answer from the control socket")
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Only this layer prints.
 
 mod check;
+mod config;
 mod control;
 mod logging;
 mod ping;
@@ -25,6 +26,7 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor run examples/plugins             supervise every bundle in a folder
   plugvisor status                           the status table of a running `run`
   plugvisor restart hello-python             restart one plugin of a running `run`
+  plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
   plugvisor check examples/plugins/*         validate bundles without starting them"
 )]
@@ -44,10 +46,13 @@ enum Command {
 more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
 A hung plugin is caught by the health check: --health-fail-limit failures in a row.
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
-Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names:
+Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
+and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
   max-failures = 5
-Flags win over the file.
+  [plugins.hello-python]
+  greeting = \"Bonjour\"
+Flags win over the file; `plugvisor config set` wins over both and is kept in --data-dir.
 
 Examples:
   plugvisor run examples/plugins
@@ -70,7 +75,7 @@ Examples:
         #[command(flatten)]
         protocol: ProtocolFlags,
         #[command(flatten)]
-        supervision: SupervisionFlags,
+        supervision: Box<SupervisionFlags>,
     },
     /// Show the status table of a running `plugvisor run`.
     Status {
@@ -101,6 +106,9 @@ Examples:
         #[command(flatten)]
         control: ControlSocket,
     },
+    /// Show or change a plugin's configuration in a running `plugvisor run`.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Start one bundle, wait until it is healthy, stop it, and print both times.
     #[command(after_help = "Exits 0 only if the plugin became healthy.
 
@@ -139,14 +147,14 @@ Examples:
 }
 
 #[derive(clap::Args)]
-struct ControlSocket {
+pub struct ControlSocket {
     /// Control socket of `plugvisor run` [default: $XDG_RUNTIME_DIR/plugvisor/control.sock, else /tmp/plugvisor-UID/control.sock].
     #[arg(long, env = "PLUGVISOR_CONTROL_SOCKET", value_name = "PATH")]
     control_socket: Option<PathBuf>,
 }
 
 impl ControlSocket {
-    fn path(self) -> PathBuf {
+    pub fn path(self) -> PathBuf {
         self.control_socket
             .unwrap_or_else(control::default_socket_path)
     }
@@ -220,6 +228,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { id, control } => send(control, Request::Start { id }).await,
         Command::Stop { id, control } => send(control, Request::Stop { id }).await,
         Command::Restart { id, control } => send(control, Request::Restart { id }).await,
+        Command::Config(command) => config::run(command).await,
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use plugvisor::{
-    EnvironmentConfig, HealthPolicy, InvalidConfig, LaunchOptions, RestartPolicy, SupervisorConfig,
+    EnvironmentConfig, HealthPolicy, HookTimeouts, InvalidConfig, KvLimits, LaunchOptions,
+    RestartPolicy, SupervisorConfig,
 };
 use serde::Deserialize;
 
@@ -89,6 +90,15 @@ pub struct Settings {
     pub max_failures: Option<u32>,
     pub failure_window: Option<DurationArg>,
     pub shutdown_deadline: Option<DurationArg>,
+    pub data_dir: Option<PathBuf>,
+    pub activate_timeout: Option<DurationArg>,
+    pub configuration_change_timeout: Option<DurationArg>,
+    pub deactivate_timeout: Option<DurationArg>,
+    pub kv_max_value_bytes: Option<usize>,
+    pub kv_max_plugin_bytes: Option<u64>,
+    /// `[plugins.ID]` tables: each plugin's configuration values.
+    #[serde(default)]
+    pub plugins: std::collections::BTreeMap<String, toml::Table>,
 }
 
 /// How plugins are launched: `run`, `ping` and `check`.
@@ -159,6 +169,30 @@ pub struct SupervisionFlags {
         "Everything still running this long after Ctrl-C is SIGKILLed",
         human(EnvironmentConfig::DEFAULT_SHUTDOWN_DEADLINE)))]
     shutdown_deadline: Option<DurationArg>,
+    /// Where the plugins' key-value data and the values of `plugvisor config set` are kept
+    /// [default: $XDG_DATA_HOME/plugvisor, else ~/.local/share/plugvisor].
+    #[arg(long, value_name = "DIR", env = "PLUGVISOR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a plugin's OnActivate hook may take; past it the start fails",
+        human(HookTimeouts::DEFAULT_ON_ACTIVATE)))]
+    activate_timeout: Option<DurationArg>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a plugin's OnConfigurationChange hook may take; past it the change is not made",
+        human(HookTimeouts::DEFAULT_ON_CONFIGURATION_CHANGE)))]
+    configuration_change_timeout: Option<DurationArg>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a plugin's OnDeactivate hook may take before it is stopped anyway",
+        human(HookTimeouts::DEFAULT_ON_DEACTIVATE)))]
+    deactivate_timeout: Option<DurationArg>,
+    #[arg(long, value_name = "BYTES", help = with_default(
+        "Largest value a plugin may keep in its key-value store",
+        KvLimits::DEFAULT_MAX_VALUE_BYTES))]
+    kv_max_value_bytes: Option<usize>,
+    #[arg(long, value_name = "BYTES", help = with_default(
+        "All of one plugin's keys and values together",
+        KvLimits::DEFAULT_MAX_PLUGIN_BYTES))]
+    kv_max_plugin_bytes: Option<u64>,
 }
 
 /// Overwrites the file's values with the flags that were given.
@@ -203,7 +237,13 @@ impl SupervisionFlags {
             restart_max_backoff,
             max_failures,
             failure_window,
-            shutdown_deadline
+            shutdown_deadline,
+            data_dir,
+            activate_timeout,
+            configuration_change_timeout,
+            deactivate_timeout,
+            kv_max_value_bytes,
+            kv_max_plugin_bytes
         );
         settings
     }
@@ -281,16 +321,59 @@ impl Settings {
         if let Some(DurationArg(window)) = self.failure_window {
             restart = restart.failure_window(window);
         }
+        let mut hooks = HookTimeouts::builder();
+        if let Some(DurationArg(timeout)) = self.activate_timeout {
+            hooks = hooks.on_activate(timeout);
+        }
+        if let Some(DurationArg(timeout)) = self.configuration_change_timeout {
+            hooks = hooks.on_configuration_change(timeout);
+        }
+        if let Some(DurationArg(timeout)) = self.deactivate_timeout {
+            hooks = hooks.on_deactivate(timeout);
+        }
+        let mut kv = KvLimits::builder();
+        if let Some(bytes) = self.kv_max_value_bytes {
+            kv = kv.max_value_bytes(bytes);
+        }
+        if let Some(bytes) = self.kv_max_plugin_bytes {
+            kv = kv.max_plugin_bytes(bytes);
+        }
+        let data_dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
         let mut config = EnvironmentConfig::builder(plugins_dir)
             .launch(self.launch_options()?)
             .supervisor(self.supervisor_config()?)
             .health(health)
-            .restart(restart.build().map_err(invalid)?);
+            .restart(restart.build().map_err(invalid)?)
+            .hook_timeouts(hooks.build().map_err(invalid)?)
+            .kv_limits(kv.build().map_err(invalid)?)
+            .data_dir(data_dir);
         if let Some(DurationArg(deadline)) = self.shutdown_deadline {
             config = config.shutdown_deadline(deadline);
         }
+        for (id, table) in &self.plugins {
+            let values =
+                serde_json::to_value(table).context("a [plugins] table is not plain data")?;
+            let serde_json::Value::Object(values) = values else {
+                unreachable!("a TOML table is an object");
+            };
+            config = config.plugin_configuration(id, values);
+        }
         config.build().map_err(invalid)
     }
+}
+
+/// `$XDG_DATA_HOME/plugvisor`, else `~/.local/share/plugvisor`.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("plugvisor"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/plugvisor"))
 }
 
 #[cfg(test)]
@@ -324,6 +407,24 @@ mod tests {
             RestartPolicy::DEFAULT_INITIAL_BACKOFF
         );
         assert!(config.supervisor().auto_mtls());
+    }
+
+    #[test]
+    fn plugin_tables_become_plugin_configuration() {
+        let file: Settings = toml::from_str(
+            r#"
+            data-dir = "/var/lib/plugvisor"
+            [plugins.hello-python]
+            greeting = "Hi"
+            shout = true
+            "#,
+        )
+        .unwrap();
+        let config = file.environment_config(Path::new("/p")).unwrap();
+        let values = config.plugin_configuration("hello-python").unwrap();
+        assert_eq!(values["greeting"], "Hi");
+        assert_eq!(values["shout"], true);
+        assert_eq!(config.data_dir(), Some(Path::new("/var/lib/plugvisor")));
     }
 
     #[test]

@@ -174,7 +174,11 @@ impl EnvironmentConfigBuilder {
     /// earlier ones). They are checked against its settings_schema when the
     /// environment is made; a bad one fails [`crate::Environment::new`],
     /// naming the key.
-    pub fn plugin_configuration(mut self, id: impl Into<String>, values: Map<String, Value>) -> Self {
+    pub fn plugin_configuration(
+        mut self,
+        id: impl Into<String>,
+        values: Map<String, Value>,
+    ) -> Self {
         self.0.plugin_configuration.insert(id.into(), values);
         self
     }

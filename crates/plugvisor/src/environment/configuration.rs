@@ -161,7 +161,10 @@ pub(crate) fn effective_with(
         match schema.check(key, value) {
             Ok(value) => put(key, value, ConfigSource::Operator),
             Err(error) => {
-                tracing::warn!(plugin = slot.id(), "ignoring a stored configuration value: {error}")
+                tracing::warn!(
+                    plugin = slot.id(),
+                    "ignoring a stored configuration value: {error}"
+                )
             }
         }
     }

@@ -1,11 +1,11 @@
 //! What can go wrong when an application asks the environment for something.
 
 use crate::InvalidConfig;
+use crate::bundle::ScanError;
 use crate::hooks::HookError;
+use crate::launch::LaunchError;
 use crate::settings_schema::InvalidSetting;
 use crate::store::StoreError;
-use crate::bundle::ScanError;
-use crate::launch::LaunchError;
 use crate::supervisor::{PingError, SupervisorError};
 
 /// An [`crate::Environment`] call that failed, naming the plugin.
@@ -117,7 +117,9 @@ impl EnvironmentError {
             EnvironmentError::Start { source, .. } => source.to_string(),
             EnvironmentError::Refused { message, .. } => message.clone(),
             EnvironmentError::Hook { source, .. } => source.to_string(),
-            EnvironmentError::HostApi { problem, .. } => format!("the host API cannot be served: {problem}"),
+            EnvironmentError::HostApi { problem, .. } => {
+                format!("the host API cannot be served: {problem}")
+            }
             other => other.to_string(),
         }
     }

@@ -150,7 +150,7 @@ impl Instance {
         };
         let host_api = HostApi::serve(context, &socket_dir, self.supervisor.pid(), tls)
             .map_err(|e| unavailable(format!("cannot listen in {}: {e}", socket_dir.display())))?;
-        let broker = Broker::open(self.supervisor.channel());
+        let broker = Broker::open(self.supervisor.channel(), tracing::info_span!("plugin", id));
         let address = host_api.address().to_string_lossy().into_owned();
         if !broker.announce(HOST_API_SERVICE_ID, "unix", &address).await {
             return Err(unavailable("the broker stream closed".into()));
@@ -230,7 +230,9 @@ impl Instance {
 /// The configuration the host API's Configuration.Get answers with.
 fn current_json(slot: &Weak<Slot>, shared: &Weak<Shared>) -> String {
     match (slot.upgrade(), shared.upgrade()) {
-        (Some(slot), Some(shared)) => configuration::to_json(&configuration::effective(&slot, &shared)),
+        (Some(slot), Some(shared)) => {
+            configuration::to_json(&configuration::effective(&slot, &shared))
+        }
         _ => "{}".to_string(),
     }
 }

@@ -347,10 +347,13 @@ impl Environment {
         F: Fn(String, Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let calls = self.plugins_serving(service).into_iter().map(|(id, channel)| {
-            let call = call(id.clone(), channel);
-            async move { (id, call::within(timeout, call).await) }
-        });
+        let calls = self
+            .plugins_serving(service)
+            .into_iter()
+            .map(|(id, channel)| {
+                let call = call(id.clone(), channel);
+                async move { (id, call::within(timeout, call).await) }
+            });
         futures::future::join_all(calls).await
     }
 

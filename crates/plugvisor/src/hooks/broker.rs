@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::proto::plugin::ConnInfo;
 use crate::proto::plugin::grpc_broker_client::GrpcBrokerClient;
@@ -25,8 +26,9 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    /// Opens the stream. It stays open until the Broker is dropped.
-    pub(crate) fn open(channel: Channel) -> Broker {
+    /// Opens the stream. It stays open until the Broker is dropped; what it
+    /// logs goes in `span` (the plugin's).
+    pub(crate) fn open(channel: Channel, span: tracing::Span) -> Broker {
         let (outgoing, requests) = mpsc::channel(BACKLOG);
         let stream = tokio::spawn(async move {
             let mut client = GrpcBrokerClient::new(channel);
@@ -45,7 +47,7 @@ impl Broker {
                     "the plugin announced a brokered service; plugvisor does not dial plugin-offered services"
                 );
             }
-        });
+        }.instrument(span));
         Broker { outgoing, stream }
     }
 

@@ -18,7 +18,12 @@ pub(crate) const ON_ACTIVATE: &str = "OnActivate";
 pub(crate) const ON_DEACTIVATE: &str = "OnDeactivate";
 pub(crate) const ON_CONFIGURATION_CHANGE: &str = "OnConfigurationChange";
 pub(crate) const SERVE_HTTP: &str = "ServeHTTP";
-const KNOWN_HOOKS: [&str; 4] = [ON_ACTIVATE, ON_DEACTIVATE, ON_CONFIGURATION_CHANGE, SERVE_HTTP];
+const KNOWN_HOOKS: [&str; 4] = [
+    ON_ACTIVATE,
+    ON_DEACTIVATE,
+    ON_CONFIGURATION_CHANGE,
+    SERVE_HTTP,
+];
 /// go-plugin's broker, which the host API needs.
 pub(crate) const BROKER_SERVICE: &str = "plugin.GRPCBroker";
 
@@ -73,7 +78,9 @@ impl HookError {
     pub(crate) fn is_final(&self) -> bool {
         match self {
             HookError::Timeout { .. } => true,
-            HookError::Rpc { code, .. } => !matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled),
+            HookError::Rpc { code, .. } => {
+                !matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
+            }
         }
     }
 
@@ -105,7 +112,13 @@ pub(crate) async fn implemented(
     after: Duration,
 ) -> Result<Implemented, HookError> {
     let mut client = LifecycleClient::new(channel.clone());
-    let answer = match within("Implemented", after, client.implemented(ImplementedRequest {})).await {
+    let answer = match within(
+        "Implemented",
+        after,
+        client.implemented(ImplementedRequest {}),
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(HookError::Rpc {
             code: tonic::Code::Unimplemented,
@@ -119,7 +132,9 @@ pub(crate) async fn implemented(
             true => {
                 hooks.insert(hook);
             }
-            false => tracing::warn!(hook = %hook.chars().take(100).collect::<String>(), "the plugin reports a hook plugvisor does not know; ignored"),
+            false => {
+                tracing::warn!(hook = %hook.chars().take(100).collect::<String>(), "the plugin reports a hook plugvisor does not know; ignored")
+            }
         }
     }
     Ok(Implemented {
@@ -168,7 +183,11 @@ pub(crate) async fn on_configuration_change(
 /// `OnDeactivate`; its failure is logged, never blocks the stop.
 pub(crate) async fn on_deactivate(channel: &Channel, after: Duration) -> Result<(), HookError> {
     let mut client = LifecycleClient::new(channel.clone());
-    within(ON_DEACTIVATE, after, client.on_deactivate(OnDeactivateRequest {}))
-        .await
-        .map(drop)
+    within(
+        ON_DEACTIVATE,
+        after,
+        client.on_deactivate(OnDeactivateRequest {}),
+    )
+    .await
+    .map(drop)
 }

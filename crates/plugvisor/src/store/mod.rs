@@ -154,9 +154,11 @@ impl Store {
         self.check_key(key)?;
         let (plugin, key) = (plugin.to_string(), key.to_string());
         self.blocking(move |c| {
-            Ok(c.prepare_cached("SELECT value FROM kv WHERE plugin = ?1 AND key = ?2")?
-                .query_row(params![plugin, key], |row| row.get(0))
-                .optional()?)
+            Ok(
+                c.prepare_cached("SELECT value FROM kv WHERE plugin = ?1 AND key = ?2")?
+                    .query_row(params![plugin, key], |row| row.get(0))
+                    .optional()?,
+            )
         })
         .await
     }
@@ -186,8 +188,11 @@ impl Store {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(MAX_LIST_LIMIT),
         };
-        let (plugin, prefix, start_after) =
-            (plugin.to_string(), prefix.to_string(), start_after.to_string());
+        let (plugin, prefix, start_after) = (
+            plugin.to_string(),
+            prefix.to_string(),
+            start_after.to_string(),
+        );
         self.blocking(move |c| {
             // TEXT compares bytewise, so the keys with a prefix are a run from the prefix on.
             let mut statement = c.prepare_cached(
@@ -395,9 +400,18 @@ mod tests {
     async fn limits_are_enforced_with_clear_errors() {
         let store = small();
         let long_key = store.set("p", "123456789", vec![]).await.unwrap_err();
-        assert!(long_key.to_string().contains("limit of 8 bytes per key"), "{long_key}");
+        assert!(
+            long_key.to_string().contains("limit of 8 bytes per key"),
+            "{long_key}"
+        );
         let big = store.set("p", "k", vec![0; 17]).await.unwrap_err();
-        assert_eq!(big, KvError::ValueTooLarge { size: 17, limit: 16 });
+        assert_eq!(
+            big,
+            KvError::ValueTooLarge {
+                size: 17,
+                limit: 16
+            }
+        );
         assert!(matches!(
             store.set("p", "", vec![]).await,
             Err(KvError::InvalidKey(_))
@@ -406,7 +420,13 @@ mod tests {
         store.set("p", "a", vec![0; 16]).await.unwrap();
         store.set("p", "b", vec![0; 16]).await.unwrap();
         let full = store.set("p", "c", vec![0; 16]).await.unwrap_err();
-        assert_eq!(full, KvError::QuotaExceeded { would: 51, limit: 40 });
+        assert_eq!(
+            full,
+            KvError::QuotaExceeded {
+                would: 51,
+                limit: 40
+            }
+        );
         // Overwriting with a smaller value, and deleting, free room.
         store.set("p", "a", vec![0; 1]).await.unwrap();
         store.set("p", "c", vec![0; 16]).await.unwrap();

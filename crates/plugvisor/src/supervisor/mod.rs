@@ -269,7 +269,9 @@ impl Supervisor {
     /// The TLS configuration a brokered server (the host API) must use for
     /// this plugin: `None` without AutoMTLS or when the plugin answered in
     /// plaintext.
-    pub(crate) fn brokered_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
+    pub(crate) fn brokered_tls(
+        &self,
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
         match (&self.identity, &self.handshake.server_cert) {
             (Some(identity), Some(cert)) => crate::tls::server_config(identity, cert).map(Some),
             _ => Ok(None),

@@ -60,7 +60,11 @@ impl GrpcBroker for Broker {
         let announced = self.announced.clone();
         tokio::spawn(async move {
             while let Ok(Some(info)) = incoming.message().await {
-                announced.infos.lock().unwrap().insert(info.service_id, info);
+                announced
+                    .infos
+                    .lock()
+                    .unwrap()
+                    .insert(info.service_id, info);
                 announced.changed.notify_waiters();
             }
         });
@@ -73,8 +77,8 @@ impl GrpcBroker for Broker {
                 knock: None,
             })
         });
-        let stream = futures::stream::iter(junk.collect::<Vec<_>>())
-            .chain(futures::stream::pending());
+        let stream =
+            futures::stream::iter(junk.collect::<Vec<_>>()).chain(futures::stream::pending());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -138,7 +142,10 @@ impl Lifecycle for Hooks {
             "OnActivate {} broker={}",
             request.configuration_json, request.host_api_broker_id
         ));
-        if request.host_api_broker_id != 0 {
+        if request.host_api_broker_id != 0 && !self.flags.broker {
+            // It claimed a broker it does not serve: no announcement can come.
+            self.log("HOSTAPI no broker");
+        } else if request.host_api_broker_id != 0 {
             match self.announced.wait_for(request.host_api_broker_id).await {
                 Some(info) => self.use_host_api(&info).await,
                 None => self.log("HOSTAPI no announcement"),
@@ -206,7 +213,11 @@ impl Hooks {
                     expected: current.found.then_some(current.value),
                     value: Some(n.to_string().into_bytes()),
                 };
-                if kv.compare_and_set(swap).await.is_ok_and(|r| r.into_inner().swapped) {
+                if kv
+                    .compare_and_set(swap)
+                    .await
+                    .is_ok_and(|r| r.into_inner().swapped)
+                {
                     break n;
                 }
             };
@@ -217,12 +228,21 @@ impl Hooks {
             match answer {
                 Ok(r) => {
                     let r = r.into_inner();
-                    self.log(&format!("READ {} {}", r.found, String::from_utf8_lossy(&r.value)));
+                    self.log(&format!(
+                        "READ {} {}",
+                        r.found,
+                        String::from_utf8_lossy(&r.value)
+                    ));
                 }
                 Err(status) => self.log(&format!("READ error {status}")),
             }
         }
-        if let Some((key, value)) = self.flags.kv_write.as_deref().and_then(|kv| kv.split_once('=')) {
+        if let Some((key, value)) = self
+            .flags
+            .kv_write
+            .as_deref()
+            .and_then(|kv| kv.split_once('='))
+        {
             let set = pv::KvSetRequest {
                 key: key.into(),
                 value: value.as_bytes().to_vec(),
@@ -237,7 +257,11 @@ impl Hooks {
             };
             match kv.set(set).await {
                 Ok(_) => self.log("OVERSIZE accepted"),
-                Err(status) => self.log(&format!("OVERSIZE {:?} {}", status.code(), status.message())),
+                Err(status) => self.log(&format!(
+                    "OVERSIZE {:?} {}",
+                    status.code(),
+                    status.message()
+                )),
             }
         }
         if self.flags.kv_flood > 0 {
@@ -253,25 +277,43 @@ impl Hooks {
             });
             let results = futures::future::join_all(sets).await;
             let ok = results.iter().filter(|r| r.is_ok()).count();
-            let first = results.iter().find_map(|r| r.as_ref().err()).map(|s| format!("{:?} {}", s.code(), s.message()));
-            self.log(&format!("FLOOD ok={ok} err={} first={first:?}", results.len() - ok));
+            let first = results
+                .iter()
+                .find_map(|r| r.as_ref().err())
+                .map(|s| format!("{:?} {}", s.code(), s.message()));
+            self.log(&format!(
+                "FLOOD ok={ok} err={} first={first:?}",
+                results.len() - ok
+            ));
         }
         if self.flags.log_flood > 0 {
-            let mut log = LogClient::new(channel.clone());
-            let (mut ok, mut exhausted) = (0, 0);
-            for i in 0..self.flags.log_flood {
-                let line = pv::LogWriteRequest {
-                    level: pv::LogLevel::Info as i32,
-                    message: format!("flood line {i}"),
-                    fields: Default::default(),
-                };
-                match log.write(line).await {
-                    Ok(_) => ok += 1,
-                    Err(status) if status.code() == tonic::Code::ResourceExhausted => exhausted += 1,
-                    Err(status) => return self.log(&format!("LOGFLOOD error {status}")),
+            let log = LogClient::new(channel.clone());
+            // All at once, as a burst.
+            let writes = (0..self.flags.log_flood).map(|i| {
+                let mut log = log.clone();
+                async move {
+                    log.write(pv::LogWriteRequest {
+                        level: pv::LogLevel::Info as i32,
+                        message: format!("flood line {i}"),
+                        fields: Default::default(),
+                    })
+                    .await
                 }
-            }
-            self.log(&format!("LOGFLOOD ok={ok} exhausted={exhausted}"));
+            });
+            let started = std::time::Instant::now();
+            let results = futures::future::join_all(writes).await;
+            let elapsed_ms = started.elapsed().as_millis();
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            let exhausted = results
+                .iter()
+                .filter(|r| {
+                    r.as_ref()
+                        .is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
+                })
+                .count();
+            self.log(&format!(
+                "LOGFLOOD ok={ok} exhausted={exhausted} ms={elapsed_ms}"
+            ));
         }
         if let Some(message) = &self.flags.log_line {
             let mut fields = HashMap::new();
@@ -337,7 +379,9 @@ pub fn add_to(routes: tonic::service::Routes, flags: &Flags) -> tonic::service::
     }
     if let Some(hook) = &flags.hook_garbage {
         let path = format!("/plugvisor.v1.Lifecycle/{hook}");
-        let router = routes.into_axum_router().route(&path, axum::routing::post(garbage));
+        let router = routes
+            .into_axum_router()
+            .route(&path, axum::routing::post(garbage));
         routes = tonic::service::Routes::from(router);
     }
     routes

@@ -25,7 +25,9 @@ use crate::proto::plugvisor::v1::configuration_server::ConfigurationServer;
 use crate::proto::plugvisor::v1::key_value_server::KeyValueServer;
 use crate::proto::plugvisor::v1::log_server::LogServer;
 use crate::store::Store;
-use services::{ConfigurationService, KeyValueService, LOG_LINES_PER_SECOND, LogService, TokenBucket};
+use services::{
+    ConfigurationService, KeyValueService, LOG_LINES_PER_SECOND, LogService, TokenBucket,
+};
 
 /// Connections one plugin may hold open to its host API at once.
 pub(crate) const MAX_CONNECTIONS: usize = 8;
@@ -161,7 +163,9 @@ async fn accept(
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             span.in_scope(|| {
-                tracing::warn!("refused a host API connection: the plugin already holds {MAX_CONNECTIONS}")
+                tracing::warn!(
+                    "refused a host API connection: the plugin already holds {MAX_CONNECTIONS}"
+                )
             });
             continue;
         };
@@ -170,7 +174,8 @@ async fn accept(
                 let _ = connections.send(Ok(HostConn::new(stream, permit))).await;
             }
             Some(acceptor) => {
-                let (acceptor, connections, span) = (acceptor.clone(), connections.clone(), span.clone());
+                let (acceptor, connections, span) =
+                    (acceptor.clone(), connections.clone(), span.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {

@@ -65,7 +65,11 @@ impl KeyValue for KeyValueService {
         request: Request<KvDeleteRequest>,
     ) -> Result<Response<KvDeleteResponse>, Status> {
         let key = request.into_inner().key;
-        let existed = self.store.delete(&self.plugin, &key).await.map_err(status)?;
+        let existed = self
+            .store
+            .delete(&self.plugin, &key)
+            .await
+            .map_err(status)?;
         Ok(Response::new(KvDeleteResponse { existed }))
     }
 
@@ -243,6 +247,9 @@ mod tests {
         let later = start + Duration::from_millis(400);
         assert!(bucket.take(later).is_ok(), "1.2 tokens came back");
         assert_eq!(bucket.take(later), Err(None));
-        assert_eq!(bucket.take(start + Duration::from_millis(1100)).ok(), Some(()));
+        assert_eq!(
+            bucket.take(start + Duration::from_millis(1100)).ok(),
+            Some(())
+        );
     }
 }
