@@ -57,6 +57,10 @@ pub async fn run(
     let listener = control::bind(&socket_path).await?;
     tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
     let control = tokio::spawn(control::serve(listener, env.clone()));
+    let http = match settings.http {
+        Some(address) => Some(serve_http(address.0, &env, &settings).await?),
+        None => None,
+    };
     let mut signals = StopSignals::new()?;
     // Subscribe before any activation, so the display misses no event.
     let events = env.subscribe();
@@ -95,6 +99,9 @@ pub async fn run(
         }
     }
     control.abort();
+    if let Some(http) = http {
+        http.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     // Let the display draw the final state.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,6 +117,32 @@ pub async fn run(
     }
     tracing::info!("{stopped}");
     Ok(code)
+}
+
+/// Starts the HTTP listener (before any plugin, so /healthz answers at once).
+async fn serve_http(
+    address: std::net::SocketAddr,
+    env: &Environment,
+    settings: &Settings,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let router = plugvisor::http::router(env.clone(), settings.http_limits()?);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {address}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    if address.ip().is_loopback() {
+        tracing::info!(
+            "HTTP on {url}: plugins under {url}/plugins/ID/, and /metrics, /healthz, /readyz, /api/v1/plugins"
+        );
+    } else {
+        tracing::warn!(
+            "HTTP on {url}, which is not a loopback address: anyone who can reach it can call the plugins' endpoints; put it behind a proxy with authentication, or bind 127.0.0.1"
+        );
+    }
+    Ok(tokio::spawn(async move {
+        // Aborted at shutdown: plugins' streams end when the plugins stop.
+        let _ = plugvisor::http::serve(listener, router, std::future::pending()).await;
+    }))
 }
 
 /// Which display `run` chose, once the display itself has moved into its task.

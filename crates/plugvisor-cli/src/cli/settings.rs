@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use plugvisor::http::HttpLimits;
 use plugvisor::{
     EnvironmentConfig, HealthPolicy, HookTimeouts, InvalidConfig, KvLimits, LaunchOptions,
     RestartPolicy, SupervisorConfig,
@@ -28,6 +29,32 @@ impl FromStr for DurationArg {
 }
 
 impl<'de> Deserialize<'de> for DurationArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where `--http` listens: `HOST:PORT`, or a port on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HttpAddress(pub std::net::SocketAddr);
+
+impl FromStr for HttpAddress {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(HttpAddress(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            ))));
+        }
+        text.parse()
+            .map(HttpAddress)
+            .map_err(|_| format!("{text:?} is not HOST:PORT (like 127.0.0.1:8065) or a port"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpAddress {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
@@ -96,6 +123,10 @@ pub struct Settings {
     pub deactivate_timeout: Option<DurationArg>,
     pub kv_max_value_bytes: Option<usize>,
     pub kv_max_plugin_bytes: Option<u64>,
+    pub http: Option<HttpAddress>,
+    pub http_max_body_bytes: Option<u64>,
+    pub http_max_header_bytes: Option<usize>,
+    pub http_timeout: Option<DurationArg>,
     /// `[plugins.ID]` tables: each plugin's configuration values.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, toml::Table>,
@@ -193,6 +224,22 @@ pub struct SupervisionFlags {
         "All of one plugin's keys and values together",
         KvLimits::DEFAULT_MAX_PLUGIN_BYTES))]
     kv_max_plugin_bytes: Option<u64>,
+    /// Serve HTTP here: each plugin's endpoints under /plugins/{id}/, and /metrics, /healthz,
+    /// /readyz, /api/v1/plugins. PORT alone means 127.0.0.1:PORT [default: off].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<HttpAddress>,
+    #[arg(long, value_name = "BYTES", help = with_default(
+        "Largest request body under /plugins/; more is answered 413",
+        HttpLimits::DEFAULT_MAX_BODY_BYTES))]
+    http_max_body_bytes: Option<u64>,
+    #[arg(long, value_name = "BYTES", help = with_default(
+        "Largest request headers under /plugins/ (names and values); more is answered 431",
+        HttpLimits::DEFAULT_MAX_HEADER_BYTES))]
+    http_max_header_bytes: Option<usize>,
+    #[arg(long, value_name = "DURATION", help = with_default(
+        "Time a plugin has to start its HTTP answer; past it the client gets 504",
+        human(HttpLimits::DEFAULT_REQUEST_TIMEOUT)))]
+    http_timeout: Option<DurationArg>,
 }
 
 /// Overwrites the file's values with the flags that were given.
@@ -243,7 +290,11 @@ impl SupervisionFlags {
             configuration_change_timeout,
             deactivate_timeout,
             kv_max_value_bytes,
-            kv_max_plugin_bytes
+            kv_max_plugin_bytes,
+            http,
+            http_max_body_bytes,
+            http_max_header_bytes,
+            http_timeout
         );
         settings
     }
@@ -362,6 +413,22 @@ impl Settings {
             config = config.plugin_configuration(id, values);
         }
         config.build().map_err(invalid)
+    }
+}
+
+impl Settings {
+    pub fn http_limits(&self) -> anyhow::Result<HttpLimits> {
+        let mut limits = HttpLimits::builder();
+        if let Some(bytes) = self.http_max_body_bytes {
+            limits = limits.max_body_bytes(bytes);
+        }
+        if let Some(bytes) = self.http_max_header_bytes {
+            limits = limits.max_header_bytes(bytes);
+        }
+        if let Some(DurationArg(timeout)) = self.http_timeout {
+            limits = limits.request_timeout(timeout);
+        }
+        limits.build().map_err(invalid)
     }
 }
 

@@ -76,7 +76,8 @@ impl Instance {
             id: id.to_string(),
             source,
         };
-        let implemented = match lifecycle::implemented(&channel, timeouts.implemented).await {
+        let asked = lifecycle::implemented(&channel, timeouts.implemented);
+        let implemented = match timed(shared, id, "Implemented", asked).await {
             Ok(implemented) => implemented,
             Err(error) => return Err((supervisor, hook_failed(error))),
         };
@@ -107,7 +108,8 @@ impl Instance {
             host_api_broker_id: broker_id,
             host_version: HOST_VERSION.to_string(),
         };
-        match lifecycle::on_activate(&channel, timeouts.on_activate, request).await {
+        let activated = lifecycle::on_activate(&channel, timeouts.on_activate, request);
+        match timed(shared, id, lifecycle::ON_ACTIVATE, activated).await {
             Ok(None) => Ok(instance),
             Ok(Some(message)) => {
                 tracing::error!(plugin = id, "the plugin refused its activation: {message}");
@@ -200,7 +202,10 @@ impl Instance {
             return None;
         }
         let timeout = self.shared.config.hooks.on_configuration_change;
-        Some(lifecycle::on_configuration_change(&self.channel(), timeout, configuration_json).await)
+        let channel = self.channel();
+        let call = lifecycle::on_configuration_change(&channel, timeout, configuration_json);
+        let hook = lifecycle::ON_CONFIGURATION_CHANGE;
+        Some(timed(&self.shared, self.supervisor.id(), hook, call).await)
     }
 
     /// A deactivation: OnDeactivate (bounded by its timeout, never blocking
@@ -208,7 +213,10 @@ impl Instance {
     pub(crate) async fn stop(&self) -> StopReport {
         if self.implements(lifecycle::ON_DEACTIVATE) && self.supervisor.exit_status().is_none() {
             let timeout = self.shared.config.hooks.on_deactivate;
-            if let Err(error) = lifecycle::on_deactivate(&self.channel(), timeout).await {
+            let channel = self.channel();
+            let call = lifecycle::on_deactivate(&channel, timeout);
+            let id = self.supervisor.id();
+            if let Err(error) = timed(&self.shared, id, lifecycle::ON_DEACTIVATE, call).await {
                 tracing::warn!(plugin = self.supervisor.id(), "{error}; stopping it anyway");
             }
         }
@@ -225,6 +233,14 @@ impl Instance {
     pub(crate) fn kill_now(&self) {
         self.supervisor.kill_now();
     }
+}
+
+/// Awaits a hook call, measuring it.
+async fn timed<T>(shared: &Shared, id: &str, hook: &str, call: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    shared.metrics.hook(id, hook, started.elapsed());
+    result
 }
 
 /// The configuration the host API's Configuration.Get answers with.

@@ -114,15 +114,11 @@ impl KeeperTask {
         self.end(end);
     }
 
-    fn events(&self) -> &tokio::sync::broadcast::Sender<super::Event> {
-        &self.shared.events
-    }
-
     fn running(&mut self, instance: &Arc<Instance>, startup: Duration) {
         let kind = EventKind::Running {
             startup_ms: startup.as_millis() as u64,
         };
-        let status = self.slot.update(self.events(), kind, |s| {
+        let status = self.slot.update(&self.shared, kind, |s| {
             Slot::set_phase(s, Phase::Running(instance.clone()))
         });
         if let Some(first) = self.first.take() {
@@ -139,7 +135,11 @@ impl KeeperTask {
             let mut next = Instant::now() + policy.interval().mul_f64(fastrand::f64().max(0.01));
             loop {
                 tokio::time::sleep_until(next).await;
+                let pinged = Instant::now();
                 let result = instance.ping().await;
+                self.shared
+                    .metrics
+                    .health_check(self.slot.id(), pinged.elapsed());
                 if let Err(error) = &result {
                     tracing::debug!(plugin = self.slot.id(), %error, "health check failed");
                 }
@@ -176,12 +176,12 @@ impl KeeperTask {
             },
         };
         self.slot
-            .update(self.events(), kind, |s| s.last_error = Some(message));
+            .update(&self.shared, kind, |s| s.last_error = Some(message));
         instance.clean_up().await;
     }
 
     async fn stop_running(&self, instance: &Arc<Instance>) -> StopReport {
-        self.slot.update(self.events(), EventKind::Stopping, |s| {
+        self.slot.update(&self.shared, EventKind::Stopping, |s| {
             Slot::set_phase(s, Phase::Stopping(instance.clone()))
         });
         instance.stop().await
@@ -199,7 +199,7 @@ impl KeeperTask {
         let kind = EventKind::FailedToStart {
             error: text.to_string(),
         };
-        self.slot.update(self.events(), kind, |s| {
+        self.slot.update(&self.shared, kind, |s| {
             s.last_error = Some(text.to_string());
             if gives_up {
                 s.life = Life::Idle(PluginState::FailedToStart);
@@ -218,7 +218,7 @@ impl KeeperTask {
             delay_ms: delay.as_millis() as u64,
             attempt,
         };
-        self.slot.update(self.events(), kind, |s| {
+        self.slot.update(&self.shared, kind, |s| {
             Slot::set_phase(s, Phase::Starting);
             s.restarts += 1;
         });
@@ -231,7 +231,7 @@ impl KeeperTask {
                     method: report.map(|r| r.method),
                     exit: report.map(|r| describe_exit(r.status)),
                 };
-                self.slot.update(self.events(), kind, |s| {
+                self.slot.update(&self.shared, kind, |s| {
                     s.life = Life::Idle(PluginState::NotRunning);
                     s.last_error = None;
                 });
@@ -247,7 +247,7 @@ impl KeeperTask {
                     let kind = EventKind::Disabled {
                         reason: reason.clone(),
                     };
-                    self.slot.update(self.events(), kind, |s| {
+                    self.slot.update(&self.shared, kind, |s| {
                         s.life = Life::Idle(state);
                         s.last_error = Some(reason.clone());
                     });

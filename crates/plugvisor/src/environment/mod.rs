@@ -21,6 +21,7 @@ mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,7 @@ pub use status::{Available, Event, EventKind, PluginState, PluginStatus};
 
 use crate::bundle::{BundleError, scan_plugins_dir};
 use crate::launch::plan_launch;
+use crate::metrics::Metrics;
 use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
 use keeper_task::KeeperTask;
@@ -68,6 +70,7 @@ pub(crate) struct Shared {
     pub(crate) closing: CancellationToken,
     pub(crate) starts: pacing::Starts,
     pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
 }
 
 impl Environment {
@@ -90,7 +93,7 @@ impl Environment {
             Some(dir) => Store::open(dir, config.kv_limits)?,
             None => Store::in_memory(config.kv_limits),
         };
-        let slots = scan
+        let slots: BTreeMap<String, Arc<Slot>> = scan
             .bundles
             .into_iter()
             .map(|bundle| {
@@ -115,7 +118,11 @@ impl Environment {
             closing: CancellationToken::new(),
             starts: pacing::Starts::default(),
             store,
+            metrics: Metrics::new(),
         };
+        for id in slots.keys() {
+            shared.metrics.plugin_added(id);
+        }
         Ok(Environment {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
@@ -162,6 +169,20 @@ impl Environment {
         Ok(self.slot(id)?.status())
     }
 
+    /// The plugins that should be Running (activated, not deactivated since)
+    /// and are not: starting, restarting, or failed. Empty means ready.
+    /// While the environment shuts down, every plugin is listed.
+    pub fn unready(&self) -> Vec<PluginStatus> {
+        let closing = self.inner.shared.closing.is_cancelled();
+        self.inner
+            .slots
+            .values()
+            .filter(|slot| closing || slot.wanted.load(Ordering::Relaxed))
+            .map(|slot| slot.status())
+            .filter(|status| closing || status.state != PluginState::Running)
+            .collect()
+    }
+
     /// Whether the plugin is Running.
     pub fn is_active(&self, id: &str) -> bool {
         self.slot(id).is_ok_and(|s| s.running().is_some())
@@ -185,6 +206,7 @@ impl Environment {
         if shared.closing.is_cancelled() {
             return Err(EnvironmentError::ShuttingDown);
         }
+        slot.wanted.store(true, Ordering::Relaxed);
         if matches!(slot.lock().life, Life::Kept(..)) {
             return Ok(slot.status());
         }
@@ -193,7 +215,7 @@ impl Environment {
             stop: stop.clone(),
             task: None,
         };
-        slot.update(&shared.events, EventKind::Starting, |s| {
+        slot.update(shared, EventKind::Starting, |s| {
             s.life = Life::Kept(keeper, Phase::Starting);
             s.restarts = 0;
             s.last_error = None;
@@ -218,6 +240,7 @@ impl Environment {
     /// until it is reaped. A plugin that is not active is left as it is.
     pub async fn deactivate(&self, id: &str) -> Result<(), EnvironmentError> {
         let slot = self.slot(id)?;
+        slot.wanted.store(false, Ordering::Relaxed);
         // Cancel first, so that an activation under way gives up the op lock.
         if let Some(keeper) = slot.lock().life.keeper() {
             keeper.stop.cancel();
@@ -357,6 +380,33 @@ impl Environment {
         futures::future::join_all(calls).await
     }
 
+    /// What the environment measured, in Prometheus' text exposition format:
+    /// per plugin `plugvisor_plugin_state`, `_restarts_total`,
+    /// `_crashes_total`, and the histograms `_start_seconds`,
+    /// `_health_check_seconds`, `_hook_seconds` (by hook) and the counter
+    /// `_http_requests_total` (by status).
+    pub fn metrics(&self) -> String {
+        self.inner.shared.metrics.text()
+    }
+
+    /// Where an HTTP request for plugin `id` goes: its channel, if it is
+    /// Running and serves the HTTP hook.
+    pub(crate) fn http_target(&self, id: &str) -> Result<Channel, HttpTarget> {
+        let slot = self.inner.slots.get(id).ok_or(HttpTarget::Unknown)?;
+        let instance = slot
+            .running()
+            .ok_or_else(|| HttpTarget::NotRunning(slot.status().state))?;
+        match instance.implements(crate::hooks::lifecycle::SERVE_HTTP) {
+            true => Ok(instance.channel()),
+            false => Err(HttpTarget::NoHttp),
+        }
+    }
+
+    /// The measurements, for the HTTP layer.
+    pub(crate) fn measurements(&self) -> &Metrics {
+        &self.inner.shared.metrics
+    }
+
     /// Deactivates, then activates.
     pub async fn restart(&self, id: &str) -> Result<PluginStatus, EnvironmentError> {
         self.deactivate(id).await?;
@@ -410,6 +460,13 @@ impl Environment {
             .running()
             .ok_or_else(|| EnvironmentError::NotRunning(id.to_string()))
     }
+}
+
+/// Why an HTTP request cannot reach a plugin.
+pub(crate) enum HttpTarget {
+    Unknown,
+    NotRunning(PluginState),
+    NoHttp,
 }
 
 impl Inner {

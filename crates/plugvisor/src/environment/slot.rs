@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::instance::Instance;
 use super::status::{Event, EventKind, PluginState, PluginStatus};
 use crate::bundle::Bundle;
@@ -24,6 +24,8 @@ pub(crate) struct Slot {
     pub(crate) configuring: tokio::sync::Mutex<()>,
     /// Whether "activated without lifecycle hooks" was logged: once is news.
     pub(crate) said_no_hooks: AtomicBool,
+    /// Activated and not deactivated since: it should be Running.
+    pub(crate) wanted: AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -67,6 +69,7 @@ impl Slot {
             op: tokio::sync::Mutex::new(()),
             configuring: tokio::sync::Mutex::new(()),
             said_no_hooks: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 life: Life::Idle(PluginState::NotRunning),
                 runtime,
@@ -102,10 +105,10 @@ impl Slot {
         }
     }
 
-    /// Changes the slot's state and announces it.
+    /// Changes the slot's state, announces it and counts it.
     pub(crate) fn update(
         &self,
-        events: &broadcast::Sender<Event>,
+        shared: &Shared,
         kind: EventKind,
         change: impl FnOnce(&mut SlotState),
     ) -> PluginStatus {
@@ -118,7 +121,8 @@ impl Slot {
             }
             state.status(self)
         };
-        let _ = events.send(Event {
+        shared.metrics.event(self.id(), &kind, status.state);
+        let _ = shared.events.send(Event {
             kind,
             status: status.clone(),
         });

@@ -34,8 +34,14 @@ impl Broker {
             let mut client = GrpcBrokerClient::new(channel);
             let mut incoming = match client.start_stream(ReceiverStream::new(requests)).await {
                 Ok(response) => response.into_inner(),
+                // A plugin that claims a broker it lacks: the operator should know.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::warn!("the plugin reports plugin.GRPCBroker but does not serve StartStream; it gets no host API connection");
+                    return;
+                }
+                // The plugin went away (a stop, a crash): nothing to say here.
                 Err(status) => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), "the plugin's broker stream (plugin.GRPCBroker/StartStream) failed; its host API connection cannot be brokered");
+                    tracing::debug!(code = ?status.code(), message = status.message(), "the broker stream ended");
                     return;
                 }
             };

@@ -92,14 +92,19 @@ pub struct Hooks {
 
 impl Hooks {
     fn reported(&self) -> Vec<String> {
-        self.flags
+        let mut hooks: Vec<String> = self
+            .flags
             .hooks
             .as_deref()
             .unwrap_or_default()
             .split(',')
             .filter(|h| !h.is_empty())
             .map(str::to_string)
-            .collect()
+            .collect();
+        if self.flags.http.is_some() {
+            hooks.push("ServeHTTP".into());
+        }
+        hooks
     }
 
     fn log(&self, line: &str) {
@@ -377,6 +382,11 @@ pub fn add_to(routes: tonic::service::Routes, flags: &Flags) -> tonic::service::
             junk: flags.announce_junk,
         }));
     }
+    if let Some(mode) = &flags.http {
+        routes = routes.add_service(pv::http_server::HttpServer::new(Http {
+            mode: mode.clone(),
+        }));
+    }
     if let Some(hook) = &flags.hook_garbage {
         let path = format!("/plugvisor.v1.Lifecycle/{hook}");
         let router = routes
@@ -406,4 +416,63 @@ async fn garbage() -> impl axum::response::IntoResponse {
         [("content-type", "application/grpc")],
         axum::body::Body::new(body),
     )
+}
+
+/// The HTTP hook, as badly behaved as asked.
+struct Http {
+    mode: String,
+}
+
+type Parts = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pv::HttpResponsePart, Status>> + Send + 'static>,
+>;
+
+fn head(status: u32) -> pv::HttpResponsePart {
+    pv::HttpResponsePart {
+        part: Some(pv::http_response_part::Part::Head(pv::HttpResponseHead {
+            status,
+            headers: vec![pv::HttpHeader {
+                name: "content-type".into(),
+                value: b"text/plain".to_vec(),
+            }],
+        })),
+    }
+}
+
+fn body(bytes: &[u8]) -> pv::HttpResponsePart {
+    pv::HttpResponsePart {
+        part: Some(pv::http_response_part::Part::Body(bytes.to_vec())),
+    }
+}
+
+#[tonic::async_trait]
+impl pv::http_server::Http for Http {
+    type ServeHTTPStream = Parts;
+
+    async fn serve_http(
+        &self,
+        request: Request<tonic::Streaming<pv::HttpRequestPart>>,
+    ) -> Result<Response<Parts>, Status> {
+        let mut parts = request.into_inner();
+        let first = parts.message().await?;
+        let parts: Parts = match self.mode.as_str() {
+            "hang" => Box::pin(futures::stream::pending()),
+            "bad-status" => Box::pin(futures::stream::iter([Ok(head(42))])),
+            "body-first" => Box::pin(futures::stream::iter([Ok(body(b"oops")), Ok(head(200))])),
+            "forever" => Box::pin(futures::stream::iter([Ok(head(200))]).chain(
+                futures::stream::unfold(0u64, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Some((Ok(body(format!("part {n}\n").as_bytes())), n + 1))
+                }),
+            )),
+            _ => {
+                let text = format!("{first:?}");
+                Box::pin(futures::stream::iter([
+                    Ok(head(200)),
+                    Ok(body(text.as_bytes())),
+                ]))
+            }
+        };
+        Ok(Response::new(parts))
+    }
 }

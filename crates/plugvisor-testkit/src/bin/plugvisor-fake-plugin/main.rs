@@ -127,6 +127,11 @@ pub struct Flags {
     /// Announce this many services of our own on the broker stream.
     #[arg(long, default_value_t = 0)]
     announce_junk: usize,
+    /// Serve the HTTP hook, misbehaving: hang (never answer), bad-status
+    /// (status 42), body-first (a body part before the head), forever (body
+    /// parts without end), echo-head (answer 200 with the request head as text).
+    #[arg(long)]
+    http: Option<String>,
 }
 
 fn flags() -> Flags {
@@ -302,7 +307,7 @@ async fn serve(flags: &Flags) -> (String, &'static str) {
             marker: flags.marker.clone(),
         }));
     }
-    if flags.hooks.is_some() || flags.broker {
+    if flags.hooks.is_some() || flags.broker || flags.http.is_some() {
         routes = hooks::add_to(routes, flags);
     }
     let router = tonic::transport::Server::builder().add_routes(routes);
