@@ -325,17 +325,20 @@ async fn a_plugin_that_fails_mid_response_breaks_the_connection() {
     go_bundle(root.path());
     let host = Host::start(root.path(), &[]);
     let before = host.fds();
+    // The head may reach the client before the break, or not: either way
+    // the client must see a broken response, never a complete one.
     let answer = client()
         .get(host.url("/plugins/go-http/panic?after_head=1"))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200, "the head was sent before the panic");
-    let body = answer.bytes().await;
-    assert!(
-        body.is_err(),
-        "a truncated body ended as if it were whole: {body:?}"
-    );
+        .await;
+    if let Ok(answer) = answer {
+        assert_eq!(answer.status(), 200, "the head was sent before the panic");
+        let body = answer.bytes().await;
+        assert!(
+            body.is_err(),
+            "a truncated body ended as if it were whole: {body:?}"
+        );
+    }
     // Before the head: a clean 502.
     let answer = client()
         .get(host.url("/plugins/go-http/panic"))

@@ -35,7 +35,6 @@ pub mod http;
 mod invalid_config;
 mod launch;
 mod manifest;
-mod metrics;
 mod policy;
 mod process;
 mod settings_schema;

@@ -61,11 +61,19 @@ pub async fn run(
         Some(address) => Some(serve_http(address.0, &env, &settings).await?),
         None => None,
     };
+    let mut title = format!("plugvisor — {}", env.config().plugins_dir().display());
+    if let Some((_, url)) = &http {
+        title.push_str(&format!(" — {url}/plugins/ID/"));
+    }
+    title.push_str(&format!(
+        " — control socket {} — Ctrl-C stops everything",
+        socket_path.display()
+    ));
     let mut signals = StopSignals::new()?;
     // Subscribe before any activation, so the display misses no event.
     let events = env.subscribe();
     let display_kind = DisplayKind::of(&display);
-    let shown = tokio::spawn(show(env.clone(), events, display, socket_path.clone()));
+    let shown = tokio::spawn(show(env.clone(), events, display, title));
 
     let ids = env.plugin_ids();
     let activations = futures::future::join_all(ids.iter().map(|id| env.activate(id)));
@@ -99,7 +107,7 @@ pub async fn run(
         }
     }
     control.abort();
-    if let Some(http) = http {
+    if let Some((http, _)) = http {
         http.abort();
     }
     let _ = std::fs::remove_file(&socket_path);
@@ -124,7 +132,7 @@ async fn serve_http(
     address: std::net::SocketAddr,
     env: &Environment,
     settings: &Settings,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, String)> {
     let router = plugvisor::http::router(env.clone(), settings.http_limits()?);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -139,10 +147,11 @@ async fn serve_http(
             "HTTP on {url}, which is not a loopback address: anyone who can reach it can call the plugins' endpoints; put it behind a proxy with authentication, or bind 127.0.0.1"
         );
     }
-    Ok(tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         // Aborted at shutdown: plugins' streams end when the plugins stop.
         let _ = plugvisor::http::serve(listener, router, std::future::pending()).await;
-    }))
+    });
+    Ok((server, url))
 }
 
 /// Which display `run` chose, once the display itself has moved into its task.
@@ -202,7 +211,7 @@ impl StopSignals {
     }
 }
 
-async fn show(env: Environment, mut events: Receiver<Event>, display: Display, socket: PathBuf) {
+async fn show(env: Environment, mut events: Receiver<Event>, display: Display, title: String) {
     match display {
         Display::Json | Display::Plain => loop {
             match events.recv().await {
@@ -236,7 +245,7 @@ async fn show(env: Environment, mut events: Receiver<Event>, display: Display, s
                     },
                     _ = ticks.tick() => {}
                 }
-                draw_screen(&env, &socket, &recent, &logs);
+                draw_screen(&env, &title, &recent, &logs);
             }
         }
     }
@@ -245,18 +254,11 @@ async fn show(env: Environment, mut events: Receiver<Event>, display: Display, s
 const RECENT_EVENTS: usize = 8;
 
 /// Redraws the whole terminal; each line is cut to the terminal's width.
-fn draw_screen(env: &Environment, socket: &Path, recent: &VecDeque<String>, logs: &LogRing) {
+fn draw_screen(env: &Environment, title: &str, recent: &VecDeque<String>, logs: &LogRing) {
     let (width, height) = terminal_size::terminal_size()
         .map(|(w, h)| (w.0 as usize, h.0 as usize))
         .unwrap_or((100, 30));
-    let mut lines = vec![
-        format!(
-            "plugvisor — {} — control socket {} — Ctrl-C stops everything",
-            env.config().plugins_dir().display(),
-            socket.display()
-        ),
-        String::new(),
-    ];
+    let mut lines = vec![title.to_string(), String::new()];
     lines.extend(render_table(&env.statuses(), SystemTime::now(), width));
     lines.push(String::new());
     lines.push("recent events:".into());

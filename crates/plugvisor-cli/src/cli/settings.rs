@@ -476,6 +476,114 @@ mod tests {
         assert!(config.supervisor().auto_mtls());
     }
 
+    /// `10 s`, `10 min`, as the README writes durations.
+    fn readme(duration: Duration) -> String {
+        let secs = duration.as_secs();
+        if secs >= 120 && secs.is_multiple_of(60) {
+            format!("{} min", secs / 60)
+        } else {
+            format!("{secs} s")
+        }
+    }
+
+    /// The README's tables quote the library's defaults; they must agree.
+    #[test]
+    fn the_readme_states_the_defaults() {
+        let text = include_str!("../../../../README.md");
+        let row = |label: &str| -> &str {
+            text.lines()
+                .find(|l| l.starts_with(&format!("| {label} |")))
+                .unwrap_or_else(|| panic!("no README row {label:?}"))
+        };
+        let has = |label: &str, expected: String| {
+            let line = row(label);
+            assert!(
+                line.contains(&expected),
+                "README row {label:?} should say {expected:?}: {line}"
+            );
+        };
+        has(
+            "health check interval",
+            readme(HealthPolicy::DEFAULT_INTERVAL),
+        );
+        has(
+            "failed checks in a row that mean \"hung\"",
+            HealthPolicy::DEFAULT_FAIL_LIMIT.to_string(),
+        );
+        has(
+            "later restarts",
+            format!(
+                "{}, doubling to {}, ±{} % jitter",
+                readme(RestartPolicy::DEFAULT_INITIAL_BACKOFF),
+                readme(RestartPolicy::DEFAULT_MAX_BACKOFF),
+                (RestartPolicy::DEFAULT_JITTER * 100.0).round()
+            ),
+        );
+        has(
+            "backoff reset",
+            format!(
+                "after {} running",
+                readme(RestartPolicy::DEFAULT_RESET_AFTER)
+            ),
+        );
+        has(
+            "crash-loop limit",
+            format!(
+                "more than {} failures within {}",
+                RestartPolicy::DEFAULT_MAX_FAILURES,
+                readme(RestartPolicy::DEFAULT_FAILURE_WINDOW)
+            ),
+        );
+        has(
+            "shutdown deadline",
+            format!(
+                "{}, then SIGKILL",
+                readme(EnvironmentConfig::DEFAULT_SHUTDOWN_DEADLINE)
+            ),
+        );
+        has(
+            "OnActivate / OnConfigurationChange / OnDeactivate timeouts",
+            format!(
+                "{} / {} / {}",
+                readme(HookTimeouts::DEFAULT_ON_ACTIVATE),
+                readme(HookTimeouts::DEFAULT_ON_CONFIGURATION_CHANGE),
+                readme(HookTimeouts::DEFAULT_ON_DEACTIVATE)
+            ),
+        );
+        has(
+            "key-value limits",
+            format!(
+                "{} MiB a value, {} MiB a plugin, {}-byte keys",
+                KvLimits::DEFAULT_MAX_VALUE_BYTES >> 20,
+                KvLimits::DEFAULT_MAX_PLUGIN_BYTES >> 20,
+                KvLimits::DEFAULT_MAX_KEY_BYTES
+            ),
+        );
+        let prose = |expected: String| {
+            assert!(
+                text.contains(&expected),
+                "the README should say {expected:?}"
+            )
+        };
+        prose(format!(
+            "Python\n  plugins get {} to start (`--python-start-timeout`), native ones {}",
+            readme(LaunchOptions::DEFAULT_PYTHON_START_TIMEOUT),
+            readme(LaunchOptions::DEFAULT_NATIVE_START_TIMEOUT)
+        ));
+        prose(format!(
+            "`--http-max-body-bytes`\n({} MiB)",
+            HttpLimits::DEFAULT_MAX_BODY_BYTES >> 20
+        ));
+        prose(format!(
+            "`--http-max-header-bytes` ({} KiB)",
+            HttpLimits::DEFAULT_MAX_HEADER_BYTES >> 10
+        ));
+        prose(format!(
+            "`--http-timeout` ({})",
+            readme(HttpLimits::DEFAULT_REQUEST_TIMEOUT)
+        ));
+    }
+
     #[test]
     fn plugin_tables_become_plugin_configuration() {
         let file: Settings = toml::from_str(

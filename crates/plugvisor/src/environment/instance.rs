@@ -90,7 +90,7 @@ impl Instance {
         };
         if !instance.implemented.lifecycle {
             if !slot.said_no_hooks.swap(true, Ordering::Relaxed) {
-                tracing::info!(plugin = id, "plugin {id} activated without lifecycle hooks");
+                tracing::info!("activated without lifecycle hooks");
             }
             return Ok(instance);
         }
@@ -112,7 +112,7 @@ impl Instance {
         match timed(shared, id, lifecycle::ON_ACTIVATE, activated).await {
             Ok(None) => Ok(instance),
             Ok(Some(message)) => {
-                tracing::error!(plugin = id, "the plugin refused its activation: {message}");
+                tracing::error!("refused its activation: {message}");
                 let error = EnvironmentError::Refused {
                     id: id.to_string(),
                     message,
@@ -152,7 +152,10 @@ impl Instance {
         };
         let host_api = HostApi::serve(context, &socket_dir, self.supervisor.pid(), tls)
             .map_err(|e| unavailable(format!("cannot listen in {}: {e}", socket_dir.display())))?;
-        let broker = Broker::open(self.supervisor.channel(), tracing::info_span!("plugin", id));
+        let broker = Broker::open(
+            self.supervisor.channel(),
+            tracing::info_span!("plugin", id = %id),
+        );
         let address = host_api.address().to_string_lossy().into_owned();
         if !broker.announce(HOST_API_SERVICE_ID, "unix", &address).await {
             return Err(unavailable("the broker stream closed".into()));
@@ -217,7 +220,7 @@ impl Instance {
             let call = lifecycle::on_deactivate(&channel, timeout);
             let id = self.supervisor.id();
             if let Err(error) = timed(&self.shared, id, lifecycle::ON_DEACTIVATE, call).await {
-                tracing::warn!(plugin = self.supervisor.id(), "{error}; stopping it anyway");
+                tracing::warn!("{error}; stopping it anyway");
             }
         }
         self.supervisor.stop().await

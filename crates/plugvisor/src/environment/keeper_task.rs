@@ -89,7 +89,7 @@ impl KeeperTask {
                             timed_out: error.is_timeout() && loaded,
                         },
                     };
-                    tracing::error!(plugin = self.slot.id(), "{error}");
+                    tracing::error!("failed to start: {}", error.plugin_message());
                     (failure, Some(error))
                 }
             };
@@ -141,7 +141,7 @@ impl KeeperTask {
                     .metrics
                     .health_check(self.slot.id(), pinged.elapsed());
                 if let Err(error) = &result {
-                    tracing::debug!(plugin = self.slot.id(), %error, "health check failed");
+                    tracing::debug!(%error, "health check failed");
                 }
                 if keeper.checked(result.is_ok()) {
                     let error = result.err().map(|e| e.to_string()).unwrap_or_default();
@@ -168,7 +168,7 @@ impl KeeperTask {
 
     async fn failed_while_running(&self, instance: &Instance, failure: &Failure) {
         let message = failure.message().to_string();
-        tracing::warn!(plugin = self.slot.id(), "{message}");
+        tracing::warn!("{message}");
         let kind = match failure {
             Failure::Crashed { exit, .. } => EventKind::Crashed { exit: exit.clone() },
             _ => EventKind::Unhealthy {
@@ -208,12 +208,7 @@ impl KeeperTask {
     }
 
     fn restart_scheduled(&self, delay: Duration, attempt: u32) {
-        tracing::info!(
-            plugin = self.slot.id(),
-            ?delay,
-            attempt,
-            "restarting plugin"
-        );
+        tracing::info!(?delay, attempt, "restarting plugin");
         let kind = EventKind::RestartScheduled {
             delay_ms: delay.as_millis() as u64,
             attempt,
@@ -243,7 +238,7 @@ impl KeeperTask {
                 error,
             } => {
                 if state == PluginState::FailedToStayRunning {
-                    tracing::error!(plugin = self.slot.id(), "{reason}");
+                    tracing::error!("{reason}");
                     let kind = EventKind::Disabled {
                         reason: reason.clone(),
                     };

@@ -15,6 +15,7 @@ mod error;
 mod instance;
 mod keeper;
 mod keeper_task;
+mod metrics;
 mod pacing;
 mod slot;
 mod status;
@@ -26,6 +27,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 pub use call::CallError;
 pub use config::{EnvironmentConfig, EnvironmentConfigBuilder};
@@ -35,10 +37,10 @@ pub use status::{Available, Event, EventKind, PluginState, PluginStatus};
 
 use crate::bundle::{BundleError, scan_plugins_dir};
 use crate::launch::plan_launch;
-use crate::metrics::Metrics;
 use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
 use keeper_task::KeeperTask;
+use metrics::Metrics;
 use slot::{Keeper, Life, Phase, Slot};
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -227,7 +229,8 @@ impl Environment {
             stop,
             first: Some(first),
         };
-        let task = tokio::spawn(task.run());
+        let span = tracing::info_span!("plugin", id = %id);
+        let task = tokio::spawn(task.run().instrument(span));
         if let Some(keeper) = slot.lock().life.keeper() {
             keeper.task = Some(task);
         }
