@@ -134,7 +134,7 @@ async fn a_killed_plugin_is_restarted_at_once() {
 async fn a_crash_loop_ends_in_failed_to_stay_running() {
     let root = tempfile::tempdir().unwrap();
     let spawns = root.path().join("spawns");
-    let flags = format!("--crash-after-ms 30 --spawn-log {}", spawns.display());
+    let flags = format!("--crash-after-ms 300 --spawn-log {}", spawns.display());
     native_fake_bundle(root.path(), "looper", &flags);
     let env = Environment::new(fast_config(root.path())).unwrap();
     let mut events = env.subscribe();
@@ -148,6 +148,8 @@ async fn a_crash_loop_ends_in_failed_to_stay_running() {
     assert!(reason.contains("exit status 3"), "{reason}");
     // One start and three restarts, and no more after that.
     assert_eq!(read_pids(&spawns).len(), 4);
+    // A spawn that does not happen is no event to wait for: give it the time
+    // a few restarts would take.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(read_pids(&spawns).len(), 4);
     for pid in read_pids(&spawns) {
@@ -219,6 +221,7 @@ async fn deactivate_during_backoff_cancels_the_restart() {
     );
     let spawned = read_pids(&spawns).len();
     assert_eq!(spawned, 2);
+    // No event to wait for: the cancelled restart must simply not happen.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(read_pids(&spawns).len(), spawned);
 }
@@ -304,4 +307,37 @@ fn the_embedding_example_runs_on_the_crate_roots_api() {
         stdout.contains("shut down; 0 plugin(s) not stopped"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_plugins_started_at_once_wait_their_turn_and_all_run() {
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..60 {
+        native_fake_bundle(root.path(), &format!("many-{i:02}"), "");
+    }
+    let env = Environment::new(fast_config(root.path())).unwrap();
+    let mut events = env.subscribe();
+    let ids = env.plugin_ids();
+    let results = futures::future::join_all(ids.iter().map(|id| env.activate(id))).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let mut queued = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if event.kind == EventKind::Queued {
+            queued.push(event.status);
+        }
+    }
+    // More plugins than start slots: some waited, and said why.
+    assert!(!queued.is_empty(), "no plugin was queued");
+    let note = queued[0].note.as_deref().unwrap();
+    assert!(
+        note.starts_with("queued: ") && note.contains("at a time"),
+        "{note}"
+    );
+    assert_eq!(queued[0].state, PluginState::Starting);
+    assert!(
+        env.statuses()
+            .iter()
+            .all(|s| s.state == PluginState::Running && s.note.is_none())
+    );
+    env.shutdown().await;
 }

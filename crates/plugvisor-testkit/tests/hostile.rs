@@ -359,6 +359,7 @@ fn status_kib(pid: u32, field: &str) -> i64 {
 async fn case_16_closing_stdout_after_the_handshake_is_fine() {
     let case = case("--close-stdout");
     case.env.activate(ID).await.unwrap();
+    // A while after the close, the plugin is still there (no event marks that).
     tokio::time::sleep(Duration::from_millis(200)).await;
     case.env.perform_health_check(ID).await.unwrap();
     assert_eq!(case.env.status(ID).unwrap().state, PluginState::Running);
@@ -533,24 +534,27 @@ async fn case_23_values_over_the_limit_are_refused_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_24_a_flood_of_log_lines_is_rate_limited() {
     let logs = captured_logs();
-    let case = hooked_case("--log-flood 10000");
+    let case = hooked_case("--log-flood 5000");
     case.env.activate(ID).await.unwrap();
     let flood = wait_for_line(&case.hook_log(), "LOGFLOOD");
     let counts: Vec<u32> = flood
         .split_whitespace()
         .skip(1)
+        .take(3)
         .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
         .collect();
     let (ok, exhausted, ms) = (counts[0], counts[1], counts[2]);
-    assert_eq!(ok + exhausted, 10000);
-    // A burst of 1000, then 1000 a second while the flood lasted.
-    assert!(exhausted > 0, "{flood}");
+    assert_eq!(ok + exhausted, 5000, "{flood}");
+    // A burst of 1000, then 1000 a second while the flood lasted: never more
+    // (a machine too loaded to send faster than that has nothing refused).
     assert!(ok as f64 <= 1000.0 + f64::from(ms) + 1.0, "{flood}");
-    assert!(
-        logs.lines()
-            .iter()
-            .any(|l| l.contains(ID) && l.contains("lines are dropped"))
-    );
+    if exhausted > 0 {
+        assert!(
+            logs.lines()
+                .iter()
+                .any(|l| l.contains(ID) && l.contains("lines are dropped"))
+        );
+    }
     case.env.perform_health_check(ID).await.unwrap();
     case.shutdown().await;
 }

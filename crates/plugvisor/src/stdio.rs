@@ -177,6 +177,17 @@ pub(crate) enum Stream {
     GrpcStderr,
 }
 
+/// The span that names a plugin in the log (`plugin{id=...}`): the current
+/// one when the caller already runs in it (the keeper task does), so that a
+/// line never says the id twice.
+pub(crate) fn plugin_span(id: &str) -> tracing::Span {
+    let current = tracing::Span::current();
+    match current.metadata() {
+        Some(metadata) if metadata.name() == "plugin" => current,
+        _ => tracing::info_span!("plugin", id = %id),
+    }
+}
+
 /// Logs one plugin line under the target `plugin::<stream>` (so that
 /// `--log-level plugin::stdout=off` silences one stream), with hclog levels
 /// and fields kept. The caller's span carries the plugin id. Fields go on the

@@ -284,6 +284,7 @@ pub fn describe_event(event: &Event) -> String {
     let time = clock.get(11..19).unwrap_or(&clock);
     let what = match &event.kind {
         EventKind::Starting => "starting".to_string(),
+        EventKind::Queued => s.note.clone().unwrap_or_else(|| "queued".into()),
         EventKind::Running { startup_ms } => format!(
             "Running (pid {}, healthy {startup_ms} ms after launch, restarts {})",
             s.pid.unwrap_or_default(),

@@ -48,9 +48,11 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 8] {
         }
         _ => "-".into(),
     };
+    // A plugin waiting for its turn says so where an error would be.
     let error = status
         .last_error
         .as_deref()
+        .or(status.note.as_deref())
         .and_then(|e| e.lines().next())
         .unwrap_or("")
         .to_string();

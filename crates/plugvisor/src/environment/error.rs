@@ -57,6 +57,18 @@ pub enum EnvironmentError {
         /// Which hook, how.
         source: HookError,
     },
+    /// The plugin exited while the host waited for a lifecycle hook.
+    #[error("plugin {id:?} exited ({exit}) during {hook}{stderr}")]
+    ExitedDuringHook {
+        /// The plugin.
+        id: String,
+        /// Which hook.
+        hook: &'static str,
+        /// `exit status 3`, `killed by signal 9 (SIGKILL)`.
+        exit: String,
+        /// Its last stderr lines.
+        stderr: crate::StderrLines,
+    },
     /// The host API could not be served to the plugin.
     #[error("plugin {id:?}: the host API cannot be served: {problem}")]
     HostApi {
@@ -117,6 +129,9 @@ impl EnvironmentError {
             EnvironmentError::Start { source, .. } => source.to_string(),
             EnvironmentError::Refused { message, .. } => message.clone(),
             EnvironmentError::Hook { source, .. } => source.to_string(),
+            EnvironmentError::ExitedDuringHook {
+                hook, exit, stderr, ..
+            } => format!("exited ({exit}) during {hook}{stderr}"),
             EnvironmentError::HostApi { problem, .. } => {
                 format!("the host API cannot be served: {problem}")
             }

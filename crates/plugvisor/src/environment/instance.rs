@@ -72,14 +72,13 @@ impl Instance {
         let id = slot.id();
         let timeouts = shared.config.hooks;
         let channel = supervisor.channel();
-        let hook_failed = |source: HookError| EnvironmentError::Hook {
-            id: id.to_string(),
-            source,
-        };
         let asked = lifecycle::implemented(&channel, timeouts.implemented);
         let implemented = match timed(shared, id, "Implemented", asked).await {
             Ok(implemented) => implemented,
-            Err(error) => return Err((supervisor, hook_failed(error))),
+            Err(error) => {
+                let error = hook_failed(&supervisor, error).await;
+                return Err((supervisor, error));
+            }
         };
         let mut instance = Instance {
             supervisor,
@@ -119,7 +118,10 @@ impl Instance {
                 };
                 Err((instance.supervisor, error))
             }
-            Err(error) => Err((instance.supervisor, hook_failed(error))),
+            Err(error) => {
+                let error = hook_failed(&instance.supervisor, error).await;
+                Err((instance.supervisor, error))
+            }
         }
     }
 
@@ -152,10 +154,7 @@ impl Instance {
         };
         let host_api = HostApi::serve(context, &socket_dir, self.supervisor.pid(), tls)
             .map_err(|e| unavailable(format!("cannot listen in {}: {e}", socket_dir.display())))?;
-        let broker = Broker::open(
-            self.supervisor.channel(),
-            tracing::info_span!("plugin", id = %id),
-        );
+        let broker = Broker::open(self.supervisor.channel(), crate::stdio::plugin_span(id));
         let address = host_api.address().to_string_lossy().into_owned();
         if !broker.announce(HOST_API_SERVICE_ID, "unix", &address).await {
             return Err(unavailable("the broker stream closed".into()));
@@ -236,6 +235,26 @@ impl Instance {
     pub(crate) fn kill_now(&self) {
         self.supervisor.kill_now();
     }
+}
+
+/// A hook call that failed: when the connection broke because the plugin
+/// exited, that exit is the news (with the plugin's stderr), not the hook.
+async fn hook_failed(supervisor: &Supervisor, source: HookError) -> EnvironmentError {
+    let id = supervisor.id().to_string();
+    let hook = source.hook();
+    if !source.is_final() {
+        let exited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), supervisor.exited());
+        if let Ok(status) = exited.await {
+            return EnvironmentError::ExitedDuringHook {
+                id,
+                hook,
+                exit: crate::process::describe_exit(status),
+                stderr: supervisor.stderr_tail(),
+            };
+        }
+    }
+    EnvironmentError::Hook { id, source }
 }
 
 /// Awaits a hook call, measuring it.

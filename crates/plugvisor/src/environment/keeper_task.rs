@@ -57,15 +57,29 @@ impl KeeperTask {
                     _ = tokio::time::sleep(backoff) => {}
                 }
             }
+            let shared = self.shared.clone();
+            let slot = match shared.starts.try_enter() {
+                Some(slot) => slot,
+                None => {
+                    self.queued();
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break End::Stopped(None),
+                        slot = shared.starts.enter() => slot,
+                    }
+                }
+            };
+            self.slot.lock().note = None;
             let spawned = Instant::now();
-            let start = self.shared.starts.begin();
             // Cancelling drops a start under way, which kills its process.
             let started = tokio::select! {
                 _ = self.stop.cancelled() => break End::Stopped(None),
                 started = Instance::start(&self.slot, &self.shared) => started,
             };
-            let loaded = start.shared_the_host();
-            drop(start);
+            let loaded = slot.shared_the_host();
+            slot.done(
+                spawned.elapsed(),
+                self.slot.start_timeout(&shared.config.launch),
+            );
             let (failure, error) = match started {
                 Ok(instance) => {
                     let instance = Arc::new(instance);
@@ -112,6 +126,18 @@ impl KeeperTask {
             }
         };
         self.end(end);
+    }
+
+    /// Many plugins are starting: this one waits for its turn.
+    fn queued(&self) {
+        let starts = &self.shared.starts;
+        let note = format!(
+            "queued: {} plugins are starting, {} at a time",
+            starts.busy(),
+            starts.limit()
+        );
+        self.slot
+            .update(&self.shared, EventKind::Queued, |s| s.note = Some(note));
     }
 
     fn running(&mut self, instance: &Arc<Instance>, startup: Duration) {
@@ -184,6 +210,7 @@ impl KeeperTask {
         self.slot.update(&self.shared, EventKind::Stopping, |s| {
             Slot::set_phase(s, Phase::Stopping(instance.clone()))
         });
+        let _turn = self.shared.stops.enter().await;
         instance.stop().await
     }
 

@@ -70,7 +70,9 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<Event>,
     /// Cancelled at shutdown (and drop): keepers stop, nothing new starts.
     pub(crate) closing: CancellationToken,
-    pub(crate) starts: pacing::Starts,
+    /// Paces starts (adapting to how fast plugins come up) and stops.
+    pub(crate) starts: pacing::Gate,
+    pub(crate) stops: pacing::Gate,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
 }
@@ -118,7 +120,8 @@ impl Environment {
             config,
             events,
             closing: CancellationToken::new(),
-            starts: pacing::Starts::default(),
+            starts: pacing::Gate::for_starts(),
+            stops: pacing::Gate::for_stops(),
             store,
             metrics: Metrics::new(),
         };

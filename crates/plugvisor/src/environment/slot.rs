@@ -35,6 +35,7 @@ pub(crate) struct SlotState {
     since: SystemTime,
     pub(crate) restarts: u32,
     pub(crate) last_error: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 /// Where a plugin is in its lifecycle.
@@ -76,12 +77,24 @@ impl Slot {
                 since: SystemTime::now(),
                 restarts: 0,
                 last_error: None,
+                note: None,
             }),
         }
     }
 
     pub(crate) fn id(&self) -> &str {
         self.bundle.id()
+    }
+
+    /// How long a start of this plugin may take.
+    pub(crate) fn start_timeout(
+        &self,
+        launch: &crate::launch::LaunchOptions,
+    ) -> std::time::Duration {
+        match self.lock().runtime {
+            Some(RuntimeKind::Python) => launch.python_start_timeout(),
+            _ => launch.native_start_timeout(),
+        }
     }
 
     /// The plugin's settings_schema.
@@ -152,6 +165,7 @@ impl SlotState {
             since: self.since,
             restarts: self.restarts,
             last_error: self.last_error.clone(),
+            note: self.note.clone(),
         }
     }
 }

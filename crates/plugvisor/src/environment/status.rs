@@ -55,6 +55,10 @@ pub struct PluginStatus {
     /// Why the plugin last failed, while that is still news: cleared by a
     /// deactivation or a new activation.
     pub last_error: Option<String>,
+    /// What a Starting plugin waits for, such as its turn to start when
+    /// many plugins start at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Times as milliseconds since the Unix epoch, in JSON.
@@ -83,6 +87,9 @@ mod unix_ms {
 pub enum EventKind {
     /// An activation began.
     Starting,
+    /// The plugin waits for its turn: other plugins are starting
+    /// ([`PluginStatus::note`] says how many).
+    Queued,
     /// The plugin is Running; `startup_ms` is from its spawn (or its
     /// restart's spawn) to its activation.
     Running {

@@ -72,15 +72,23 @@ pub enum HookError {
 }
 
 impl HookError {
+    /// The hook's name.
+    pub(crate) fn hook(&self) -> &'static str {
+        match self {
+            HookError::Timeout { hook, .. } | HookError::Rpc { hook, .. } => hook,
+        }
+    }
+
     /// A timeout, or a hook the plugin reported but does not serve (or
     /// answered with garbage): the plugin's own doing, which a restart does
     /// not change. A broken connection may be a crash, which one may.
     pub(crate) fn is_final(&self) -> bool {
         match self {
             HookError::Timeout { .. } => true,
-            HookError::Rpc { code, .. } => {
-                !matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
-            }
+            HookError::Rpc { code, .. } => !matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+            ),
         }
     }
 

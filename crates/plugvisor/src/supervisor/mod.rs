@@ -150,7 +150,7 @@ impl Supervisor {
         plan: &LaunchPlan,
         config: &SupervisorConfig,
     ) -> Result<(Supervisor, Deadline), SupervisorError> {
-        let span = tracing::info_span!("plugin", id = %id);
+        let span = crate::stdio::plugin_span(id);
         let socket_dir = tempfile::Builder::new()
             .prefix("plugvisor-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))

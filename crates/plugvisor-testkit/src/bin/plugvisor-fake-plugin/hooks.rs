@@ -269,8 +269,20 @@ impl Hooks {
                 )),
             }
         }
-        if self.flags.kv_flood > 0 {
-            let sets = (0..self.flags.kv_flood).map(|i| {
+        // Floods run after the activation has answered, so that a loaded
+        // machine slows them down without failing the activation.
+        let flags = self.flags.clone();
+        let address = info.address.clone();
+        tokio::spawn(async move { floods(flags, channel, kv, address).await });
+    }
+}
+
+/// The flags' floods of the host API, logged to the hook log as they end.
+async fn floods(flags: Flags, channel: Channel, kv: KeyValueClient<Channel>, address: String) {
+    let log = |line: &str| append(&flags.hook_log, line);
+    {
+        if flags.kv_flood > 0 {
+            let sets = (0..flags.kv_flood).map(|i| {
                 let mut kv = kv.clone();
                 async move {
                     kv.set(pv::KvSetRequest {
@@ -286,16 +298,16 @@ impl Hooks {
                 .iter()
                 .find_map(|r| r.as_ref().err())
                 .map(|s| format!("{:?} {}", s.code(), s.message()));
-            self.log(&format!(
+            log(&format!(
                 "FLOOD ok={ok} err={} first={first:?}",
                 results.len() - ok
             ));
         }
-        if self.flags.log_flood > 0 {
-            let log = LogClient::new(channel.clone());
+        if flags.log_flood > 0 {
+            let client = LogClient::new(channel.clone());
             // All at once, as a burst.
-            let writes = (0..self.flags.log_flood).map(|i| {
-                let mut log = log.clone();
+            let writes = (0..flags.log_flood).map(|i| {
+                let mut log = client.clone();
                 async move {
                     log.write(pv::LogWriteRequest {
                         level: pv::LogLevel::Info as i32,
@@ -316,11 +328,11 @@ impl Hooks {
                         .is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
                 })
                 .count();
-            self.log(&format!(
+            log(&format!(
                 "LOGFLOOD ok={ok} exhausted={exhausted} ms={elapsed_ms}"
             ));
         }
-        if let Some(message) = &self.flags.log_line {
+        if let Some(message) = &flags.log_line {
             let mut fields = HashMap::new();
             fields.insert("source".to_string(), "fake".to_string());
             let line = pv::LogWriteRequest {
@@ -329,14 +341,14 @@ impl Hooks {
                 fields,
             };
             let answer = LogClient::new(channel.clone()).write(line).await;
-            self.log(&format!("LOGLINE {}", answer.is_ok()));
+            log(&format!("LOGLINE {}", answer.is_ok()));
         }
-        if self.flags.connections > 0 {
+        if flags.connections > 0 {
             let (mut ok, mut refused) = (0, 0);
             let mut held = Vec::new();
-            for _ in 0..self.flags.connections {
+            for _ in 0..flags.connections {
                 let attempt = async {
-                    let channel = dial(&info.address).await?;
+                    let channel = dial(&address).await?;
                     let mut kv = KeyValueClient::new(channel.clone());
                     kv.get(pv::KvGetRequest { key: "x".into() }).await?;
                     Ok::<_, Box<dyn std::error::Error>>(channel)
@@ -349,7 +361,7 @@ impl Hooks {
                     _ => refused += 1,
                 }
             }
-            self.log(&format!("CONNECTIONS ok={ok} refused={refused}"));
+            log(&format!("CONNECTIONS ok={ok} refused={refused}"));
             // Kept open for the plugin's life, as a leaky plugin would.
             std::mem::forget(held);
         }

@@ -78,7 +78,7 @@ impl HostApi {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&address, std::fs::Permissions::from_mode(0o600))?;
         let stop = CancellationToken::new();
-        let span = tracing::info_span!("plugin", id = %context.plugin_id);
+        let span = crate::stdio::plugin_span(&context.plugin_id);
         let (connections, incoming) = mpsc::channel(MAX_CONNECTIONS);
         let accept = tokio::spawn(accept(
             listener,
