@@ -136,6 +136,11 @@ impl PluginProcess {
         }
         killed
     }
+
+    /// The same, in the next sweep pass, without waiting for it.
+    pub fn kill_tagged_later(&self) {
+        crate::sweep::kill_tagged_in_background(&self.tag);
+    }
 }
 
 impl Drop for PluginProcess {

@@ -41,6 +41,13 @@ pub fn kill_tagged_in_background(tag: &str) {
     }
 }
 
+/// Waits until every sweep asked for before this call has run.
+pub async fn settled() {
+    // Requests are served in order, in batches: once this one is answered,
+    // every earlier one is. Its tag matches no process.
+    kill_tagged("\0").await;
+}
+
 /// A thread of its own, so it serves every tokio runtime in the process.
 fn sweeper() -> &'static mpsc::Sender<Request> {
     static SWEEPER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();

@@ -222,13 +222,13 @@ impl Instance {
                 tracing::warn!("{error}; stopping it anyway");
             }
         }
-        self.supervisor.stop().await
+        self.supervisor.stop_reaped().await
     }
 
     /// After a crash or a hang: no hooks, only the stop sequence (or the
     /// reaping of what exited) and the clean-up.
     pub(crate) async fn clean_up(&self) -> StopReport {
-        self.supervisor.stop().await
+        self.supervisor.stop_reaped().await
     }
 
     /// SIGKILLs the process group now; a stop under way then ends at once.

@@ -443,6 +443,8 @@ impl Environment {
             self.kill_all();
             all().await;
         }
+        // What the plugins left behind is killed by now, even if the host exits next.
+        crate::sweep::settled().await;
     }
 
     /// Stops every plugin the hard way, now: SIGKILL of each running

@@ -360,9 +360,20 @@ impl Supervisor {
         self.process.signal_group(Signal::SIGKILL);
     }
 
-    /// Stops the plugin (controller, SIGTERM, SIGKILL), reaps it and removes its
-    /// socket directory. Idempotent: later and concurrent calls get the same report.
+    /// Stops the plugin (controller, SIGTERM, SIGKILL), reaps it, kills what
+    /// it left behind (group members, and daemons that left the group) and
+    /// removes its socket directory. Idempotent: later and concurrent calls
+    /// get the same report.
     pub async fn stop(&self) -> StopReport {
+        let report = self.stop_reaped().await;
+        crate::sweep::settled().await;
+        report
+    }
+
+    /// The same, returning once the process is reaped: the daemons it left
+    /// are killed by the next sweep pass, which the environment does not
+    /// wait for on each stop (its shutdown waits for it).
+    pub(crate) async fn stop_reaped(&self) -> StopReport {
         *self
             .stopped
             .get_or_init(|| self.stop_once().instrument(self.span.clone()))
@@ -389,9 +400,11 @@ impl Supervisor {
         };
         let status = self.process.exited().await;
         let took = started.elapsed();
-        // Leftovers die with the plugin: group members, and daemons that left the group.
+        // Leftovers die with the plugin: group members now, and daemons that
+        // left the group in the next sweep pass, which the caller does not
+        // wait for (Environment::shutdown waits for it before it returns).
         self.process.signal_group(Signal::SIGKILL);
-        self.process.kill_tagged().await;
+        self.process.kill_tagged_later();
         drop(
             self.socket_dir
                 .lock()
