@@ -10,12 +10,14 @@
   ASGI app would do: Flask, Django, FastAPI, ...).
 
 The host runs it with the bundle's own interpreter, venv/bin/python.
+
+What only the web app needs (html, json) is imported on the first request,
+so the plugin's start does not wait for it: a Python plugin's start-up is
+mostly imports, and the host counts it.
 """
 
 from __future__ import annotations
 
-import html
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,6 +67,9 @@ PAGE = """<!doctype html>
 
 def web_app(plugin: Hello) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        import html
+        import json
+
         path = environ.get("PATH_INFO") or "/"
         if path == "/status.json":
             body, kind, status = json.dumps(plugin.status()).encode(), "application/json", "200 OK"

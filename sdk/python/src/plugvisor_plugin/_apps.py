@@ -29,6 +29,16 @@ class AsgiApp:
         self.app = app
 
 
+def check(app: object) -> None:
+    """TypeError unless `app` can be served: a wrapper or a callable (cheap: no inspect)."""
+    if not isinstance(app, (WsgiApp, AsgiApp)) and not callable(app):
+        raise _not_an_app(app)
+
+
+def _not_an_app(app: object) -> TypeError:
+    return TypeError(f"http= takes a WSGI or ASGI app, not {type(app).__name__}")
+
+
 def detect(app: object) -> Union[WsgiApp, AsgiApp]:
     """WsgiApp or AsgiApp for `app`: given wrappers are kept; an app whose
     call is a coroutine function (async def __call__ or an async function)
@@ -38,7 +48,7 @@ def detect(app: object) -> Union[WsgiApp, AsgiApp]:
     if isinstance(app, (WsgiApp, AsgiApp)):
         return app
     if not callable(app):
-        raise TypeError(f"http= takes a WSGI or ASGI app, not {type(app).__name__}")
+        raise _not_an_app(app)
     if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
         return AsgiApp(app)
     return WsgiApp(app)

@@ -3,7 +3,10 @@ run() share.
 
 grpc is imported once the cheap checks (magic cookie, app version) passed,
 so running a plugin by hand fails fast and `import plugvisor_plugin` stays
-light. run() adds its services (lifecycle, broker, HTTP) as Components.
+light. Before the handshake line only what it needs is loaded: grpc, the
+health service, the controller and stdio (hand-written codecs, no generated
+code). run()'s services (lifecycle, broker, HTTP) stand in from the start
+and load on a thread right after the handshake (see _deferred).
 """
 
 from __future__ import annotations
@@ -11,26 +14,57 @@ from __future__ import annotations
 import logging
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Tuple
 
 from . import _exit, _wire
 from . import _handshake as hs
-from ._options import Options, resolve
+from ._options import resolve
 from ._stdio import CLOSED, CapturedText, StdioHub, write_all
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (grpc imports it anyway, but later)
+    from types import FrameType
+    from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Tuple
+
     import grpc
 
+    from ._deferred import DeferredServices
+    from ._options import Options
     from ._plugin import Plugin
     from ._tls import ServerIdentity, TlsFrontend
+
+    Register = Callable[[grpc.Server], None]
+
+    class Runtime(Protocol):
+        """What a Component may use of the running plugin."""
+
+        @property
+        def tls_identity(self) -> ServerIdentity | None:
+            """The plugin's AutoMTLS certificate and key (None without AutoMTLS)."""
+
+        @property
+        def host_cert_pem(self) -> bytes | None:
+            """The host's certificate (PLUGIN_CLIENT_CERT), None without AutoMTLS."""
+
+        def request_stop(self, reason: str, failed: bool = False) -> None:
+            """Stop the plugin gracefully, as a SIGTERM would; failed: exit with status 1."""
+
+    class Component(Protocol):
+        """A part of the plugin that run() adds beside the user's servicers."""
+
+        def register(self, server: grpc.Server, runtime: Runtime) -> None:
+            """Add services to the server."""
+
+        def stopping(self) -> None:
+            """The stop began: end long-lived streams so the drain is quick."""
+
+        def stopped(self) -> None:
+            """The server has drained; runs before on_shutdown."""
+
 
 _log = logging.getLogger("plugvisor_plugin")
 
@@ -38,36 +72,9 @@ _log = logging.getLogger("plugvisor_plugin")
 HOST_WATCH_INTERVAL = 0.25
 #: How long a StreamStdio call waits for output before it checks on its RPC.
 _STDIO_POLL = 0.5
-
-Register = Callable[["grpc.Server"], None]
-
-
-class Runtime(Protocol):
-    """What a Component may use of the running plugin."""
-
-    @property
-    def tls_identity(self) -> ServerIdentity | None:
-        """The plugin's AutoMTLS certificate and key (None without AutoMTLS)."""
-
-    @property
-    def host_cert_pem(self) -> bytes | None:
-        """The host's certificate (PLUGIN_CLIENT_CERT), None without AutoMTLS."""
-
-    def request_stop(self, reason: str) -> None:
-        """Stop the plugin gracefully, as a SIGTERM would."""
-
-
-class Component(Protocol):
-    """A part of the plugin that run() adds beside the user's servicers."""
-
-    def register(self, server: grpc.Server, runtime: Runtime) -> None:
-        """Add services to the server (not started yet)."""
-
-    def stopping(self) -> None:
-        """The stop began: end long-lived streams so the drain is quick."""
-
-    def stopped(self) -> None:
-        """The server has drained; runs before on_shutdown."""
+#: How long a stop waits for run()'s services to finish loading (they take
+#: part in it: on_deactivate, the broker's stream).
+_LOAD_WAIT = 10.0
 
 
 class _Stopper:
@@ -116,28 +123,39 @@ class _Stopper:
 
 def run_plugin_object(plugin: Plugin, http: object, options: Mapping[str, Any]) -> None:
     """run(): serve a Plugin's lifecycle, the broker and (with http) its app."""
-    from ._apps import detect
+    from ._apps import check
+    from ._plugin import Plugin
 
-    app_kind = detect(http) if http is not None else None  # a wrong http= fails at once
+    if http is not None:
+        check(http)  # a wrong http= fails at once; WSGI or ASGI is told apart later
+    # A Plugin that adds no servicers of its own needs no ServiceRecorder.
+    register = plugin.register if type(plugin).register is not Plugin.register else None
 
-    def components(opts: Options, services: list[str]) -> list[Component]:
-        # Only once the cookie check passed: this imports grpc and protobuf.
-        from ._broker import Broker
-        from ._lifecycle import Lifecycle
+    def deferred(opts: Options, services: list[str]) -> DeferredServices:
+        from . import _deferred
 
-        broker = Broker(opts["broker_timeout"])
-        out: list[Component] = [broker]
-        app = None
-        if app_kind is not None:
-            from ._http import HttpComponent
+        def load(runtime: Runtime) -> list[Component]:
+            # On the loader thread, after the handshake: grpc is imported.
+            from ._broker import Broker
+            from ._lifecycle import Lifecycle
 
-            app = HttpComponent(app_kind)
-        out.append(Lifecycle(plugin, broker, services, app))
-        if app is not None:
-            out.append(app)
-        return out
+            broker = Broker(opts["broker_timeout"])
+            out: list[Component] = [broker]
+            app = None
+            if http is not None:
+                from ._apps import detect
+                from ._http import HttpComponent
 
-    run_plugin(plugin.register, options, components)
+                app = HttpComponent(detect(http))
+            out.append(Lifecycle(plugin, broker, services, app))
+            if app is not None:
+                out.append(app)
+            return out
+
+        served = [_deferred.LIFECYCLE, _deferred.BROKER] + ([_deferred.HTTP] if http is not None else [])
+        return _deferred.DeferredServices(served, load)
+
+    run_plugin(register, options, deferred)
 
 
 def _program_name() -> str:
@@ -170,15 +188,16 @@ def _port_is_free(port: int) -> bool:
 def run_plugin(
     register: Optional[Register],
     options: Mapping[str, Any],
-    components: Optional[Callable[[Options, list[str]], Sequence[Component]]] = None,
+    deferred: Optional[Callable[[Options, list[str]], DeferredServices]] = None,
 ) -> None:
     """Run until the host stops the plugin, then raise SystemExit.
 
     SystemExit(1) when the plugin cannot start. After a graceful stop,
     SystemExit(0) (1 when on_shutdown raised), with the process's quick end
-    armed (see _exit). `components(options, services)` makes the parts
-    run() adds, once the cheap checks passed; `services` is filled with the
-    names of the services `register` adds.
+    armed (see _exit). `deferred(options, services)` describes the services
+    run() adds (stand-ins until they load, after the handshake), once the
+    cheap checks passed; `services` is filled with the names of the
+    services `register` adds.
     """
     # Remember the host before anything slow happens: if it dies during our
     # imports we must still notice that our parent changed.
@@ -193,8 +212,8 @@ def run_plugin(
         _die(f"{prog}: cannot start: {e}\n")
 
     services: list[str] = []
-    parts = components(opts, services) if components is not None else ()
-    runner = _Runner(prog, version, opts, register, parts, services, initial_ppid)
+    extra = deferred(opts, services) if deferred is not None else None
+    runner = _Runner(prog, version, opts, register, extra, services, initial_ppid)
     try:
         code = runner.run()
     except hs.HandshakeError as e:
@@ -211,7 +230,7 @@ class _Runner:
         version: int,
         opts: Options,
         register: Optional[Register],
-        components: Sequence[Component],
+        deferred: Optional[DeferredServices],
         services: Optional[list[str]],
         initial_ppid: int,
     ) -> None:
@@ -221,7 +240,9 @@ class _Runner:
         self.network = opts["network"]
         self.grace = float(opts["grace"])
         self.register = register
-        self.components = tuple(components)
+        self.deferred = deferred
+        #: A part of the plugin failed after the handshake (exit status 1).
+        self.failed = False
         self.services = services
         self.initial_ppid = initial_ppid
 
@@ -252,7 +273,9 @@ class _Runner:
     def host_cert_pem(self) -> Optional[bytes]:
         return self.client_pem
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, failed: bool = False) -> None:
+        if failed:
+            self.failed = True
         self.stopper.request(reason)
 
     # -- start ------------------------------------------------------------
@@ -271,8 +294,8 @@ class _Runner:
             if client_pem.strip():
                 self._setup_tls(client_pem)
             self._build_server()
-            for component in self.components:
-                component.register(self.server, self)
+            if self.deferred is not None:
+                self.server.add_generic_rpc_handlers(self.deferred.stand_ins())
             if self.register is not None:
                 from ._services import ServiceRecorder
 
@@ -295,6 +318,8 @@ class _Runner:
         except BaseException:
             self._abort_startup()
             raise
+        if self.deferred is not None:
+            self.deferred.start(self)  # while the host connects and checks health
         reason = self.stopper.wait()
         return self._shutdown(reason)
 
@@ -448,6 +473,8 @@ class _Runner:
     def _bind_unix(self) -> Optional[Tuple[str, str]]:
         directory = os.environ.get(hs.ENV_UNIX_SOCKET_DIR) or ""
         if not directory:
+            import tempfile
+
             directory = tempfile.mkdtemp(prefix="plugvisor-plugin-")  # mode 0700
             self.own_socket_dir = directory
         path = hs.unix_socket_path(os.path.abspath(directory))
@@ -505,6 +532,8 @@ class _Runner:
                 _log.warning("could not remove the unix socket", extra={"path": self.socket_path, "error": str(e)})
             self.socket_path = None
         if self.own_socket_dir:
+            import shutil
+
             shutil.rmtree(self.own_socket_dir, ignore_errors=True)
             self.own_socket_dir = None
 
@@ -587,7 +616,12 @@ class _Runner:
         if self.hub is not None:
             # Output streams end once drained, so they do not hold the stop up.
             self.hub.close()
-        for component in self.components:
+        components: tuple[Component, ...] = ()
+        if self.deferred is not None:
+            if not self.deferred.wait(_LOAD_WAIT):
+                _log.error("run()'s services did not finish loading; stopping without them")
+            components = self.deferred.components
+        for component in components:
             self._guarded(component.stopping)
         done = self.server.stop(self.grace)
         deadline = time.monotonic() + self.grace + 1.0
@@ -604,8 +638,8 @@ class _Runner:
             pass
         self._close_frontend()
 
-        code = 0
-        for component in self.components:
+        code = 1 if self.failed else 0
+        for component in components:
             if not self._guarded(component.stopped):
                 code = 1
         on_shutdown = self.opts["on_shutdown"]

@@ -16,12 +16,16 @@ import collections
 import io
 import os
 import threading
-from typing import TYPE_CHECKING, Deque, List, Optional, Tuple
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
 
 from ._wire import STDERR, STDOUT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time
+    from typing import Deque, List, Optional, Tuple
+
+    from typing_extensions import Buffer
+
+    Chunk = Tuple[int, bytes]
 
 #: Default bound on queued, undelivered output.
 DEFAULT_MAX_BYTES = 1 << 20
@@ -29,8 +33,6 @@ DEFAULT_MAX_BYTES = 1 << 20
 MAX_CHUNK = 64 * 1024
 #: A partial line longer than this is queued without waiting for its newline.
 _PARTIAL_LIMIT = 8 * 1024
-
-Chunk = Tuple[int, bytes]
 
 
 class _Closed:

@@ -15,7 +15,9 @@ the import of generated modules.
 
 from __future__ import annotations
 
-from typing import Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time
+    from typing import Tuple
 
 INVALID = 0
 STDOUT = 1

@@ -16,10 +16,12 @@ it keeps working while serve() captures ``sys.stderr`` for the stdio stream.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
-from typing import Any, Dict, Optional, TextIO, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time
+    from typing import Any, Dict, Optional, TextIO, Union
 
 #: A level below DEBUG, shown as "trace" by hclog readers.
 TRACE = 5
@@ -114,6 +116,8 @@ class HclogHandler(logging.Handler):
         return out
 
     def format(self, record: logging.LogRecord) -> str:
+        import json  # not before the first record: a plugin's handshake does not need it
+
         return json.dumps(
             self.record_to_dict(record), ensure_ascii=False, separators=(",", ":"), default=str
         )

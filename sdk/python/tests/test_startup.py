@@ -1,0 +1,139 @@
+"""What a plugin loads before its handshake line, and the load right after it.
+
+A Python plugin's start-up is mostly imports, and the host waits for the
+handshake line. These tests keep the SDK from loading, before that line,
+anything beyond what grpc (and the health service) load themselves: no
+generated protobuf code, no asyncio, inspect, json or html of the SDK's own,
+none of run()'s lifecycle, broker, host-API or HTTP machinery. No timing
+assertions: they look at sys.modules in the plugin process at the moment it
+writes its handshake.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import pytest
+from hostkit import EXAMPLE, TESTS
+
+from plugvisor_plugin import _deferred
+from plugvisor_plugin.testing import PluginHost
+
+PLUGINS = TESTS / "plugins"
+RECORDER = PLUGINS / "modules_at_handshake.py"
+
+#: What a bare grpcio plugin loads (tests/pyplugins/raw_grpcio/plugin.py): the SDK may add its own on top.
+GRPC_BASELINE = """
+import sys
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+print("\\n".join(sorted(sys.modules)))
+"""
+
+#: The SDK's modules a plugin may load before its handshake.
+SDK_BEFORE_HANDSHAKE = {
+    "plugvisor_plugin",
+    "plugvisor_plugin._apps",
+    "plugvisor_plugin._deferred",
+    "plugvisor_plugin._errors",
+    "plugvisor_plugin._exit",
+    "plugvisor_plugin._handshake",
+    "plugvisor_plugin._options",
+    "plugvisor_plugin._plugin",
+    "plugvisor_plugin._server",
+    "plugvisor_plugin._services",
+    "plugvisor_plugin._stdio",
+    "plugvisor_plugin._wire",
+    "plugvisor_plugin.log",
+}
+
+#: Never before the handshake unless grpc itself loaded them.
+HEAVY = ("asyncio", "inspect", "json", "html", "urllib", "tempfile", "shutil", "random", "cryptography", "ssl")
+
+
+@pytest.fixture(scope="module")
+def grpc_baseline() -> set[str]:
+    out = subprocess.run([sys.executable, "-c", GRPC_BASELINE], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def modules_at_handshake(script, tmp_path, env=None) -> set[str]:
+    out = tmp_path / "modules.txt"
+    with PluginHost(RECORDER, args=(str(out), str(script)), env=env, activate=False) as host:
+        assert host.handshake is not None
+    return set(out.read_text().split())
+
+
+@pytest.mark.parametrize(
+    "script",
+    [PLUGINS / "serve_plugin.py", PLUGINS / "bare_plugin.py", EXAMPLE, PLUGINS / "asgi_plugin.py"],
+    ids=["serve", "run", "hello-python", "run-asgi"],
+)
+def test_the_handshake_waits_for_nothing_grpc_does_not_load(script, tmp_path, grpc_baseline):
+    loaded = modules_at_handshake(script, tmp_path)
+    extra = loaded - grpc_baseline
+    sdk = {m for m in extra if m.split(".")[0] == "plugvisor_plugin"}
+    assert sdk <= SDK_BEFORE_HANDSHAKE, f"loaded before the handshake: {sorted(sdk - SDK_BEFORE_HANDSHAKE)}"
+    heavy = sorted(m for m in extra if m.split(".")[0] in HEAVY or "_pb2" in m)
+    assert heavy == [], f"loaded before the handshake, and grpc does not load them: {heavy}"
+
+
+def test_run_loads_its_services_after_the_handshake_and_they_answer(tmp_path):
+    # The same plugin, activated: the stand-ins hand each call to the loaded services.
+    with PluginHost(EXAMPLE, plugin_id="hello-python", configuration={"greeting": "Hi"}) as host:
+        assert host.implemented is not None
+        assert set(host.implemented.hooks) == {"OnActivate", "OnConfigurationChange", "OnDeactivate", "ServeHTTP"}
+        assert host.kv.data["activations"] == b"1"
+        assert host.http("GET", "/status.json").json()["greeting"] == "Hi"
+    with PluginHost(PLUGINS / "asgi_plugin.py") as host:
+        assert host.logs.records[0].message == "activated"
+        assert host.http("GET", "/").body == b"hello from asgi\n"
+
+
+def test_the_switch_interval_is_put_back_after_the_load(tmp_path):
+    from test_lifecycle import evaluate
+
+    with PluginHost(PLUGINS / "class_plugin.py", env={"PVTEST_MARKER": str(tmp_path / "marker")}) as host:
+        assert evaluate(host, "__import__('sys').getswitchinterval()") == repr(sys.getswitchinterval())
+
+
+def test_a_failed_load_answers_internal_and_exits_1():
+    from plugvisor_plugin._proto.plugvisor.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+
+    with PluginHost(PLUGINS / "broken_load_plugin.py", activate=False) as host:
+        lifecycle = lifecycle_pb2_grpc.LifecycleStub(host.channel)
+        with pytest.raises(grpc.RpcError) as e:
+            lifecycle.Implemented(lifecycle_pb2.ImplementedRequest(), timeout=30)
+        assert e.value.code() == grpc.StatusCode.INTERNAL
+        assert e.value.details() == (
+            "the plugin could not load its services: ImportError: plugvisor_plugin._lifecycle is broken on purpose"
+        )
+        assert host.wait(10) == 1
+    assert "the plugin could not load its services; it stops" in host.stderr()
+
+
+def test_the_stand_ins_match_the_generated_services():
+    from plugvisor_plugin._proto import grpc_broker_pb2
+    from plugvisor_plugin._proto.plugvisor.v1 import http_pb2, lifecycle_pb2
+
+    def kinds(file, service):
+        methods = file.DESCRIPTOR.services_by_name[service].methods
+        return {
+            m.name: f"{'stream' if m.client_streaming else 'unary'}_{'stream' if m.server_streaming else 'unary'}"
+            for m in methods
+        }
+
+    assert _deferred.LIFECYCLE == ("plugvisor.v1.Lifecycle", kinds(lifecycle_pb2, "Lifecycle"))
+    assert _deferred.BROKER == ("plugin.GRPCBroker", kinds(grpc_broker_pb2, "GRPCBroker"))
+    assert _deferred.HTTP == ("plugvisor.v1.Http", kinds(http_pb2, "Http"))
+
+
+def test_the_recorder_sees_what_a_plugin_imports_first(tmp_path):
+    # The check above is only worth something if the recorder catches an eager import.
+    script = tmp_path / "eager.py"
+    script.write_text("import html, json\nfrom plugvisor_plugin import serve\nserve()\n")
+    assert {"html", "json"} <= modules_at_handshake(script, tmp_path)
