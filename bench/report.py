@@ -101,7 +101,7 @@ def load(out_dir):
     data = defaultdict(list)  # (scenario, plugin, host) -> [json objects]
     problems = []
     for name in sorted(os.listdir(out_dir)):
-        m = re.fullmatch(r"([a-z]+)\.([a-z0-9-]+)\.(gohost|plugvisor)\.(\d+)\.json", name)
+        m = re.fullmatch(r"([a-z]+)\.([a-z0-9-]+)\.(gohost|plugvisor|direct)\.(\d+)\.json", name)
         if not m:
             continue
         path = os.path.join(out_dir, name)
@@ -187,6 +187,326 @@ def git_describe():
     except Exception:  # noqa: BLE001
         dirty = ""
     return head + (" with uncommitted changes" if dirty else "")
+
+
+# --- scenarios 6-12: hooks, host API, HTTP (issues 12-14) ----------------------
+V1_NAMES = {
+    "sdkgo": "Go SDK test plugin (tests/goplugins/sdkplugin)",
+    "benchgo": "Go SDK bench plugin (tests/goplugins/benchplugin)",
+    "pybench": "Python SDK bench plugin (bench/plugins/pybench)",
+    "sdk": "Python SDK example (hello-python)",
+    "go": "Go, plain go-plugin, no hooks (tests/goplugins/healthy)",
+    "go-nodelay": "Go SDK bench plugin, TCP_NODELAY on the listener",
+    "py-nodelay": "Python SDK bench plugin, TCP_NODELAY on the listener",
+}
+HOOK_TARGET = 1.2
+KV_SET_TARGET_MS = {"benchgo": 1.0, "pybench": 2.0}
+FANOUT_TARGET = 3.0
+HTTP_P50_TARGET = 1.5
+TRANSFER_RSS_TARGET_KB = 64 * 1024
+SDK_STOP_TARGET_MS = 15.0
+
+
+def stat_of(objs, key, field="median"):
+    """Median over runs of one summary field (each run's JSON has `key` as a stats object)."""
+    vals = [((o.get(key) or {}).get(field)) for o in objs if (o.get(key) or {}).get("n")]
+    return median([v for v in vals if v is not None])
+
+
+def p50_p99(objs, key):
+    return stat_of(objs, key, "median"), stat_of(objs, key, "p99")
+
+
+def us_per(ticks, n):
+    """CPU µs per request from clock ticks (USER_HZ = 100)."""
+    if ticks is None or not n:
+        return None
+    return ticks * 10_000.0 / n
+
+
+def fmt_us(x):
+    return "n/a" if x is None else f"{x:.0f} µs"
+
+
+def fmt_rate(x):
+    return "n/a" if x is None else f"{x:,.0f}/s"
+
+
+def fmt_mib(kb):
+    return "n/a" if kb is None else f"{kb / 1024:.1f} MiB"
+
+
+def issue_sections(get, data, run, notes):
+    """Rows of the second table, their misses explained, and context lines."""
+    rows = []  # (section, row, plugin, peer, peer_value, pv_value, ratio, target, verdict)
+    why = []
+    ctx = []
+
+    def row(sec, name, plugin, peer, pv_text, peer_text, r, target="", ok=None):
+        rows.append((sec, name, plugin, peer, peer_text, pv_text, fmt_ratio(r), target,
+                     verdict(ok) if target else ""))
+
+    def failed(scenario, plugin, host):
+        objs = get(scenario, plugin, host)
+        bad = [o.get("error") for o in objs if o.get("error")]
+        if bad:
+            notes.append(f"{scenario}, {V1_NAMES.get(plugin, plugin)}, {host}: {len(bad)} run(s) failed: "
+                         f"{str(bad[0])[:200]}")
+        return [o for o in objs if not o.get("error")]
+
+    # 6. hooks
+    for plugin in ("sdkgo", "pybench"):
+        g, p = failed("hooks", plugin, "gohost"), failed("hooks", plugin, "plugvisor")
+        gh, ph = p50_p99(g, "hook_ms"), p50_p99(p, "hook_ms")
+        gc, pc = p50_p99(g, "health_ms"), p50_p99(p, "health_ms")
+        ps = p50_p99(p, "set_configuration_ms")
+        n = sum((o.get("hook_ms") or {}).get("n", 0) for o in p)
+        row("6", f"OnConfigurationChange p50 ({n} calls), the hook alone", plugin, "go-plugin host (gohost hooks)",
+            fmt_ms(ph[0]), fmt_ms(gh[0]), ratio(ph[0], gh[0]))
+        row("6", "OnConfigurationChange p99", plugin, "go-plugin host", fmt_ms(ph[1]), fmt_ms(gh[1]), ratio(ph[1], gh[1]))
+        row("6", "health check on the same connection, p50 / p99", plugin, "go-plugin host",
+            f"{fmt_ms(pc[0])} / {fmt_ms(pc[1])}", f"{fmt_ms(gc[0])} / {fmt_ms(gc[1])}", ratio(pc[0], gc[0]))
+        r = ratio(ph[0], pc[0])
+        ok = None if r is None else r <= HOOK_TARGET
+        row("6", "hook p50 ÷ health check p50, same plugin and connection", plugin,
+            "plugvisor's own health check", fmt_ms(ph[0]), fmt_ms(pc[0]), r, f"≤ {HOOK_TARGET}×", ok)
+        row("6", "(context) hook p99 ÷ health check p99", plugin, "plugvisor's own health check",
+            fmt_ms(ph[1]), fmt_ms(pc[1]), ratio(ph[1], pc[1]))
+        if ok is False:
+            gr = ratio(gh[0], gc[0])
+            why.append(
+                f"**hook ÷ health check, {V1_NAMES[plugin]}** ({fmt_ratio(r)}): plugvisor's hook alone takes "
+                f"{fmt_ms(ph[0])} against {fmt_ms(pc[0])} for a health check on the same connection. "
+                f"go-plugin's host sees the same on this plugin: {fmt_ms(gh[0])} against {fmt_ms(gc[0])} "
+                f"({fmt_ratio(gr)}), so the difference is the plugin's side of the hook (the SDK's handler and "
+                "its JSON decode), not the host's.")
+        row("6", "set_configuration p50 / p99: check, hook, durable store", plugin, "go-plugin host's hook (no store)",
+            f"{fmt_ms(ps[0])} / {fmt_ms(ps[1])}", f"{fmt_ms(gh[0])} / {fmt_ms(gh[1])}", ratio(ps[0], gh[0]))
+
+    # 7. host API
+    fs = [o for o in get("fsync", "disk", "plugvisor")]
+    fsync = p50_p99(fs, "fsync_ms")
+    fdatasync = p50_p99(fs, "fdatasync_ms")
+    for plugin in ("benchgo", "pybench"):
+        g, p = failed("hostapi", plugin, "gohost"), failed("hostapi", plugin, "plugvisor")
+        m = failed("hostapimem", plugin, "plugvisor")
+        n = sum((o.get("set_ms") or {}).get("n", 0) for o in p)
+        for op in ("get", "set"):
+            gv, pv, mv = p50_p99(g, f"{op}_ms"), p50_p99(p, f"{op}_ms"), p50_p99(m, f"{op}_ms")
+            target = KV_SET_TARGET_MS[plugin] if op == "set" else None
+            ok = None if target is None or pv[0] is None else pv[0] <= target
+            row("7", f"kv.{op} p50, durable ({n} calls, timed in the plugin)", plugin,
+                "go-plugin host, broker, in-memory map", fmt_ms(pv[0]), fmt_ms(gv[0]), ratio(pv[0], gv[0]),
+                f"≤ {target:g} ms" if target else "", ok)
+            row("7", f"kv.{op} p99, durable", plugin, "go-plugin host, in-memory map", fmt_ms(pv[1]), fmt_ms(gv[1]),
+                ratio(pv[1], gv[1]))
+            row("7", f"(context) kv.{op} p50 / p99, no data directory (SQLite in memory)", plugin,
+                "go-plugin host, in-memory map", f"{fmt_ms(mv[0])} / {fmt_ms(mv[1])}",
+                f"{fmt_ms(gv[0])} / {fmt_ms(gv[1])}", ratio(mv[0], gv[0]))
+            if op == "set":
+                row("7", "kv.set p50, durable, beside a bare fsync on the same disk", plugin,
+                    "4 KiB pwrite + fsync, data directory's disk", fmt_ms(pv[0]), fmt_ms(fsync[0]), ratio(pv[0], fsync[0]))
+                if ok is False:
+                    why.append(
+                        f"**durable kv.set, {V1_NAMES[plugin]}** ({fmt_ms(pv[0])} p50, target {target:g} ms): "
+                        f"without a data directory the same set takes {fmt_ms(mv[0])}, so the disk adds "
+                        f"{fmt_ms(None if pv[0] is None or mv[0] is None else pv[0] - mv[0])}; a bare fsync on this "
+                        f"disk takes {fmt_ms(fsync[0])} (p99 {fmt_ms(fsync[1])}), fdatasync {fmt_ms(fdatasync[0])}.")
+    ctx.append(f"bare fsync on the data directory's disk ({sum((o.get('fsync_ms') or {}).get('n', 0) for o in fs)} "
+               f"runs of a 4 KiB pwrite + sync): fsync p50 {fmt_ms(fsync[0])}, p99 {fmt_ms(fsync[1])}; fdatasync "
+               f"p50 {fmt_ms(fdatasync[0])}, p99 {fmt_ms(fdatasync[1])}.")
+
+    # 8. activate -> Running
+    for plugin in ("sdkgo", "sdk", "go"):
+        g = [r for r in runs_of(failed("activate", plugin, "gohost")) if not r.get("error")]
+        p = [r for r in runs_of(get("activate", plugin, "plugvisor")) if not r.get("error")]
+        gr, pr = [r["running_ms"] for r in g], [r["healthy_ms"] for r in p]
+        row("8", "activate → Running, OnActivate included", plugin,
+            "go-plugin host: start, Ping, Dispense, Implemented (+ broker, OnActivate)", cell(pr), cell(gr),
+            ratio(median(pr), median(gr)))
+        ga = [r["activate_ms"] for r in g]
+        pa = [(r.get("implemented_ms") or 0) + (r.get("on_activate_ms") or 0) for r in p
+              if r.get("implemented_ms") is not None]
+        row("8", "(context) of which Implemented (+ host API, OnActivate)", plugin, "go-plugin host",
+            cell(pa), cell(ga), ratio(median(pa), median(ga)))
+
+    # 9. fan-out
+    for key in sorted({k[1] for k in data if k[0] == "fanout"}):
+        g, p = failed("fanout", key, "gohost"), failed("fanout", key, "plugvisor")
+        n = key.split("-")[1]
+        each, one = p50_p99(p, "call_each_ms"), p50_p99(p, "one_ms")
+        r = ratio(each[0], one[0])
+        ok = None if r is None else r <= FANOUT_TARGET
+        row("9", f"OnConfigurationChange on {n} plugins at once (call_each), p50", "", "the same hook on one plugin",
+            fmt_ms(each[0]), fmt_ms(one[0]), r, f"≤ {FANOUT_TARGET:g}×", ok)
+        gc, gt, go1 = p50_p99(g, "concurrent_ms"), p50_p99(g, "in_turn_ms"), p50_p99(g, "one_ms")
+        pt = p50_p99(p, "in_turn_ms")
+        row("9", f"{n} at once, p50", "", "go-plugin host, a goroutine a plugin", fmt_ms(each[0]), fmt_ms(gc[0]),
+            ratio(each[0], gc[0]))
+        row("9", f"{n} in turn (Mattermost's RunMultiPluginHook), p50", "", "go-plugin host, in turn",
+            fmt_ms(pt[0]), fmt_ms(gt[0]), ratio(pt[0], gt[0]))
+        row("9", "one plugin, p50", "", "go-plugin host", fmt_ms(one[0]), fmt_ms(go1[0]), ratio(one[0], go1[0]))
+        sa, so = p50_p99(p, "set_configuration_all_ms"), p50_p99(p, "set_configuration_one_ms")
+        row("9", f"set_configuration on {n} plugins at once (durable), p50", "", "set_configuration on one",
+            fmt_ms(sa[0]), fmt_ms(so[0]), ratio(sa[0], so[0]))
+        cpu = [o.get("call_each_cpu") or {} for o in p]
+        rounds = median([o.get("rounds") for o in p])
+        host_cpu = median([c.get("host_cpu_ms") for c in cpu if c.get("wall_ms")])
+        plug_cpu = median([c.get("plugins_cpu_ms") for c in cpu if c.get("wall_ms")])
+        cores = median([c.get("cores") for c in cpu if c.get("cores")]) or 1
+        if ok is False and rounds and host_cpu is not None and plug_cpu is not None:
+            floor_ms = (host_cpu + plug_cpu) / rounds / cores
+            why.append(
+                f"**one hook on {n} plugins** ({fmt_ms(each[0])} against {fmt_ms(one[0])} for one, "
+                f"{fmt_ratio(r)}): a round costs {fmt_ms(host_cpu / rounds)} of plugvisor's CPU and "
+                f"{fmt_ms(plug_cpu / rounds)} of the plugins' ({fmt_us(host_cpu / rounds / int(n) * 1000)} and "
+                f"{fmt_us(plug_cpu / rounds / int(n) * 1000)} a call, /proc/PID/stat over the call_each rounds), "
+                f"which {cores:.0f} cores cannot do in less than {fmt_ms(floor_ms)}: {fmt_ratio(ratio(floor_ms, one[0]))} "
+                f"of one call before any waiting. go-plugin's host, a goroutine a plugin, takes {fmt_ms(gc[0])}.")
+
+    # 10. HTTP
+    for plugin in ("benchgo", "pybench"):
+        g, p = failed("httphook", plugin, "gohost"), failed("httphook", plugin, "plugvisor")
+        gv, pv = p50_p99(g, "call_ms"), p50_p99(p, "call_ms")
+        row("10", "HTTP hook alone, one call at a time, p50 / p99 (plugvisor.v1.Http on the plugin's connection)",
+            plugin, "go-plugin host (gohost httphook)", f"{fmt_ms(pv[0])} / {fmt_ms(pv[1])}",
+            f"{fmt_ms(gv[0])} / {fmt_ms(gv[1])}", ratio(pv[0], gv[0]))
+    conc = run.get("http_concurrency")
+    rps = {}
+    for label in ("go", "py", "go-nodelay", "py-nodelay"):
+        for side in ("plugvisor", "direct"):
+            objs = [o for o in get("rps", label, side) if not o.get("error") and o.get("load")]
+            for o in get("rps", label, side):
+                if o.get("error"):
+                    notes.append(f"rps {label} {side}: {o['error'][:200]}")
+            loads = [o["load"] for o in objs]
+            reqs = [l.get("requests", 0) + l.get("warmup_requests", 0) for l in loads]
+            cpu_host = median([us_per((o.get("server") or {}).get("cpu_ticks"), n) for o, n in zip(objs, reqs)
+                               if o.get("server")])
+            cpu_plugin = median([us_per((o.get("server") or {}).get("plugins_cpu_ticks"), n)
+                                 for o, n in zip(objs, reqs) if o.get("server")])
+            cpu_direct = median([us_per(o.get("direct_cpu_ticks"), n) for o, n in zip(objs, reqs)
+                                 if o.get("direct_cpu_ticks") is not None])
+            cpu_load = median([l["cpu_ms"] * 1000.0 / l["requests"] for l in loads if l.get("requests")])
+            rps[(label, side)] = {
+                "rps": median([l.get("rps") for l in loads]),
+                "p50": median([l["latency_ms"]["median"] for l in loads if l.get("latency_ms", {}).get("n")]),
+                "p99": median([l["latency_ms"]["p99"] for l in loads if l.get("latency_ms", {}).get("n")]),
+                "cpu_host": cpu_host, "cpu_plugin": cpu_plugin, "cpu_direct": cpu_direct, "cpu_load": cpu_load,
+                "runs": len(objs),
+            }
+    for label, name, direct in (("go", "benchgo", "net/http serving the same handler"),
+                                ("py", "pybench", "gunicorn (1 gthread worker) serving the same app")):
+        pv, dv = rps[(label, "plugvisor")], rps[(label, "direct")]
+        nd = rps[(label + "-nodelay", "plugvisor")]
+        row("10", f"GET /small, {conc} connections: requests per second ({pv['runs']} runs of "
+                  f"{run.get('http_seconds')} s)", name, direct, fmt_rate(pv["rps"]), fmt_rate(dv["rps"]),
+            ratio(pv["rps"], dv["rps"]))
+        r = ratio(pv["p50"], dv["p50"])
+        is_target = label == "go"
+        ok = None if not is_target or r is None else r <= HTTP_P50_TARGET
+        row("10", "GET /small p50", name, direct, fmt_ms(pv["p50"]), fmt_ms(dv["p50"]), r,
+            f"≤ {HTTP_P50_TARGET}×" if is_target else "", ok)
+        row("10", "GET /small p99", name, direct, fmt_ms(pv["p99"]), fmt_ms(dv["p99"]), ratio(pv["p99"], dv["p99"]))
+        row("10", "(context) the same, TCP_NODELAY on the listener: requests/s, p50 / p99", name, direct,
+            f"{fmt_rate(nd['rps'])}, {fmt_ms(nd['p50'])} / {fmt_ms(nd['p99'])}",
+            f"{fmt_rate(dv['rps'])}, {fmt_ms(dv['p50'])} / {fmt_ms(dv['p99'])}", ratio(nd["p50"], dv["p50"]))
+        row("10", "(context) CPU per request: host / plugin (direct: the server) / load generator", name, direct,
+            f"{fmt_us(pv['cpu_host'])} / {fmt_us(pv['cpu_plugin'])} / {fmt_us(pv['cpu_load'])}",
+            f"— / {fmt_us(dv['cpu_direct'])} / {fmt_us(dv['cpu_load'])}",
+            ratio(None if pv["cpu_host"] is None else pv["cpu_host"] + (pv["cpu_plugin"] or 0), dv["cpu_direct"]))
+        hook = p50_p99(get("httphook", name, "plugvisor"), "call_ms")
+        if ok is False:
+            why.append(
+                f"**GET p50 through plugvisor to the Go plugin** ({fmt_ms(pv['p50'])} against {fmt_ms(dv['p50'])} "
+                f"served directly, {fmt_ratio(r)}, at {conc} connections): each request costs "
+                f"{fmt_us(pv['cpu_host'])} of plugvisor's CPU (HTTP/1.1 in, a gRPC stream out) and "
+                f"{fmt_us(pv['cpu_plugin'])} of the plugin's (gRPC in, the SDK, the handler), against "
+                f"{fmt_us(dv['cpu_direct'])} for net/http alone, with the load generator's "
+                f"{fmt_us(pv['cpu_load'])} on the same 2 cores: the CPU a request needs is "
+                f"{fmt_ratio(ratio((pv['cpu_host'] or 0) + (pv['cpu_plugin'] or 0) + (pv['cpu_load'] or 0), (dv['cpu_direct'] or 0) + (dv['cpu_load'] or 0)))} "
+                f"of the direct path's, and at this concurrency latency follows CPU. One call at a time, the "
+                f"plugin's HTTP hook alone (no HTTP server in front) already takes {fmt_ms(hook[0])}; with "
+                f"TCP_NODELAY on the listener the proxy's p50 is {fmt_ms(nd['p50'])}.")
+        if label == "py" and pv["p50"] and nd["p50"] and pv["p50"] > 5 * nd["p50"]:
+            why.append(
+                f"**GET through plugvisor to the Python plugin** ({fmt_ms(pv['p50'])} p50, {fmt_rate(pv['rps'])}; "
+                f"gunicorn directly: {fmt_ms(dv['p50'])}, {fmt_rate(dv['rps'])}): the same run with TCP_NODELAY "
+                f"set on the listener gives {fmt_ms(nd['p50'])} and {fmt_rate(nd['rps'])}. `plugvisor::http::serve` "
+                "(and so `plugvisor run --http`) leaves Nagle's algorithm on: grpcio sends the response head and "
+                "body as separate messages, hyper writes them as two segments, and the second waits for the "
+                "client's delayed ACK (40 ms on Linux). The Go SDK's parts come together, so the Go rows barely "
+                f"change ({fmt_ms(rps[('go', 'plugvisor')]['p50'])} → {fmt_ms(rps[('go-nodelay', 'plugvisor')]['p50'])}).")
+
+    # 11. transfers
+    tb = run.get("transfer_bytes") or 0
+    for direction in ("upload", "download"):
+        p = [o for o in get("transfer", direction, "plugvisor") if not o.get("error")]
+        d = [o for o in get("transfer", direction, "direct") if not o.get("error")]
+        for side, objs in (("plugvisor", get("transfer", direction, "plugvisor")), ("direct", get("transfer", direction, "direct"))):
+            for o in objs:
+                if o.get("error"):
+                    notes.append(f"transfer {direction} {side}: {o['error'][:200]}")
+        if not p and not d:
+            continue
+        pt = median([o["load"]["mib_per_s"] for o in p])
+        dt = median([o["load"]["mib_per_s"] for o in d])
+        size = f"{tb / (1 << 30):.0f} GiB" if tb >= 1 << 30 else f"{tb / (1 << 20):.0f} MiB"
+        row("11", f"{size} {direction} through the Python plugin: throughput", "pybench",
+            "gunicorn serving the same app", "n/a" if pt is None else f"{pt:.0f} MiB/s",
+            "n/a" if dt is None else f"{dt:.0f} MiB/s", ratio(pt, dt))
+        hwm = median([(o.get("server") or {}).get("hwm_kb") for o in p])
+        ready = median([(o.get("server") or {}).get("hwm_ready_kb") for o in p])
+        plug = median([max([x.get("hwm_kb") or 0 for x in (o.get("server") or {}).get("plugins", [])] or [0]) for o in p])
+        ok = None if hwm is None else hwm < TRANSFER_RSS_TARGET_KB
+        row("11", f"{size} {direction}: host peak RSS (VmHWM over its whole life)", "pybench", "—",
+            fmt_mib(hwm), "—", None, "< 64 MiB", ok)
+        ctx.append(f"{size} {direction} through plugvisor: the host's VmHWM was {fmt_mib(ready)} once the plugin was "
+                   f"Running and {fmt_mib(hwm)} after the transfer; the Python plugin's own VmHWM "
+                   f"{fmt_mib(plug)}.")
+        if ok is False:
+            why.append(f"**host RSS during the {direction}** ({fmt_mib(hwm)}): {fmt_mib(ready)} before it.")
+
+    # 12. /metrics
+    for key in sorted({k[1] for k in data if k[0] == "scale" and k[1].startswith("go-")},
+                      key=lambda s: int(s.split("-")[1])):
+        objs = [o for o in get("scale", key, "plugvisor") if o.get("metrics")]
+        if not objs:
+            continue
+        ms_ = [o["metrics"] for o in objs]
+        n = key.split("-")[1]
+        size = median([m.get("body_bytes") for m in ms_])
+        lines = median([m.get("lines") for m in ms_])
+        scrape = median([m["scrape_ms"]["median"] for m in ms_])
+        text = median([m["metrics_text_ms"]["median"] for m in ms_])
+        row("12", f"/metrics scrape with {n} plugins: time (connect to last byte), size", "", "—",
+            f"{fmt_ms(scrape)}, {size / 1024:.0f} KiB ({lines:.0f} lines)", "—", None)
+        ctx.append(f"/metrics with {n} plugins: {fmt_ms(scrape)} a scrape over HTTP, of which "
+                   f"`Environment::metrics()` (the text) {fmt_ms(text)}; {size:.0f} bytes, "
+                   f"{size / int(n):.0f} a plugin.")
+    return rows, why, ctx
+
+
+def previous_rows(path):
+    """(section, row, plugin) -> (plugvisor cell, ratio cell) from an earlier results.md's tables."""
+    found = {}
+    if not os.path.exists(path):
+        return found
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 8 and cells[0].isdigit():
+                found[(cells[0], cells[1], cells[2])] = (cells[4], cells[5])
+    return found
+
+
+def first_number(text):
+    """The leading number of a cell in ms (or as it is for %, MiB, ×), None if none."""
+    m = re.match(r"\s*([0-9.,]+)\s*(µs|ms|s|MiB|%|/s)?", text or "")
+    if not m:
+        return None
+    x = float(m.group(1).replace(",", ""))
+    return {"µs": x / 1000, "s": x * 1000}.get(m.group(2), x)
 
 
 # --- the report --------------------------------------------------------------
@@ -283,6 +603,20 @@ def main(out_dir):
             gf, gs = split.get((plugin, "gohost"), ([], []))
             go_first = median(split.get(("go", "gohost"), ([], []))[1])
             than_go = "" if plugin == "go" else f" (on the Go plugin: {fmt_ms(go_first)})"
+            p_runs = [r for r in runs_of(get("start", plugin, "plugvisor")) if not r.get("error")]
+            impl = median([r["implemented_ms"] for r in p_runs if r.get("implemented_ms") is not None])
+            act = median([r["on_activate_ms"] for r in p_runs if r.get("on_activate_ms") is not None])
+            hooks_note = ""
+            if act is not None:
+                hooks_note = (
+                    f" For this plugin \"healthy\" is Running, which in plugvisor also takes Implemented "
+                    f"({fmt_ms(impl)}) and OnActivate ({fmt_ms(act)}, what the plugin's on_activate does: here "
+                    "host API calls), from plugvisor's hook histogram in the same runs; go-plugin's start → "
+                    "first Ping does neither (the Python SDK loads its lifecycle services on a thread after "
+                    "the handshake, and the first Implemented waits for that load). Row 8 compares the two "
+                    "activations like for like.")
+            elif impl is not None:
+                hooks_note = f" Of it, Implemented (answered UNIMPLEMENTED) takes {fmt_ms(impl)}."
             why.append(
                 f"**host overhead, {PLUGIN_NAMES[plugin]}** ({fmt_ms(median(p_over))}, go-plugin's host "
                 f"{fmt_ms(median(g_over))}): plugvisor takes {fmt_ms(median(f))} from the handshake line to a "
@@ -290,7 +624,7 @@ def main(out_dir):
                 f"from there to the first SERVING answer. That answer is the plugin's first gRPC call, which is "
                 f"slow in any host: go-plugin's first Ping on this plugin takes {fmt_ms(median(gs))}{than_go}, "
                 f"its later pings {fmt_ms(warm[(plugin, 'gohost')][0])} (tables \"Start, after the handshake\" "
-                "and \"Floors and context\")."
+                "and \"Floors and context\")." + hooks_note
             )
         rows.append(("1", "(context) plugin's own spawn → handshake printed", plugin, cell(g_own), cell(p_own),
                      fmt_ratio(ratio(median(p_own), median(g_own))), "", ""))
@@ -368,15 +702,22 @@ def main(out_dir):
                 if median(p_k) is not None and median(g_k) is not None and median(p_k) > median(g_k):
                     how += (f". Of plugvisor's {fmt_ms(median(p_k))}, {fmt_ms(median([t for t in took if t is not None]))} "
                             "is until the plugin is reaped (its \"plugin stopped\" event's `took`) and "
-                            f"{fmt_ms(median(env_part))} comes after: the sweep for descendants that left the "
-                            f"group (a pass over every /proc/PID/environ, {fmt_ms(median(scans))} on this machine "
-                            "during these runs, on plugvisor's sweep thread), removing the socket directory, and "
-                            "the Environment's keeper task and events")
+                            f"{fmt_ms(median(env_part))} comes after: removing the socket directory, OnDeactivate "
+                            "for a plugin with hooks, and the Environment's keeper task and events (the sweep for "
+                            "descendants that left the group, a pass over every /proc/PID/environ of "
+                            f"{fmt_ms(median(scans))} here, runs after the stop returns)")
             why.append(
                 f"**stop, {PLUGIN_NAMES[plugin]}** ({fmt_ratio(r)}): plugvisor {fmt_ms(median(p_k))}, go-plugin "
                 f"{fmt_ms(median(g_k))}; with no host at all this plugin needs {fmt_ms(fe)} from SIGTERM to "
                 f"exit and be reaped. {how[0].upper() + how[1:]}."
             )
+        if plugin == "sdk":
+            ok = None if median(p_k) is None else median(p_k) <= SDK_STOP_TARGET_MS
+            rows.append(("3", "stop → reaped under plugvisor (issue 12: the SDK example, OnDeactivate included)",
+                         plugin, cell(g_k), cell(p_k), fmt_ratio(r), f"≤ {SDK_STOP_TARGET_MS:g} ms", verdict(ok)))
+            if ok is False:
+                why.append(f"**SDK example stop under plugvisor** ({fmt_ms(median(p_k))}): with no host at all "
+                           f"the plugin needs {fmt_ms(fe)} from SIGTERM to exit and be reaped.")
 
     # 4. crash -> healthy -------------------------------------------------------
     for plugin in PLUGIN_NAMES:
@@ -466,14 +807,26 @@ def main(out_dir):
         if p["scan"] is not None and p["killed"] and g["killed"] and p["killed"] > g["killed"]:
             findings.append(
                 f"{label}: plugvisor stops them all in {fmt_ms(p['killed'])}, go-plugin's host in "
-                f"{fmt_ms(g['killed'])}. Every plugvisor stop waits, after the reap, for a pass of its sweep "
-                f"for leftover descendants over every /proc/PID/environ ({fmt_ms(p['scan'])} a pass with these "
+                f"{fmt_ms(g['killed'])}. `Environment::shutdown` waits for a pass of plugvisor's sweep for "
+                f"leftover descendants over every /proc/PID/environ ({fmt_ms(p['scan'])} a pass with these "
                 f"plugins up); concurrent stops share passes (src/sweep.rs), so {n} stops cost a few passes, "
                 "not one each. go-plugin's host does no such sweep (it leaves such descendants running)."
             )
         if p["scan"] is not None:
             rows.append(("5", f"(context) {label}: one pass over /proc/*/environ (plugvisor's sweep for leftover "
-                              "descendants, which stops wait for)", "", "—", fmt_ms(p["scan"]), "", "", ""))
+                              "descendants, which shutdown waits for)", "", "—", fmt_ms(p["scan"]), "", "", ""))
+
+    rows2, why2, ctx2 = issue_sections(get, data, run, notes)
+    why.extend(why2)
+    previous = previous_rows(os.path.join(out_dir, "previous.md"))
+    compared = []  # (section, row, plugin, before, now, change)
+    for sec, row_name, plugin, g, p, r, *_ in rows:
+        key = (sec, row_name, PLUGIN_NAMES.get(plugin, plugin))
+        if key in previous:
+            before, now = first_number(previous[key][0]), first_number(p)
+            change = None if before in (None, 0) or now is None else now / before - 1
+            compared.append((sec, row_name, PLUGIN_NAMES.get(plugin, plugin), previous[key][0], p, change,
+                             previous[key][1], r))
 
     for plugin in PLUGIN_NAMES:
         context.append((
@@ -496,11 +849,26 @@ def main(out_dir):
     w(f"Written by `bench/run` on {now}, at commit {git_describe()}. Times are medians with the 95th "
       "percentile in brackets, over all runs of both alternating batches; the ratio is plugvisor's median "
       "over go-plugin's (below 1 means plugvisor is faster or smaller). Targets are plugvisor's goals from "
-      "issue 7; they are reported, never asserted. `bench/README.md` says what each row measures.\n\n")
+      "issues 7 and 12-14; they are reported, never asserted. `bench/README.md` says what each row measures.\n\n")
     w("| # | row | plugin | go-plugin v1.7.0 host (gohost) | plugvisor | plugvisor / go-plugin | target | |\n")
     w("|---|---|---|---|---|---|---|---|\n")
     for sec, row, plugin, g, p, r, target, v in rows:
         w(f"| {sec} | {row} | {PLUGIN_NAMES.get(plugin, plugin)} | {g} | {p} | {r} | {target} | {v} |\n")
+    w("\n## Hooks, host API and HTTP (issues 12-14)\n\n")
+    w("Each row beside its peer: go-plugin v1.7.0's host (gohost) on the same plugin, the same handler or app "
+      "served directly, a bare fsync, or one call. Hook, kv and HTTP-hook latencies are medians over the runs of "
+      "each run's p50 and p99; activation times are medians (p95) over all runs. plugvisor runs with a data "
+      "directory (SQLite, WAL, synchronous=FULL) unless the row says otherwise. The ratio is plugvisor's over "
+      "the peer's.\n\n")
+    w("| # | row | plugin | peer | peer's number | plugvisor | plugvisor / peer | target | |\n")
+    w("|---|---|---|---|---|---|---|---|---|\n")
+    for sec, row_name, plugin, peer, peer_v, pv_v, r, target, v in rows2:
+        w(f"| {sec} | {row_name} | {V1_NAMES.get(plugin, plugin)} | {peer} | {peer_v} | {pv_v} | {r} | {target} | {v} |\n")
+    if ctx2:
+        w("\n")
+        for line in ctx2:
+            w(f"- {line}\n")
+
     w("\n## Floors and context\n\n")
     w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "
       f"plugin with the handshake environment and nothing else ({max([len(v['handshake_ms']) for v in floor.values()] or [0])} runs "
@@ -529,6 +897,19 @@ def main(out_dir):
         w("\n`bench/README.md` says more about each.\n")
     else:
         w("None.\n")
+    if compared:
+        w("\n## Compared with the previous results.md\n\n")
+        w("plugvisor's number in the first table, then and now (the previous file's run, on the same machine; "
+          "ratios near 1 between runs are noise, see Caveats in bench/README.md). Rows more than 15 % worse "
+          "are in bold.\n\n")
+        w("| # | row | plugin | plugvisor before | plugvisor now | change | ratio before | ratio now |\n")
+        w("|---|---|---|---|---|---|---|---|\n")
+        for sec, row_name, plugin, before, now, change, rb, rn in compared:
+            ch = "n/a" if change is None else f"{change * 100:+.0f} %"
+            if change is not None and change > 0.15:
+                ch = f"**{ch}**"
+            w(f"| {sec} | {row_name} | {plugin} | {before} | {now} | {ch} | {rb} | {rn} |\n")
+
     if findings:
         w("\n## Other findings\n\n")
         for line in findings:

@@ -24,7 +24,9 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/plugvisor/plugvisor/sdk/go/plugvisortest"
 	"github.com/plugvisor/plugvisor/sdk/go/proto/plugvisorv1"
@@ -39,15 +41,35 @@ type hostSession struct {
 
 // activated is a plugin that has been activated with a host API.
 type activated struct {
-	session    *hostSession
-	host       *plugvisortest.Host
-	hooks      []string
-	activateMs float64
+	session *hostSession
+	host    *plugvisortest.Host
+	hooks   []string
+	// lifecycle is false for a plugin that does not serve plugvisor.v1
+	// (Implemented answered UNIMPLEMENTED): it was only dispensed.
+	lifecycle bool
+	// activateMs: Dispense to OnActivate answered (to Implemented answered
+	// for a plugin without lifecycle); implementedMs and onActivateMs are
+	// those calls alone.
+	activateMs    float64
+	implementedMs float64
+	onActivateMs  float64
 }
 
 // activate does what plugvisor does after the first healthy check:
 // Implemented, the host API served on a new broker id, OnActivate with it.
 func activate(cp plugin.ClientProtocol, config string) (*activated, error) {
+	a, err := activateAny(cp, config)
+	if err == nil && !a.lifecycle {
+		err = errors.New("Implemented: UNIMPLEMENTED (does the plugin speak plugvisor.v1?)")
+	}
+	return a, err
+}
+
+// activateAny is activate for any plugin: one that does not serve
+// plugvisor.v1.Lifecycle is done once Implemented has answered UNIMPLEMENTED
+// (plugvisor asks every plugin, and activates such a plugin without hooks).
+func activateAny(cp plugin.ClientProtocol, config string) (*activated, error) {
+	t0 := time.Now()
 	raw, err := cp.Dispense("hooks")
 	if err != nil {
 		return nil, fmt.Errorf("dispense: %w", err)
@@ -55,9 +77,13 @@ func activate(cp plugin.ClientProtocol, config string) (*activated, error) {
 	s := raw.(*hostSession)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	t0 := time.Now()
 	lc := plugvisorv1.NewLifecycleClient(s.conn)
+	t1 := time.Now()
 	impl, err := lc.Implemented(ctx, &plugvisorv1.ImplementedRequest{})
+	implementedMs := ms(time.Since(t1))
+	if status.Code(err) == codes.Unimplemented {
+		return &activated{session: s, activateMs: ms(time.Since(t0)), implementedMs: implementedMs}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("Implemented (does the plugin speak plugvisor.v1?): %w", err)
 	}
@@ -72,16 +98,19 @@ func activate(cp plugin.ClientProtocol, config string) (*activated, error) {
 		return srv
 	})
 	host.SetConfiguration(config)
+	t2 := time.Now()
 	resp, err := lc.OnActivate(ctx, &plugvisorv1.OnActivateRequest{
 		PluginId: "gohost", ConfigurationJson: config, HostApiBrokerId: id, HostVersion: "gohost (go-plugin v1.7.0)",
 	})
+	onActivateMs := ms(time.Since(t2))
 	if err != nil {
 		return nil, fmt.Errorf("OnActivate: %w", err)
 	}
 	if r := resp.GetRefused(); r != nil {
 		return nil, fmt.Errorf("OnActivate refused: %s", r.GetMessage())
 	}
-	return &activated{session: s, host: host, hooks: impl.GetHooks(), activateMs: ms(time.Since(t0))}, nil
+	return &activated{session: s, host: host, hooks: impl.GetHooks(), lifecycle: true, activateMs: ms(time.Since(t0)),
+		implementedMs: implementedMs, onActivateMs: onActivateMs}, nil
 }
 
 // serveHTTP makes one plugvisor.v1.Http call with an empty body and returns

@@ -6,6 +6,12 @@
 //! way plugvisor is used: everything goes through [`Environment`], so a start
 //! here is the full activation path (launch plan, spawn, handshake, connect,
 //! first SERVING health check) and a stop is a deactivation.
+//!
+//! The scenarios of the hooks, host API and HTTP issues are in `protocol.rs`
+//! (hooks, host API, fan-out, fsync) and `web.rs` (HTTP serving, /metrics).
+
+mod protocol;
+mod web;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -118,18 +124,34 @@ enum Command {
     Crash(Single),
     /// Activate every bundle of the folder at once, idle with health checks running, shut down.
     Scale(ScaleArgs),
+    /// Activate, then --count times: set_configuration, the OnConfigurationChange hook alone, a health check.
+    Hooks(protocol::HooksArgs),
+    /// Activate a plugin with GET /bench/kv (its HTTP hook) and have it time --count kv gets and sets.
+    Hostapi(protocol::HostApiArgs),
+    /// --count plugvisor.v1.Http GETs straight on the plugin's channel (no HTTP server), timed.
+    Httphook(protocol::HttpHookArgs),
+    /// Time --count write + fsync (and fdatasync) of a small block in a file of --dir.
+    Fsync(protocol::FsyncArgs),
+    /// Activate every bundle at once, then one hook on all (call_each, set_configuration) against one.
+    Fanout(protocol::FanoutArgs),
+    /// Activate every bundle, serve plugvisor::http::router on --listen until SIGTERM; memory and CPU.
+    ServeHttp(web::ServeHttpArgs),
 }
 
 #[derive(Args)]
-struct Single {
+pub(crate) struct Single {
     /// A plugins folder; its one bundle (or --id) is the plugin.
-    plugins_dir: PathBuf,
+    pub(crate) plugins_dir: PathBuf,
     /// The bundle to use when the folder holds several.
     #[arg(long)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     /// How many times to repeat.
     #[arg(long, default_value_t = 10)]
-    count: usize,
+    pub(crate) count: usize,
+    /// The Environment's data directory: a durable store (SQLite, WAL,
+    /// synchronous=FULL). Without it the store is in memory.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -142,6 +164,10 @@ struct ScaleArgs {
     /// The Environment's health-check interval during the idle phase.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     health_interval: Duration,
+    /// Scrapes of /metrics (operations_router on a loopback listener) at the
+    /// end, timed (0: none).
+    #[arg(long, default_value_t = 10)]
+    scrapes: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,6 +197,12 @@ fn main() -> std::process::ExitCode {
             Command::Ping(args) => ping(args).await,
             Command::Crash(args) => crash(args).await,
             Command::Scale(args) => scale(args).await,
+            Command::Hooks(args) => protocol::hooks(args).await,
+            Command::Hostapi(args) => protocol::hostapi(args).await,
+            Command::Httphook(args) => protocol::httphook(args).await,
+            Command::Fsync(args) => protocol::fsync(args),
+            Command::Fanout(args) => protocol::fanout(args).await,
+            Command::ServeHttp(args) => web::serve_http(args).await,
         }
     });
     match result {
@@ -192,7 +224,7 @@ fn main() -> std::process::ExitCode {
 /// min/median/mean/p95/p99/max in ms, computed like gohost's `summarize`
 /// (nearest-rank percentiles).
 #[derive(Serialize, Default)]
-struct Stats {
+pub(crate) struct Stats {
     n: usize,
     min: f64,
     median: f64,
@@ -202,7 +234,7 @@ struct Stats {
     max: f64,
 }
 
-fn summarize(values: &[f64]) -> Stats {
+pub(crate) fn summarize(values: &[f64]) -> Stats {
     if values.is_empty() {
         return Stats::default();
     }
@@ -226,7 +258,7 @@ fn summarize(values: &[f64]) -> Stats {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_nanos() as f64 / 1e6
 }
 
@@ -237,7 +269,7 @@ fn unix_ns() -> u128 {
         .unwrap_or(0)
 }
 
-fn environment(config: EnvironmentConfig) -> anyhow::Result<Environment> {
+pub(crate) fn environment(config: EnvironmentConfig) -> anyhow::Result<Environment> {
     let dir = config.plugins_dir().to_path_buf();
     let env = Environment::new(config).with_context(|| format!("scanning {}", dir.display()))?;
     if env.plugin_ids().is_empty() {
@@ -246,8 +278,12 @@ fn environment(config: EnvironmentConfig) -> anyhow::Result<Environment> {
     Ok(env)
 }
 
-fn single(args: &Single) -> anyhow::Result<(Environment, String)> {
-    let env = environment(EnvironmentConfig::new(&args.plugins_dir))?;
+pub(crate) fn single(args: &Single) -> anyhow::Result<(Environment, String)> {
+    let mut config = EnvironmentConfig::builder(&args.plugins_dir);
+    if let Some(dir) = &args.data_dir {
+        config = config.data_dir(dir);
+    }
+    let env = environment(config.build()?)?;
     let id = match &args.id {
         Some(id) => id.clone(),
         None => match env.plugin_ids().as_slice() {
@@ -260,6 +296,38 @@ fn single(args: &Single) -> anyhow::Result<(Environment, String)> {
         },
     };
     Ok((env, id))
+}
+
+/// Per hook, the sum (seconds) and count of plugvisor's
+/// `plugvisor_plugin_hook_seconds` histogram, over every plugin.
+pub(crate) fn hook_seconds(env: &Environment) -> std::collections::HashMap<String, (f64, u64)> {
+    let mut out: std::collections::HashMap<String, (f64, u64)> = Default::default();
+    for line in env.metrics().lines() {
+        let (is_sum, rest) =
+            if let Some(rest) = line.strip_prefix("plugvisor_plugin_hook_seconds_sum{") {
+                (true, rest)
+            } else if let Some(rest) = line.strip_prefix("plugvisor_plugin_hook_seconds_count{") {
+                (false, rest)
+            } else {
+                continue;
+            };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let Some(hook) = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("hook=\"")?.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let entry = out.entry(hook.to_string()).or_default();
+        if is_sum {
+            entry.0 += value.trim().parse::<f64>().unwrap_or(0.0);
+        } else {
+            entry.1 += value.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    out
 }
 
 /// Whether a process still exists (a zombie counts: it was not reaped).
@@ -287,6 +355,10 @@ struct Cycle {
     stop_took: Option<String>,
     /// The plugin's pid was gone from /proc when deactivation returned.
     reaped: bool,
+    /// The activation's Implemented and OnActivate calls, from plugvisor's
+    /// own hook histogram (its sum before and after the activation).
+    implemented_ms: Option<f64>,
+    on_activate_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -300,10 +372,19 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
             ..Cycle::default()
         };
         probe::take();
+        let hooks_before = hook_seconds(&env);
         let t0 = Instant::now();
         let result = env.activate(&id).await;
         c.healthy_ms = ms(t0.elapsed());
         c.ready_unix_ns = unix_ns();
+        let hooks_after = hook_seconds(&env);
+        let delta = |hook: &str| {
+            let after = hooks_after.get(hook)?;
+            let before = hooks_before.get(hook).copied().unwrap_or_default();
+            (after.1 > before.1).then_some((after.0 - before.0) * 1000.0)
+        };
+        c.implemented_ms = delta("Implemented");
+        c.on_activate_ms = delta("OnActivate");
         match result {
             Ok(status) => c.pid = status.pid,
             Err(error) => c.error = Some(error.to_string()),
@@ -457,8 +538,13 @@ async fn crash(args: Single) -> anyhow::Result<(Value, bool)> {
 }
 
 /// VmRSS and VmHWM of this process, in kB.
-fn memory_kb() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+pub(crate) fn memory_kb() -> (u64, u64) {
+    memory_kb_of("self")
+}
+
+/// VmRSS and VmHWM of process `pid` ("self" for this one), in kB.
+pub(crate) fn memory_kb_of(pid: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -470,8 +556,13 @@ fn memory_kb() -> (u64, u64) {
 
 /// utime + stime of this process (all its threads, not its children), in
 /// clock ticks (USER_HZ, 100 a second on Linux).
-fn cpu_ticks() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+pub(crate) fn cpu_ticks() -> u64 {
+    cpu_ticks_of("self")
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+pub(crate) fn cpu_ticks_of(pid: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some(after) = text.rfind(')').map(|i| &text[i + 2..]) else {
         return 0;
     };
@@ -486,7 +577,7 @@ fn cpu_ticks() -> u64 {
     get(11) + get(12)
 }
 
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// How long it takes to read /proc and every /proc/PID/environ once: one
 /// pass of plugvisor's sweep for descendants that left a plugin's process
@@ -566,6 +657,11 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
             "running_at_end": running,
         });
     }
+    let metrics = if args.scrapes > 0 {
+        Some(web::scrape_metrics(&env, args.scrapes).await?)
+    } else {
+        None
+    };
     let (rss_kb, hwm_kb) = memory_kb();
     let t1 = Instant::now();
     env.shutdown().await;
@@ -582,6 +678,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "rss_kb": rss_kb,
         "hwm_kb": hwm_kb,
         "idle": idle,
+        "metrics": metrics,
         "all_killed_ms": all_killed_ms,
     });
     Ok((value, errors.is_empty()))
