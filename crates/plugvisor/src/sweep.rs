@@ -48,6 +48,9 @@ pub async fn settled() {
     kill_tagged("\0").await;
 }
 
+/// The shortest time between two passes over /proc.
+const PASS_GAP: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// A thread of its own, so it serves every tokio runtime in the process.
 fn sweeper() -> &'static mpsc::Sender<Request> {
     static SWEEPER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
@@ -56,7 +59,14 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
         std::thread::Builder::new()
             .name("plugvisor-sweep".into())
             .spawn(move || {
+                let mut last_pass: Option<std::time::Instant> = None;
                 while let Ok(first) = received.recv() {
+                    // Passes come at most every PASS_GAP: a stop of many
+                    // plugins at once then costs a few passes, not one each.
+                    if let Some(last) = last_pass {
+                        std::thread::sleep(PASS_GAP.saturating_sub(last.elapsed()));
+                    }
+                    last_pass = Some(std::time::Instant::now());
                     let mut batch = vec![first];
                     batch.extend(received.try_iter());
                     let tags: Vec<&[u8]> = batch.iter().map(|r| r.tag.as_slice()).collect();
@@ -77,6 +87,8 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
 fn pass(tags: &[&[u8]]) -> Vec<Vec<i32>> {
     let mut killed = vec![Vec::new(); tags.len()];
     let me = std::process::id() as i32;
+    // Live plugin processes carry their own tags, never one being swept.
+    let plugins = crate::process::live_plugin_pids();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return killed;
     };
@@ -88,7 +100,7 @@ fn pass(tags: &[&[u8]]) -> Vec<Vec<i32>> {
         else {
             continue;
         };
-        if pid == me {
+        if pid == me || plugins.contains(&(pid as u32)) {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {

@@ -318,6 +318,9 @@ impl Supervisor {
     /// fails the start.
     async fn wait_healthy(&self, deadline: Deadline) -> Result<(), SupervisorError> {
         let mut pause = Duration::from_millis(2);
+        // A plugin's own answer (NOT_SERVING, an error) says more than a
+        // check that ran out of time on a loaded machine: it is reported first.
+        let mut answered: Option<PingError> = None;
         loop {
             let timeout = self
                 .config
@@ -333,10 +336,13 @@ impl Supervisor {
                     return Err(SupervisorError::ExitedBeforeHealthy { status, stderr: self.stderr_tail() });
                 }
             };
+            if !matches!(last, PingError::Timeout(_)) {
+                answered = Some(last.clone());
+            }
             if deadline.remaining() <= pause {
                 return Err(SupervisorError::Unhealthy {
                     after: deadline.timeout,
-                    last,
+                    last: answered.unwrap_or(last),
                     stderr: self.stderr_tail(),
                 });
             }

@@ -1,14 +1,18 @@
 //! One plugin OS process: spawned in its own process group with a parent-death
-//! signal, reaped by a watcher task, signalled as a group.
+//! signal (`spawn.rs`), reaped by a watcher task on its pidfd, signalled as
+//! a group.
+
+mod spawn;
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 /// What to run and with which extra environment.
@@ -26,6 +30,21 @@ pub const INSTANCE_ENV: &str = "PLUGVISOR_PLUGIN_INSTANCE";
 
 static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The plugin processes of this host that have not been reaped yet. A sweep
+/// for what a stopped plugin left behind skips them without opening
+/// anything: with a thousand plugins up, they are most of /proc.
+static LIVE: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pids of this host's plugin processes that have not been reaped.
+pub(crate) fn live_plugin_pids() -> std::collections::BTreeSet<u32> {
+    live().clone()
+}
+
 /// A running (or exited) plugin process. Dropping it SIGKILLs the group and
 /// tagged descendants if the process has not been seen to exit, so a cancelled
 /// start leaks nothing.
@@ -39,8 +58,8 @@ pub struct PluginProcess {
 
 /// The pipes of a freshly spawned process.
 pub struct ProcessPipes {
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
 }
 
 impl PluginProcess {
@@ -51,41 +70,29 @@ impl PluginProcess {
         let host_pid = std::process::id();
         let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag_value = format!("{host_pid}.{instance}");
-        let mut command = Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .current_dir(&spec.working_dir)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(INSTANCE_ENV, &tag_value)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (prctl, getppid).
-        unsafe {
-            command.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // The host may have died before prctl took effect.
-                if nix::unistd::getppid().as_raw() as u32 != host_pid {
-                    return Err(std::io::Error::other("host exited during spawn"));
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn()?;
-        let pid = child.id().expect("a just-spawned child has a pid");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut env: Vec<(OsString, OsString)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
+        let spawned = spawn::spawn(&spec.program, &spec.args, &spec.working_dir, &env)?;
+        let pid = spawned.pid;
+        live().insert(pid);
+        let stdout = pipe::Receiver::from_owned_fd(spawned.stdout)?;
+        let stderr = pipe::Receiver::from_owned_fd(spawned.stderr)?;
+        // SAFETY: an OwnedFd keeps its one descriptor open for as long as it lives.
+        let pidfd = unsafe { AsyncFd::register(spawned.pidfd) }.map_err(|e| e.into_parts().1)?;
         let (exit_tx, exit) = watch::channel(None);
         tokio::spawn(async move {
-            let status = match child.wait().await {
+            let status = match reap(&pidfd).await {
                 Ok(status) => status,
                 Err(error) => {
                     tracing::error!(pid, %error, "waiting for plugin process failed");
                     ExitStatus::from_raw(-1)
                 }
             };
+            live().remove(&pid);
             let _ = exit_tx.send(Some(status));
         });
         let tag = format!("{INSTANCE_ENV}={tag_value}");
@@ -149,6 +156,33 @@ impl Drop for PluginProcess {
             self.signal_group(Signal::SIGKILL);
             crate::sweep::kill_tagged_in_background(&self.tag);
         }
+    }
+}
+
+/// Waits until the process exits (its pidfd turns readable), then reaps it.
+async fn reap(pidfd: &AsyncFd<std::os::fd::OwnedFd>) -> std::io::Result<ExitStatus> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut ready = pidfd.readable().await?;
+        // SAFETY: siginfo_t is plain data that waitid fills; the pidfd is ours.
+        let mut info: nix::libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let reaped = unsafe {
+            nix::libc::waitid(
+                nix::libc::P_PIDFD,
+                pidfd.as_raw_fd() as nix::libc::id_t,
+                &mut info,
+                nix::libc::WEXITED | nix::libc::WNOHANG,
+            )
+        };
+        if reaped != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: waitid succeeded; si_pid is 0 when the child has not exited yet.
+        if unsafe { info.si_pid() } == 0 {
+            ready.clear_ready();
+            continue;
+        }
+        return Ok(ExitStatus::from_raw(spawn::wait_status(&info)));
     }
 }
 
