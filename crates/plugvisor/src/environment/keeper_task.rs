@@ -73,7 +73,9 @@ impl KeeperTask {
             // Cancelling drops a start under way, which kills its process.
             let started = tokio::select! {
                 _ = self.stop.cancelled() => break End::Stopped(None),
-                started = Instance::start(&self.slot, &self.shared) => started,
+                // Boxed: the start's state is large and short-lived, the
+                // keeper's small and lives as long as the plugin.
+                started = Box::pin(Instance::start(&self.slot, &self.shared)) => started,
             };
             let loaded = slot.shared_the_host();
             slot.done(
@@ -85,12 +87,12 @@ impl KeeperTask {
                     let instance = Arc::new(instance);
                     keeper.started(Instant::now());
                     self.running(&instance, spawned.elapsed());
-                    match self.watch(&instance, &mut keeper).await {
+                    match Box::pin(self.watch(&instance, &mut keeper)).await {
                         Watch::StopRequested => {
-                            break End::Stopped(Some(self.stop_running(&instance).await));
+                            break End::Stopped(Some(Box::pin(self.stop_running(&instance)).await));
                         }
                         Watch::Failed(failure) => {
-                            self.failed_while_running(&instance, &failure).await;
+                            Box::pin(self.failed_while_running(&instance, &failure)).await;
                             (failure, None)
                         }
                     }
@@ -162,7 +164,9 @@ impl KeeperTask {
             loop {
                 tokio::time::sleep_until(next).await;
                 let pinged = Instant::now();
-                let result = instance.ping().await;
+                // Boxed for the length of the call only: between checks the
+                // watch holds no call state.
+                let result = Box::pin(instance.ping()).await;
                 self.shared
                     .metrics
                     .health_check(self.slot.id(), pinged.elapsed());

@@ -40,6 +40,10 @@ use crate::transport::connect;
 /// The gRPC health service name go-plugin plugins report under.
 const HEALTH_SERVICE: &str = "plugin";
 
+/// Read buffer of each of a plugin's pipes: lines are assembled from reads
+/// of this size, so it bounds memory per plugin, not line length.
+const PIPE_BUFFER: usize = 2048;
+
 /// When a start must be done by: its spawn plus the start timeout.
 #[derive(Debug, Clone, Copy)]
 struct Deadline {
@@ -181,13 +185,13 @@ impl Supervisor {
         let stderr = StderrTail::default();
         let stderr_relay = tokio::spawn(
             relay_lines(
-                BufReader::new(pipes.stderr),
+                BufReader::with_capacity(PIPE_BUFFER, pipes.stderr),
                 Stream::Stderr,
                 Some(stderr.clone()),
             )
             .instrument(span.clone()),
         );
-        let mut stdout = BufReader::new(pipes.stdout);
+        let mut stdout = BufReader::with_capacity(PIPE_BUFFER, pipes.stdout);
         let accepted = &config.handshake.app_versions;
         let mut skipped = SkippedLines::default();
         let read = tokio::time::timeout_at(
