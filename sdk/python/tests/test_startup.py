@@ -11,12 +11,14 @@ writes its handshake.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
 import grpc
 import pytest
-from hostkit import EXAMPLE, TESTS
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hostkit import EXAMPLE, TESTS, base_env, wait_for
 
 from plugvisor_plugin import _deferred
 from plugvisor_plugin.testing import PluginHost
@@ -61,6 +63,12 @@ def grpc_baseline() -> set[str]:
     return set(out.split())
 
 
+def eval_in(channel: grpc.Channel, expression: str) -> str:
+    """class_plugin.py's pvtest.Eval: repr() of the expression, in the plugin."""
+    call = channel.unary_unary("/pvtest.Eval/Eval", request_serializer=bytes, response_deserializer=bytes)
+    return call(expression.encode(), timeout=30).decode()
+
+
 def modules_at_handshake(script, tmp_path, env=None) -> set[str]:
     out = tmp_path / "modules.txt"
     with PluginHost(RECORDER, args=(str(out), str(script)), env=env, activate=False) as host:
@@ -94,11 +102,64 @@ def test_run_loads_its_services_after_the_handshake_and_they_answer(tmp_path):
         assert host.http("GET", "/").body == b"hello from asgi\n"
 
 
-def test_the_switch_interval_is_put_back_after_the_load(tmp_path):
-    from test_lifecycle import evaluate
+def test_the_services_load_right_after_the_handshake_by_themselves(spawn, sock_dir, tmp_path):
+    # No host call needed: nothing but the plugin's own service is called here.
+    env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(tmp_path / "marker"))
+    p = spawn(PLUGINS / "class_plugin.py", env=env)
+    hs = p.handshake()
+    loaded = "'plugvisor_plugin._lifecycle' in __import__('sys').modules"
+    with grpc.insecure_channel(hs.target) as channel:
+        wait_for(lambda: eval_in(channel, loaded) == "True", 30, "the services to load")
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit() == 0
 
+
+def test_the_load_imports_what_the_services_need_a_module_at_a_time(tmp_path):
+    # The loader's list (abandoned between two modules at a stop) holds every
+    # SDK module the services import, so none is imported in one big step.
+    from plugvisor_plugin import _server
+
+    listed = {"plugvisor_plugin" + m for m in _server._RUN_MODULES + _server._HTTP_MODULES + ("._wsgi", "._asgi")}
+    packages = {"plugvisor_plugin._proto", "plugvisor_plugin._proto.plugvisor", "plugvisor_plugin._proto.plugvisor.v1"}
+    expression = "sorted(m for m in __import__('sys').modules if m.startswith('plugvisor_plugin'))"
     with PluginHost(PLUGINS / "class_plugin.py", env={"PVTEST_MARKER": str(tmp_path / "marker")}) as host:
-        assert evaluate(host, "__import__('sys').getswitchinterval()") == repr(sys.getswitchinterval())
+        modules = set(eval(eval_in(host.channel, expression)))
+    assert modules - SDK_BEFORE_HANDSHAKE - packages <= listed
+
+
+def test_a_host_that_calls_before_any_health_check_gets_its_answer(spawn, sock_dir, tmp_path):
+    # As go-plugin's Go host may: the call waits for the load.
+    from plugvisor_plugin._proto.plugvisor.v1 import lifecycle_pb2, lifecycle_pb2_grpc
+
+    env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(tmp_path / "marker"))
+    p = spawn(PLUGINS / "class_plugin.py", env=env)
+    hs = p.handshake()
+    with grpc.insecure_channel(hs.target) as channel:
+        answer = lifecycle_pb2_grpc.LifecycleStub(channel).Implemented(lifecycle_pb2.ImplementedRequest(), timeout=30)
+        assert set(answer.hooks) == {"OnActivate", "OnConfigurationChange", "OnDeactivate"}
+    p.signal(signal.SIGTERM)
+    assert p.wait_exit() == 0
+
+
+def test_a_stop_before_any_call_leaves_the_services_unloaded_and_exits_0(spawn, sock_dir, tmp_path):
+    # plugvisor ping: handshake, one health check, stop. Nothing was activated:
+    # no on_deactivate, status 0, however far the load had got.
+    marker = tmp_path / "marker"
+    env = base_env(PLUGIN_UNIX_SOCKET_DIR=str(sock_dir), PVTEST_MARKER=str(marker))
+    for _ in range(3):
+        p = spawn(PLUGINS / "class_plugin.py", env=env)
+        hs = p.handshake()
+        with grpc.insecure_channel(hs.target) as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=30)
+            channel.unary_unary("/plugin.GRPCController/Shutdown")(b"", timeout=30)
+        assert p.wait_exit() == 0, p.stderr_text()
+        assert "could not load" not in p.stderr_text()
+    assert not marker.exists()
+
+
+def test_the_switch_interval_is_put_back_after_the_load(tmp_path):
+    with PluginHost(PLUGINS / "class_plugin.py", env={"PVTEST_MARKER": str(tmp_path / "marker")}) as host:
+        assert eval_in(host.channel, "__import__('sys').getswitchinterval()") == repr(sys.getswitchinterval())
 
 
 def test_a_failed_load_answers_internal_and_exits_1():

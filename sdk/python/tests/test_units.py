@@ -435,6 +435,20 @@ def test_refusal_messages():
     assert refusal_message(RuntimeError()) == "RuntimeError"
 
 
+def test_percent_decoding_matches_urllib():
+    from urllib.parse import unquote, unquote_to_bytes
+
+    from plugvisor_plugin._http import unquote_to_bytes as ours
+
+    rng = random.Random(7)
+    alphabet = "%%%/aZ09-._~é€ fF"
+    samples = ["", "/", "/a%20b", "%", "%2", "%zz", "%%41", "%41%42%4", "/%E2%82%AC/%e2%82%ac", "/%FF%fe", "é%C3%A9"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(2000)]
+    for text in samples:
+        assert ours(text) == unquote_to_bytes(text), text
+        assert ours(text).decode("utf-8", "replace") == unquote(text, errors="replace"), text
+
+
 def test_generated_code_is_up_to_date():
     from hostkit import ROOT
 

@@ -24,7 +24,6 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator, Optional
-from urllib.parse import unquote
 
 import grpc
 
@@ -37,6 +36,7 @@ from ._http import (
     error_response,
     head_part,
     host_and_port,
+    unquote_to_bytes,
 )
 from ._proto.plugvisor.v1 import http_pb2 as pb
 
@@ -208,7 +208,7 @@ def scope_for(head: pb.HttpRequestHead, state: dict[str, Any]) -> dict[str, Any]
         "http_version": "2" if head.http_version == "HTTP/2" else "1.1",
         "method": head.method,
         "scheme": head.scheme or "http",
-        "path": root + unquote(raw_path),
+        "path": root + unquote_to_bytes(raw_path).decode("utf-8", "replace"),  # as urllib's unquote
         "raw_path": (root + raw_path).encode("latin-1", "replace"),
         "query_string": head.query.encode("latin-1", "replace"),
         "root_path": root,

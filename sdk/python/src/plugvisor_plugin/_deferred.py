@@ -6,10 +6,13 @@ tens of milliseconds of imports that the handshake does not need. So the
 server starts with stand-ins for them: one method handler per method, made
 from the table below (no generated code), taking the request as raw bytes.
 Right after the handshake line a thread ("plugvisor-load") imports the real
-services and registers them with a collector instead of the server; while
-the host connects and checks health, they load. A call that arrives before
-then waits for the load, then goes to the real handler, with its own
-(de)serializers; a failed load answers INTERNAL, and stops the plugin.
+services, a module at a time, and registers them with a collector instead
+of the server: they load while the host connects and checks health. A call
+that arrives before then waits for the load, then goes to the real handler,
+with its own (de)serializers; a failed load answers INTERNAL and stops the
+plugin with status 1. A stop before any host call used them (plugvisor
+ping: one health check, then Shutdown) does not wait for the load, which
+ends at its next module.
 
 A unit test checks the table against the generated code.
 """
@@ -24,7 +27,7 @@ import grpc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time
-    from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+    from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Optional, Sequence
 
     from ._server import Component, Runtime
 
@@ -85,14 +88,16 @@ class DeferredServices:
     """Stand-ins on the server from the start; the real services from a loader thread.
 
     `services`: the (service, {method: kind}) entries to stand in for.
-    `load(runtime)`: imports and builds the components (on the loader
-    thread); each one's register() is then given a collector.
+    `load(runtime)`: a generator that imports and builds the components (on
+    the loader thread), yielding between its imports, where an abandoned
+    load stops, and returning the components; each one's register() is
+    then given a collector.
     """
 
     def __init__(
         self,
         services: Sequence[tuple[str, Mapping[str, str]]],
-        load: Callable[[Runtime], Sequence[Component]],
+        load: Callable[[Runtime], Generator[None, None, Sequence[Component]]],
     ) -> None:
         self.services = tuple(services)
         self._load = load
@@ -103,10 +108,16 @@ class DeferredServices:
         self.components: tuple[Component, ...] = ()
         #: Why the load failed, or None.
         self.error: Optional[str] = None
+        self._lock = threading.Lock()
+        self._used = False
+        self._abandoned = False
+        self._started = False
+        self._runtime: Optional[Runtime] = None
 
     # -- before the server starts -----------------------------------------------------------
-    def stand_ins(self) -> list[grpc.GenericRpcHandler]:
+    def stand_ins(self, runtime: Runtime) -> list[grpc.GenericRpcHandler]:
         """One generic handler per service, answering every method of the table."""
+        self._runtime = runtime
         out = []
         for service, methods in self.services:
             handlers = {method: self._stand_in(f"/{service}/{method}", kind) for method, kind in methods.items()}
@@ -138,6 +149,10 @@ class DeferredServices:
         return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serialize)
 
     def _handler(self, method: str, context: grpc.ServicerContext) -> grpc.RpcMethodHandler[Any, Any]:
+        with self._lock:
+            if self._abandoned:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the plugin is stopping")
+            self._used = True
         self._ready.wait()
         handler = self._resolved.get(method)
         if handler is None:  # the load failed
@@ -146,9 +161,13 @@ class DeferredServices:
         return handler
 
     # -- after the handshake ------------------------------------------------------------------
-    def start(self, runtime: Runtime) -> None:
-        """Load the real services on a thread of their own."""
-        threading.Thread(target=self._run, args=(runtime,), name="plugvisor-load", daemon=True).start()
+    def start(self) -> None:
+        """Load the real services on a thread of their own, unless that began already."""
+        with self._lock:
+            if self._started or self._runtime is None:
+                return
+            self._started = True
+        threading.Thread(target=self._run, args=(self._runtime,), name="plugvisor-load", daemon=True).start()
 
     def _run(self, runtime: Runtime) -> None:
         # The host's first health check arrives while this thread imports:
@@ -166,7 +185,16 @@ class DeferredServices:
 
     def _load_all(self, runtime: Runtime) -> None:
         try:
-            components = self.components = tuple(self._load(runtime))
+            steps = self._load(runtime)
+            while True:
+                if self._abandoned:
+                    steps.close()
+                    return
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    components = self.components = tuple(done.value)
+                    break
             for component in components:
                 component.register(self._collector, runtime)  # type: ignore[arg-type]
             resolved = {}
@@ -180,8 +208,22 @@ class DeferredServices:
             self._resolved = resolved
         except BaseException as e:
             self.error = f"{type(e).__name__}: {e}"
+            if self._abandoned:
+                return  # the plugin is stopping anyway (and may be past starting threads)
             _log.exception("the plugin could not load its services; it stops")
             runtime.request_stop("the plugin could not load its services", failed=True)
+
+    def abandon_unless_used(self) -> bool:
+        """At a stop: whether no host call has used the services yet. If so
+        they are abandoned (a later call is refused as UNAVAILABLE, and the
+        stop need not wait for them to load: plugvisor ping stops a plugin
+        right after its first health check); if not, the stop waits for the
+        load and stops them."""
+        with self._lock:
+            if self._used:
+                return False
+            self._abandoned = True
+            return True
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Whether the load has finished (successfully or not)."""

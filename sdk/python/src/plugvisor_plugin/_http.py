@@ -86,6 +86,29 @@ def error_response() -> Iterator[pb.HttpResponsePart]:
     yield pb.HttpResponsePart(body=INTERNAL_ERROR_BODY)
 
 
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_HEX_BYTE = {(a + b).encode(): bytes.fromhex(a + b) for a in _HEX_DIGITS for b in _HEX_DIGITS}
+
+
+def unquote_to_bytes(text: str) -> bytes:
+    """urllib.parse.unquote_to_bytes(text), without urllib: importing
+    urllib.parse (ipaddress and all) would cost every plugin's start a few
+    milliseconds. %XX decodes to the byte; a % not followed by two hex
+    digits stays as it is; the rest is UTF-8."""
+    data = text.encode("utf-8")
+    if b"%" not in data:
+        return data
+    first, *rest = data.split(b"%")
+    out = [first]
+    for part in rest:
+        byte = _HEX_BYTE.get(part[:2])
+        if byte is None:
+            out += (b"%", part)
+        else:
+            out += (byte, part[2:])
+    return b"".join(out)
+
+
 def header_values(head: pb.HttpRequestHead, name: str) -> list[bytes]:
     return [h.value for h in head.headers if h.name == name]
 
@@ -131,8 +154,10 @@ class HttpComponent(pb_grpc.HttpServicer):
         self.app = app
         self.adapter: Optional[Adapter] = None
 
-    # -- Component --------------------------------------------------------------------
-    def register(self, server: grpc.Server, runtime: Runtime) -> None:
+    def load_adapter(self) -> None:
+        """Import the app's adapter (WSGI or ASGI) now; register() does it otherwise."""
+        if self.adapter is not None:
+            return
         if isinstance(self.app, AsgiApp):
             from ._asgi import AsgiAdapter
 
@@ -141,6 +166,10 @@ class HttpComponent(pb_grpc.HttpServicer):
             from ._wsgi import WsgiAdapter
 
             self.adapter = WsgiAdapter(self.app.app)
+
+    # -- Component --------------------------------------------------------------------
+    def register(self, server: grpc.Server, runtime: Runtime) -> None:
+        self.load_adapter()
         pb_grpc.add_HttpServicer_to_server(self, server)
 
     def stopping(self) -> None:

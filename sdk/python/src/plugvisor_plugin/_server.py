@@ -28,7 +28,7 @@ from ._stdio import CLOSED, CapturedText, StdioHub, write_all
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time (grpc imports it anyway, but later)
     from types import FrameType
-    from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Tuple
+    from typing import Any, Callable, Generator, Iterator, Mapping, Optional, Protocol, Tuple
 
     import grpc
 
@@ -72,6 +72,20 @@ _log = logging.getLogger("plugvisor_plugin")
 HOST_WATCH_INTERVAL = 0.25
 #: How long a StreamStdio call waits for output before it checks on its RPC.
 _STDIO_POLL = 0.5
+#: What run()'s services import, leaves first (see run_plugin_object's load).
+_RUN_MODULES: tuple[str, ...] = (
+    "._proto.grpc_broker_pb2",
+    "._proto.grpc_broker_pb2_grpc",
+    "._broker",
+    "json",
+    "._proto.plugvisor.v1.host_pb2",
+    "._proto.plugvisor.v1.host_pb2_grpc",
+    "._hostapi",
+    "._proto.plugvisor.v1.lifecycle_pb2",
+    "._proto.plugvisor.v1.lifecycle_pb2_grpc",
+    "._lifecycle",
+)
+_HTTP_MODULES: tuple[str, ...] = ("._proto.plugvisor.v1.http_pb2", "._proto.plugvisor.v1.http_pb2_grpc", "._http")
 #: How long a stop waits for run()'s services to finish loading (they take
 #: part in it: on_deactivate, the broker's stream).
 _LOAD_WAIT = 10.0
@@ -134,19 +148,31 @@ def run_plugin_object(plugin: Plugin, http: object, options: Mapping[str, Any]) 
     def deferred(opts: Options, services: list[str]) -> DeferredServices:
         from . import _deferred
 
-        def load(runtime: Runtime) -> list[Component]:
-            # On the loader thread, after the handshake: grpc is imported.
+        def load(runtime: Runtime) -> Generator[None, None, list[Component]]:
+            # On the loader thread, after the handshake (grpc is imported):
+            # the modules one at a time, so that a stop that comes first
+            # ends the load at the next yield, a module's import away.
+            from ._apps import AsgiApp, detect
+
+            app_kind = detect(http) if http is not None else None
+            modules = _RUN_MODULES
+            if app_kind is not None:
+                modules += _HTTP_MODULES + (("._asgi",) if isinstance(app_kind, AsgiApp) else ("._wsgi",))
+            for name in modules:
+                yield
+                __import__(__package__ + name if name.startswith(".") else name)
+
             from ._broker import Broker
             from ._lifecycle import Lifecycle
 
             broker = Broker(opts["broker_timeout"])
             out: list[Component] = [broker]
             app = None
-            if http is not None:
-                from ._apps import detect
+            if app_kind is not None:
                 from ._http import HttpComponent
 
-                app = HttpComponent(detect(http))
+                app = HttpComponent(app_kind)
+                app.load_adapter()  # an ASGI app's event loop starts here
             out.append(Lifecycle(plugin, broker, services, app))
             if app is not None:
                 out.append(app)
@@ -295,7 +321,7 @@ class _Runner:
                 self._setup_tls(client_pem)
             self._build_server()
             if self.deferred is not None:
-                self.server.add_generic_rpc_handlers(self.deferred.stand_ins())
+                self.server.add_generic_rpc_handlers(self.deferred.stand_ins(self))
             if self.register is not None:
                 from ._services import ServiceRecorder
 
@@ -319,7 +345,7 @@ class _Runner:
             self._abort_startup()
             raise
         if self.deferred is not None:
-            self.deferred.start(self)  # while the host connects and checks health
+            self.deferred.start()  # while the host connects and checks health
         reason = self.stopper.wait()
         return self._shutdown(reason)
 
@@ -617,7 +643,7 @@ class _Runner:
             # Output streams end once drained, so they do not hold the stop up.
             self.hub.close()
         components: tuple[Component, ...] = ()
-        if self.deferred is not None:
+        if self.deferred is not None and not self.deferred.abandon_unless_used():
             if not self.deferred.wait(_LOAD_WAIT):
                 _log.error("run()'s services did not finish loading; stopping without them")
             components = self.deferred.components

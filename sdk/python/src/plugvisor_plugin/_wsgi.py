@@ -22,7 +22,6 @@ import io
 import logging
 import sys
 from typing import Any, Callable, Iterable, Iterator, Optional
-from urllib.parse import unquote_to_bytes
 
 import grpc
 
@@ -35,6 +34,7 @@ from ._http import (
     error_response,
     head_part,
     host_and_port,
+    unquote_to_bytes,
 )
 from ._proto.plugvisor.v1 import http_pb2 as pb
 
