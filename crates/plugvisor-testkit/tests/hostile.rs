@@ -405,10 +405,12 @@ fn case_18_host_sigkilled_takes_every_plugin_with_it() {
     native_fake_bundle(root.path(), "native-b", "--network unix --controller");
     python_fake_bundle(root.path(), "python-c", "");
     let socket = root.path().join("control.sock");
+    let tmp = tempfile::tempdir().unwrap();
     let mut host = std::process::Command::new(plugvisor_bin())
         .args(["run", "--control-socket"])
         .arg(&socket)
         .arg(root.path())
+        .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -433,6 +435,18 @@ fn case_18_host_sigkilled_takes_every_plugin_with_it() {
             .all(|&p| !exists(p as u32) || is_zombie(p as u32))
     });
     assert!(gone, "plugins outlived the host by more than 1 s: {pids:?}");
+
+    // The dead host's socket directories are the next host's to remove.
+    let dirs = || std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(dirs(), 3, "one socket directory per plugin was expected");
+    let ping = std::process::Command::new(plugvisor_bin())
+        .arg("ping")
+        .arg(root.path().join("native-a"))
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    assert_eq!(dirs(), 0, "the dead host's socket directories were left");
 }
 
 // Hooks and the host API under hostile plugins.

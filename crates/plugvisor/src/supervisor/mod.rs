@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 mod config;
 mod error;
+mod socket_dir;
 
 pub use config::{SupervisorConfig, SupervisorConfigBuilder};
 use error::PartialError;
@@ -155,11 +156,7 @@ impl Supervisor {
         config: &SupervisorConfig,
     ) -> Result<(Supervisor, Deadline), SupervisorError> {
         let span = crate::stdio::plugin_span(id);
-        let socket_dir = tempfile::Builder::new()
-            .prefix("plugvisor-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .map_err(SupervisorError::SocketDir)?;
+        let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
         let identity = match config.auto_mtls {
             true => Some(crate::tls::ClientIdentity::generate()?),
             false => None,
