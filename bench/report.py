@@ -902,6 +902,23 @@ def main(out_dir):
         w("plugvisor's number in the first table, then and now (the previous file's run, on the same machine; "
           "ratios near 1 between runs are noise, see Caveats in bench/README.md). Rows more than 15 % worse "
           "are in bold.\n\n")
+        machine = []
+        prev_path = os.path.join(out_dir, "previous.md")
+        with open(prev_path) as f:
+            in_floors = False
+            for line in f:
+                if line.startswith("## "):
+                    in_floors = line.startswith("## Floors")
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                name = {v: k for k, v in PLUGIN_NAMES.items()}.get(cells[0]) if cells else None
+                if in_floors and name and len(cells) >= 3:
+                    before, now = first_number(cells[1]), floor_hs.get(name)
+                    if before and now:
+                        machine.append(f"{PLUGIN_NAMES[name]} {cells[1]} → {fmt_ms(now)} ({now / before:.2f}×)")
+        if machine:
+            w("The machine itself, with no host at all (spawn → handshake read, the floors table): "
+              + "; ".join(machine) + ". Absolute times move with it; the ratios to go-plugin, measured in the "
+              "same run, do not.\n\n")
         w("| # | row | plugin | plugvisor before | plugvisor now | change | ratio before | ratio now |\n")
         w("|---|---|---|---|---|---|---|---|\n")
         for sec, row_name, plugin, before, now, change, rb, rn in compared:

@@ -657,12 +657,13 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
             "running_at_end": running,
         });
     }
+    // Memory first: the scrapes allocate (the text, a listener).
+    let (rss_kb, hwm_kb) = memory_kb();
     let metrics = if args.scrapes > 0 {
         Some(web::scrape_metrics(&env, args.scrapes).await?)
     } else {
         None
     };
-    let (rss_kb, hwm_kb) = memory_kb();
     let t1 = Instant::now();
     env.shutdown().await;
     let all_killed_ms = ms(t1.elapsed());
