@@ -1,7 +1,7 @@
 """Python plugins under the real host, target/debug/plugvisor, driven as a user would.
 
 `plugvisor run` on a folder of bundles (hello-python, and the tests' own
-`probe` bundle in tests/bundles/probe), `plugvisor status --json`,
+`probe` and `served` bundles in tests/bundles), `plugvisor status --json`,
 `config get|set|unset`, `stop` / `start`, `kill -9` of a plugin, SIGTERM to
 the host. The bundles are copied into the test's temporary directory
 without a venv, so they run on this interpreter (`--interpreter`), with the
@@ -105,8 +105,8 @@ def test_configuration_from_a_config_file_table(host, tmp_path):
 
 def test_the_kv_counter_survives_a_crash_and_a_restart_of_the_host(host):
     pv = host("hello-python")
-    _, running = pv.wait_running("hello-python")
-    first = running["status"]["pid"]
+    pv.wait_running("hello-python")
+    first = pv.status_of("hello-python")["pid"]
     os.kill(first, signal.SIGKILL)
     i, crashed = pv.wait_event("hello-python", "crashed")
     assert crashed["exit"] == "killed by signal 9 (SIGKILL)"
@@ -267,6 +267,23 @@ def test_on_deactivate_and_the_cleanup_around_run_on_stop_and_on_sigterm(host):
                                             "activate 3 label=plain limit=3 tls=no"]
     assert pv.terminate() == 0
     assert events_of(host.plugins)[11:] == ["deactivate 3", *cleanup]
+    pv.assert_no_plugin_left()
+
+
+def test_the_cleanup_around_serve_on_stop_and_on_sigterm(host):
+    # A bare serve() plugin: no hooks, so plugvisor stops it with the controller at once.
+    pv = host("served")
+    pv.wait_running("served")
+    cleanup = ["on_shutdown", "finally", "with exit", "atexit"]
+    r = pv.ctl("stop", "served")
+    assert r.returncode == 0, r.stderr
+    _, stopped = pv.wait_event("served", "stopped")
+    assert (stopped["method"], stopped["exit"]) == ("controller", "exit status 0")
+    assert events_of(host.plugins, "served") == ["register", *cleanup]
+    r = pv.ctl("start", "served")
+    assert r.returncode == 0, r.stderr
+    assert pv.terminate() == 0
+    assert events_of(host.plugins, "served") == ["register", *cleanup] * 2
     pv.assert_no_plugin_left()
 
 

@@ -157,6 +157,27 @@ def test_a_stop_before_any_call_leaves_the_services_unloaded_and_exits_0(spawn, 
     assert not marker.exists()
 
 
+def test_register_is_called_when_overridden_on_the_class_or_the_instance(tmp_path):
+    # run() skips the ServiceRecorder for a Plugin that adds no servicers; one
+    # given as an instance attribute counts too.
+    script = tmp_path / "instance_register.py"
+    script.write_text(
+        "import grpc\n"
+        "from plugvisor_plugin import Plugin, run\n"
+        "def register(server):\n"
+        "    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)\n"
+        "    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler('pvtest.Echo', {'Echo': handler}),))\n"
+        "plugin = Plugin()\n"
+        "plugin.register = register\n"
+        "run(plugin)\n"
+    )
+    with PluginHost(script) as host:
+        assert host.implemented is not None
+        assert host.implemented.services == ("plugin.GRPCBroker", "pvtest.Echo")
+    with PluginHost(PLUGINS / "bare_plugin.py") as host:
+        assert host.implemented is not None and host.implemented.services == ("plugin.GRPCBroker",)
+
+
 def test_the_switch_interval_is_put_back_after_the_load(tmp_path):
     with PluginHost(PLUGINS / "class_plugin.py", env={"PVTEST_MARKER": str(tmp_path / "marker")}) as host:
         assert eval_in(host.channel, "__import__('sys').getswitchinterval()") == repr(sys.getswitchinterval())

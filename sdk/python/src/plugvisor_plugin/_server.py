@@ -143,7 +143,7 @@ def run_plugin_object(plugin: Plugin, http: object, options: Mapping[str, Any]) 
     if http is not None:
         check(http)  # a wrong http= fails at once; WSGI or ASGI is told apart later
     # A Plugin that adds no servicers of its own needs no ServiceRecorder.
-    register = plugin.register if type(plugin).register is not Plugin.register else None
+    register = plugin.register if getattr(plugin.register, "__func__", None) is not Plugin.register else None
 
     def deferred(opts: Options, services: list[str]) -> DeferredServices:
         from . import _deferred
