@@ -109,8 +109,6 @@ class Server:
             if os.path.exists(ready):
                 os.unlink(ready)
             argv = [a.pvb, "serve-http", folder, "--ready-file", ready, "--data-dir", a.data_dir]
-            if a.nodelay:
-                argv.append("--nodelay")
             if a.max_body_bytes:
                 argv += ["--max-body-bytes", str(a.max_body_bytes)]
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.err, text=True)
@@ -175,16 +173,13 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--bytes", type=int, default=1 << 30, help="transfer size")
-    p.add_argument("--nodelay", action="store_true",
-                   help="plugvisor side: TCP_NODELAY on the listener (plugvisor::http::serve leaves Nagle on)")
     a = p.parse_args()
     kind = a.what if a.scenario == "rps" else "py"
     a.max_body_bytes = a.bytes + (1 << 20) if a.scenario == "transfer" else 0
-    label = a.what + ("-nodelay" if a.nodelay else "")
-    name = f"{a.scenario}.{label}.{a.side}.{a.batch}"
+    name = f"{a.scenario}.{a.what}.{a.side}.{a.batch}"
     out_path = os.path.join(a.out_dir, name + ".json")
     err_path = os.path.join(a.out_dir, name + ".err")
-    result: dict = {"side": a.side, "kind": kind, "nodelay": a.nodelay}
+    result: dict = {"side": a.side, "kind": kind}
     try:
         with Server(a, a.side, kind, err_path) as server:
             ticks0 = cpu_ticks(server.proc.pid) if a.side == "direct" else 0

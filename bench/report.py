@@ -196,8 +196,6 @@ V1_NAMES = {
     "pybench": "Python SDK bench plugin (bench/plugins/pybench)",
     "sdk": "Python SDK example (hello-python)",
     "go": "Go, plain go-plugin, no hooks (tests/goplugins/healthy)",
-    "go-nodelay": "Go SDK bench plugin, TCP_NODELAY on the listener",
-    "py-nodelay": "Python SDK bench plugin, TCP_NODELAY on the listener",
 }
 HOOK_TARGET = 1.2
 KV_SET_TARGET_MS = {"benchgo": 1.0, "pybench": 2.0}
@@ -373,7 +371,7 @@ def issue_sections(get, data, run, notes):
             f"{fmt_ms(gv[0])} / {fmt_ms(gv[1])}", ratio(pv[0], gv[0]))
     conc = run.get("http_concurrency")
     rps = {}
-    for label in ("go", "py", "go-nodelay", "py-nodelay"):
+    for label in ("go", "py"):
         for side in ("plugvisor", "direct"):
             objs = [o for o in get("rps", label, side) if not o.get("error") and o.get("load")]
             for o in get("rps", label, side):
@@ -398,7 +396,6 @@ def issue_sections(get, data, run, notes):
     for label, name, direct in (("go", "benchgo", "net/http serving the same handler"),
                                 ("py", "pybench", "gunicorn (1 gthread worker) serving the same app")):
         pv, dv = rps[(label, "plugvisor")], rps[(label, "direct")]
-        nd = rps[(label + "-nodelay", "plugvisor")]
         row("10", f"GET /small, {conc} connections: requests per second ({pv['runs']} runs of "
                   f"{run.get('http_seconds')} s)", name, direct, fmt_rate(pv["rps"]), fmt_rate(dv["rps"]),
             ratio(pv["rps"], dv["rps"]))
@@ -408,9 +405,6 @@ def issue_sections(get, data, run, notes):
         row("10", "GET /small p50", name, direct, fmt_ms(pv["p50"]), fmt_ms(dv["p50"]), r,
             f"≤ {HTTP_P50_TARGET}×" if is_target else "", ok)
         row("10", "GET /small p99", name, direct, fmt_ms(pv["p99"]), fmt_ms(dv["p99"]), ratio(pv["p99"], dv["p99"]))
-        row("10", "(context) the same, TCP_NODELAY on the listener: requests/s, p50 / p99", name, direct,
-            f"{fmt_rate(nd['rps'])}, {fmt_ms(nd['p50'])} / {fmt_ms(nd['p99'])}",
-            f"{fmt_rate(dv['rps'])}, {fmt_ms(dv['p50'])} / {fmt_ms(dv['p99'])}", ratio(nd["p50"], dv["p50"]))
         row("10", "(context) CPU per request: host / plugin (direct: the server) / load generator", name, direct,
             f"{fmt_us(pv['cpu_host'])} / {fmt_us(pv['cpu_plugin'])} / {fmt_us(pv['cpu_load'])}",
             f"— / {fmt_us(dv['cpu_direct'])} / {fmt_us(dv['cpu_load'])}",
@@ -426,17 +420,7 @@ def issue_sections(get, data, run, notes):
                 f"{fmt_us(pv['cpu_load'])} on the same 2 cores: the CPU a request needs is "
                 f"{fmt_ratio(ratio((pv['cpu_host'] or 0) + (pv['cpu_plugin'] or 0) + (pv['cpu_load'] or 0), (dv['cpu_direct'] or 0) + (dv['cpu_load'] or 0)))} "
                 f"of the direct path's, and at this concurrency latency follows CPU. One call at a time, the "
-                f"plugin's HTTP hook alone (no HTTP server in front) already takes {fmt_ms(hook[0])}; with "
-                f"TCP_NODELAY on the listener the proxy's p50 is {fmt_ms(nd['p50'])}.")
-        if label == "py" and pv["p50"] and nd["p50"] and pv["p50"] > 5 * nd["p50"]:
-            why.append(
-                f"**GET through plugvisor to the Python plugin** ({fmt_ms(pv['p50'])} p50, {fmt_rate(pv['rps'])}; "
-                f"gunicorn directly: {fmt_ms(dv['p50'])}, {fmt_rate(dv['rps'])}): the same run with TCP_NODELAY "
-                f"set on the listener gives {fmt_ms(nd['p50'])} and {fmt_rate(nd['rps'])}. `plugvisor::http::serve` "
-                "(and so `plugvisor run --http`) leaves Nagle's algorithm on: grpcio sends the response head and "
-                "body as separate messages, hyper writes them as two segments, and the second waits for the "
-                "client's delayed ACK (40 ms on Linux). The Go SDK's parts come together, so the Go rows barely "
-                f"change ({fmt_ms(rps[('go', 'plugvisor')]['p50'])} → {fmt_ms(rps[('go-nodelay', 'plugvisor')]['p50'])}).")
+                f"plugin's HTTP hook alone (no HTTP server in front) already takes {fmt_ms(hook[0])}.")
 
     # 11. transfers
     tb = run.get("transfer_bytes") or 0

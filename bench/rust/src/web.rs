@@ -35,11 +35,6 @@ pub(crate) struct ServeHttpArgs {
     /// The Environment's data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Set TCP_NODELAY on the listening socket (Linux passes it on to the
-    /// accepted connections), which `plugvisor::http::serve` does not set:
-    /// to show what Nagle's algorithm costs a response written in two parts.
-    #[arg(long)]
-    nodelay: bool,
 }
 
 /// Serves `plugvisor::http::router` until SIGTERM, then reports this
@@ -70,9 +65,6 @@ pub(crate) async fn serve_http(args: ServeHttpArgs) -> anyhow::Result<(Value, bo
         std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    if args.nodelay {
-        socket.set_nodelay(true)?;
-    }
     socket
         .bind(address)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -112,7 +104,6 @@ pub(crate) async fn serve_http(args: ServeHttpArgs) -> anyhow::Result<(Value, bo
     env.shutdown().await;
     let value = json!({
         "url": url,
-        "nodelay": args.nodelay,
         "host_pid": std::process::id(),
         "serving_s": wall,
         "cpu_ticks": cpu1 - cpu0,

@@ -298,7 +298,10 @@ func (p *full) kvRoutes(m *http.ServeMux) {
 
 // benchKV times n host API calls one after the other, as seen from the
 // plugin, and returns each in microseconds: the plugin-side peer of a
-// host's own numbers (gohost hostapi, plugvisor's bench).
+// host's own numbers (gohost hostapi, plugvisor's bench). Each set writes
+// a value that differs from the one before (a counter, zero-padded to
+// size): SQLite writes nothing for a Set of the value already stored, so a
+// repeated value would time no commit and no fsync.
 func (p *full) benchKV(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n, _ := strconv.Atoi(q.Get("n"))
@@ -316,6 +319,9 @@ func (p *full) benchKV(w http.ResponseWriter, r *http.Request) {
 	}
 	lat := make([]float64, 0, n)
 	for i := 0; i < n; i++ {
+		if op == "set" {
+			value = fmt.Appendf(value[:0], "%0*d", size, i)
+		}
 		t := time.Now()
 		var err error
 		if op == "get" {
