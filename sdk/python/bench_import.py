@@ -10,12 +10,13 @@ and measures, for each run, spawn -> handshake line read and SIGTERM ->
 exit. Also the bare interpreter start, `import plugvisor_plugin` alone and,
 when target/debug/plugvisor (or --plugvisor) exists, `plugvisor ping --json
 examples/plugins/hello-python` (its start_ms: spawn -> handshake -> health
-SERVING, which is when plugvisor counts a plugin as Running; the bundle's
-own venv interpreter). Prints medians, minimums and each one's ratio to raw
-(the median of the per-round ratios).
+SERVING; the bundle's own venv interpreter) and hello-python's startup_ms
+under `plugvisor run --json` (spawn -> Running: the hooks too, OnActivate's
+kv and log calls included). Prints medians, minimums and each one's ratio
+to raw (the median of the per-round ratios).
 
 Usage: .venv/bin/python sdk/python/bench_import.py [-n RUNS] [--python PATH] [--plugvisor PATH]
-All but the ping run under the same interpreter (this one by default), so
+All but plugvisor's run under the same interpreter (this one by default), so
 the differences are the SDK's own work. Measure on a quiet machine: a
 sample during which other processes used the CPUs (the machine's busy time
 in /proc/stat, less this process's and its children's) is taken again, up
@@ -144,6 +145,35 @@ def one_run(python: str, script: Path, env: dict[str, str]) -> tuple[float, floa
         p.stdout.close()
 
 
+def run_startup(plugvisor: str, work: str) -> float:
+    """startup_ms of hello-python under `plugvisor run --json` (spawn -> Running:
+    handshake, health, Implemented, the broker, OnActivate with its kv and log calls)."""
+    plugins = os.path.join(work, "plugins")
+    if not os.path.isdir(plugins):
+        os.mkdir(plugins)
+        os.symlink(HELLO_BUNDLE, os.path.join(plugins, "hello-python"))
+    data = tempfile.mkdtemp(dir=work)
+    p = subprocess.Popen(
+        [plugvisor, "run", "--json", "--data-dir", data, "--control-socket", os.path.join(data, "c.sock"), plugins],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=work,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PLUGVISOR_")},
+    )
+    assert p.stdout is not None
+    try:
+        for line in p.stdout:
+            event = json.loads(line)
+            if event["event"] == "running":
+                return float(event["startup_ms"]) / 1000
+            if event["event"] != "starting":
+                raise RuntimeError(f"plugvisor run: {line}")
+        raise RuntimeError("plugvisor run ended before hello-python was Running")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(30)
+        p.stdout.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def ping(plugvisor: str) -> float:
     out = subprocess.run(
         [plugvisor, "ping", "--json", str(HELLO_BUNDLE)],
@@ -202,10 +232,12 @@ def run_all(args: argparse.Namespace, sock_dir: str) -> None:
         one_run(args.python, script, env)
     if plugvisor:
         ping(plugvisor)
+        run_startup(plugvisor, sock_dir)
 
     start: dict[str, list[float]] = {name: [] for name in PLUGINS}
     stop: dict[str, list[float]] = {name: [] for name in PLUGINS}
     pings: list[float] = []
+    running: list[float] = []
     bare: list[float] = []
     imp: list[float] = []
     sampler = Sampler(args.retries)
@@ -216,6 +248,7 @@ def run_all(args: argparse.Namespace, sock_dir: str) -> None:
             stop[name].append(b)
         if plugvisor:
             pings.append(sampler.take(ping, plugvisor))
+            running.append(sampler.take(run_startup, plugvisor, sock_dir))
         bare.append(sampler.take(time_cmd, args.python, "pass"))
         imp.append(sampler.take(import_only, args.python))
 
@@ -235,6 +268,8 @@ def run_all(args: argparse.Namespace, sock_dir: str) -> None:
     if pings:
         ratio = paired_ratio(pings, raw)
         print(f"  plugvisor ping hello-python: start_ms       {ms(pings)}  x{ratio:.2f}")
+        ratio = paired_ratio(running, raw)
+        print(f"  plugvisor run: hello-python Running after   {ms(running)}  x{ratio:.2f}")
     for name in PLUGINS:
         print(f"  {name:6} SIGTERM -> exit                    {ms(stop[name])}")
 
