@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/plugvisor/plugvisor/sdk/go/plugvisortest"
 )
 
 // These tests build gohost and the plugins with the go command and run them
@@ -261,7 +263,7 @@ func TestCrashSubcommandSeesTheGoTestPluginExit(t *testing.T) {
 	}
 	// go-plugin's host leaves the socket of a crashed plugin behind; keep it
 	// out of /tmp.
-	code := runSub(t, &res, "crash", "--crash-after-ms", "300", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(),
+	code := runSub(t, &res, "crash", "--crash-after-ms", "300", "--env", "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t),
 		"--", filepath.Join(binDir, "healthy"))
 	if code != 0 || res.Failures != 0 || len(res.Runs) != 1 {
 		t.Fatalf("gohost crash: exit %d, %d failures, %d runs", code, res.Failures, len(res.Runs))
@@ -282,7 +284,7 @@ func TestCrashSubcommandSeesTheGoTestPluginExit(t *testing.T) {
 // The Go test plugin on its own, as plugvisor drives it: SIGTERM takes the
 // same way out of plugin.Serve as the controller, so the socket goes away.
 func TestHealthyPluginStopsCleanlyOnSIGTERM(t *testing.T) {
-	sockDir := t.TempDir()
+	sockDir := plugvisortest.SocketDir(t)
 	marker := filepath.Join(t.TempDir(), "marker")
 	cmd := exec.Command(filepath.Join(binDir, "healthy"))
 	cmd.Env = append(os.Environ(),
@@ -414,7 +416,7 @@ func TestHelloPythonAutoMTLSRefusesOtherClients(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		Handshake.MagicCookieKey+"="+Handshake.MagicCookieValue,
 		"PLUGIN_PROTOCOL_VERSIONS=1",
-		"PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(),
+		"PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t),
 		"PLUGIN_CLIENT_CERT="+string(hostPEM),
 	)
 	stdout, err := cmd.StdoutPipe()
@@ -501,7 +503,7 @@ func TestHostAPIAndHooksScenariosRunTheSDKPlugin(t *testing.T) {
 			HostSets int    `json:"host_sets"`
 			Error    string `json:"error"`
 		}
-		code := runSub(t, &api, "hostapi", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(), "--", sdk)
+		code := runSub(t, &api, "hostapi", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t), "--", sdk)
 		if code != 0 || api.Error != "" {
 			t.Fatalf("gohost hostapi %s: exit %d, error %q", tlsFlag, code, api.Error)
 		}
@@ -519,7 +521,7 @@ func TestHostAPIAndHooksScenariosRunTheSDKPlugin(t *testing.T) {
 			HealthMs stats  `json:"health_ms"`
 			Error    string `json:"error"`
 		}
-		code = runSub(t, &hooks, "hooks", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(), "--", sdk)
+		code = runSub(t, &hooks, "hooks", tlsFlag, "--count", "50", "--env", "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t), "--", sdk)
 		if code != 0 || hooks.Error != "" || hooks.HookMs.N != 50 || hooks.HealthMs.N != 50 || hooks.Hook != "OnConfigurationChange" {
 			t.Errorf("gohost hooks %s: exit %d, error %q, %d hooks and %d checks timed", tlsFlag, code, hooks.Error, hooks.HookMs.N, hooks.HealthMs.N)
 		}

@@ -141,7 +141,7 @@ func start(t *testing.T, autoMTLS bool, o startOptions) *testPlugin {
 	t.Helper()
 	buf := &syncBuffer{}
 	cmd := exec.Command(sdkPlugin)
-	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir(), "PLUGVISOR_TEST_SDK_MODE="+o.mode)
+	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t), "PLUGVISOR_TEST_SDK_MODE="+o.mode)
 	cmd.Env = append(cmd.Env, o.env...)
 	p, err := plugvisortest.Start(plugvisortest.Config{
 		Cmd:      cmd,
@@ -774,7 +774,7 @@ func TestEmbeddersServiceAndDeactivation(t *testing.T) {
 // As plugvisor stops a plugin after the controller: SIGTERM makes Serve
 // return nil, the socket is removed and the process exits 0.
 func TestSIGTERMStopsServeCleanly(t *testing.T) {
-	sockDir := t.TempDir()
+	sockDir := plugvisortest.SocketDir(t)
 	marker := filepath.Join(t.TempDir(), "marker")
 	cmd := exec.Command(sdkPlugin)
 	cmd.Env = append(os.Environ(),

@@ -133,6 +133,11 @@ def test_automtls_serves_tls_to_the_host_only(spawn, sock_dir, tmp_path, curve, 
         assert health(ch) == SERVING
         echo = ch.unary_unary("/pvtest.Test/Print", request_serializer=_ident, response_deserializer=_ident)
         assert echo(b"over tls", timeout=10) == b"ok"
+        if network == "unix":
+            # The front end's private directory sits in the host's socket
+            # directory, which the host removes even after a SIGKILL.
+            private = [d.name for d in sock_dir.iterdir() if d.is_dir()]
+            assert [n.startswith("plugvisor-tls-") for n in private] == ([True] if curve == "P-521" else [])
 
         # Refused: TLS without a client certificate.
         with _channel(hs, mtls(hs, None)) as anon, pytest.raises(grpc.RpcError) as e:

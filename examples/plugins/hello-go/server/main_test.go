@@ -86,7 +86,7 @@ func configJSON(t *testing.T, c map[string]any) string {
 func start(t *testing.T, host *plugvisortest.Host, autoMTLS bool) *plugvisortest.Plugin {
 	t.Helper()
 	cmd := exec.Command(binary)
-	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t))
 	p, err := plugvisortest.Start(plugvisortest.Config{Cmd: cmd, Host: host, AutoMTLS: autoMTLS})
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func TestHelloGoCountsActivationsAndFollowsItsSettings(t *testing.T) {
 // plugvisor sends SIGTERM after the controller's Shutdown: hello-go leaves
 // through Serve (socket removed), logs why and exits 0.
 func TestHelloGoStopsCleanlyOnSIGTERM(t *testing.T) {
-	sockDir := t.TempDir()
+	sockDir := plugvisortest.SocketDir(t)
 	cmd := exec.Command(binary)
 	cmd.Env = append(os.Environ(),
 		"MATTERMOST_PLUGIN=Securely message teams, anywhere.",

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._handshake import ENV_CLIENT_CERT, HandshakeError
+from ._handshake import ENV_CLIENT_CERT, ENV_UNIX_SOCKET_DIR, HandshakeError, unix_path_fits
 
 #: The name in the server certificate; hosts connect with this server name.
 SERVER_NAME = "localhost"
@@ -160,6 +160,21 @@ def server_credentials(identity: ServerIdentity, client_pem: bytes) -> Any:
     )
 
 
+def _private_parent() -> Optional[str]:
+    """Where the front end's private directory goes.
+
+    Inside the host's socket directory when the backend socket's path fits
+    there: the host removes that directory even after a SIGKILL, which the
+    plugin cannot clean up after. The system temp directory otherwise.
+    """
+    parent = os.environ.get(ENV_UNIX_SOCKET_DIR)
+    # mkdtemp adds 8 characters to the prefix; the socket is "grpc.sock".
+    probe = os.path.join(parent or "", "plugvisor-tls-XXXXXXXX", "grpc.sock")
+    if parent and os.path.isdir(parent) and unix_path_fits(probe):
+        return parent
+    return None
+
+
 class TlsFrontend:
     """TLS in front of a plaintext grpc server, for clients BoringSSL refuses.
 
@@ -180,7 +195,7 @@ class TlsFrontend:
         import tempfile
 
         self._log = log
-        self.private_dir = tempfile.mkdtemp(prefix="plugvisor-tls-")  # mode 0700
+        self.private_dir = tempfile.mkdtemp(prefix="plugvisor-tls-", dir=_private_parent())  # mode 0700
         self.backend_path = os.path.join(self.private_dir, "grpc.sock")
         try:
             self._ctx = self._ssl_context(ssl, identity, client_pem)

@@ -65,7 +65,7 @@ func (c chatAPI) GetUser(_ context.Context, req *chatv1.GetUserRequest) (*chatv1
 func start(t *testing.T) *plugvisortest.Plugin {
 	t.Helper()
 	cmd := exec.Command(binary)
-	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+t.TempDir())
+	cmd.Env = append(os.Environ(), "PLUGIN_UNIX_SOCKET_DIR="+plugvisortest.SocketDir(t))
 	p, err := plugvisortest.Start(plugvisortest.Config{
 		Cmd: cmd,
 		Services: []func(*grpc.Server){func(s *grpc.Server) {
