@@ -54,8 +54,10 @@ impl HealthPolicy {
     }
 
     /// Time between two checks of one plugin. The first check of each plugin
-    /// comes at a random point within its first interval, so that many
-    /// plugins started together are not checked in bursts.
+    /// comes at a random point within its first interval, so that plugins
+    /// started together are not all checked at once; each check is then
+    /// rounded up to one of 20 slots per interval, so that the checks of a
+    /// slot share one wake-up of the host.
     pub fn interval(&self) -> Duration {
         self.interval
     }

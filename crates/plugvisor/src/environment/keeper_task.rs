@@ -159,10 +159,11 @@ impl KeeperTask {
     async fn watch(&self, instance: &Instance, keeper: &mut Keeper) -> Watch {
         let policy = &self.shared.config.health;
         let checks = async {
-            // A random first check spreads the checks of plugins that started together.
+            // A random first check spreads the checks of plugins that started
+            // together; the grid then batches them into a few wake-ups.
             let mut next = Instant::now() + policy.interval().mul_f64(fastrand::f64().max(0.01));
             loop {
-                tokio::time::sleep_until(next).await;
+                tokio::time::sleep_until(on_grid(next, policy.interval())).await;
                 let pinged = Instant::now();
                 // Boxed for the length of the call only: between checks the
                 // watch holds no call state.
@@ -290,5 +291,54 @@ impl KeeperTask {
         if let Some(first) = self.first.take() {
             let _ = first.send(outcome);
         }
+    }
+}
+
+/// Slots per health interval: checks due in the same slot share one wake-up
+/// of the host (a lone check costs it several times what one among many
+/// does), while each slot holds only 1/SLOTS of the plugins.
+const SLOTS_PER_INTERVAL: u32 = 20;
+
+/// `at` rounded up to the slot grid, which is common to every plugin of the
+/// process.
+fn on_grid(at: Instant, interval: Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let step = (interval / SLOTS_PER_INTERVAL).as_nanos().max(1);
+    let slots = at
+        .saturating_duration_since(epoch)
+        .as_nanos()
+        .div_ceil(step);
+    epoch + Duration::from_nanos(u64::try_from(slots * step).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_grid_rounds_up_to_a_slot_shared_by_every_plugin() {
+        let interval = Duration::from_secs(2);
+        let step = interval / SLOTS_PER_INTERVAL;
+        let base = on_grid(Instant::now(), interval);
+        for offset_ms in [0, 1, 37, 99, 100, 101, 1999] {
+            let at = base + Duration::from_millis(offset_ms);
+            let slot = on_grid(at, interval);
+            assert!(
+                slot >= at && slot - at < step,
+                "{offset_ms} ms -> {:?}",
+                slot - at
+            );
+            assert_eq!(
+                (slot - base).as_nanos() % step.as_nanos(),
+                0,
+                "{offset_ms} ms"
+            );
+        }
+        // Two checks due within one slot wake up together.
+        assert_eq!(
+            on_grid(base + Duration::from_millis(1), interval),
+            on_grid(base + Duration::from_millis(99), interval)
+        );
     }
 }
