@@ -600,3 +600,33 @@ async fn case_26_services_a_plugin_announces_on_the_broker_are_ignored() {
     case.env.perform_health_check(ID).await.unwrap();
     case.shutdown().await;
 }
+
+#[tokio::test]
+async fn case_27_a_handshake_naming_a_non_loopback_address_is_refused_before_any_dial() {
+    // The plugin listens on 127.0.0.1; 0.0.0.0 would reach it on Linux, so
+    // only the check can make this fail.
+    for address in ["0.0.0.0:{port}", "192.0.2.1:{port}", "[::]:{port}"] {
+        let case = case(&format!("--handshake 1|1|tcp|{address}|grpc"));
+        let status = case
+            .fails_to_start_with("which is not a loopback address")
+            .await;
+        let error = status.last_error.unwrap();
+        assert!(error.contains("--allow-remote-plugins"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn case_28_a_non_loopback_address_is_dialled_when_the_operator_allows_it() {
+    let case = case_with("--handshake 1|1|tcp|0.0.0.0:{port}|grpc", |config| {
+        config.supervisor(
+            SupervisorConfig::builder()
+                .allow_remote(true)
+                .stop_grace(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+        )
+    });
+    case.env.activate(ID).await.unwrap();
+    case.env.perform_health_check(ID).await.unwrap();
+    case.shutdown().await;
+}

@@ -109,6 +109,8 @@ pub struct Settings {
     pub app_versions: Option<Vec<u32>>,
     #[serde(default)]
     pub tls: bool,
+    #[serde(default)]
+    pub allow_remote_plugins: bool,
     pub stop_grace: Option<DurationArg>,
     pub health_interval: Option<DurationArg>,
     pub health_fail_limit: Option<u32>,
@@ -163,6 +165,11 @@ pub struct ProtocolFlags {
     /// TLS pinned to the certificate it answers with; plaintext tcp is refused.
     #[arg(long)]
     tls: bool,
+    /// Let plugins ask to be dialled at a TCP address that is not loopback
+    /// (0.0.0.0 included). Without it such a plugin fails to start, since
+    /// whatever listens there is reachable from other machines.
+    #[arg(long)]
+    allow_remote_plugins: bool,
     #[arg(long, value_name = "DURATION", help = with_default(
         "Time a stopping plugin gets after SIGTERM before SIGKILL",
         human(SupervisorConfig::DEFAULT_STOP_GRACE)))]
@@ -268,6 +275,7 @@ impl ProtocolFlags {
         let flags = self;
         over!(settings, flags, magic_cookie, app_versions, stop_grace);
         settings.tls |= flags.tls;
+        settings.allow_remote_plugins |= flags.allow_remote_plugins;
         settings
     }
 }
@@ -338,7 +346,9 @@ impl Settings {
     }
 
     pub fn supervisor_config(&self) -> anyhow::Result<SupervisorConfig> {
-        let mut config = SupervisorConfig::builder().auto_mtls(self.tls);
+        let mut config = SupervisorConfig::builder()
+            .auto_mtls(self.tls)
+            .allow_remote(self.allow_remote_plugins);
         if let Some(cookie) = &self.magic_cookie {
             config = config.magic_cookie(&cookie.key, &cookie.value);
         }
@@ -456,6 +466,7 @@ mod tests {
             magic-cookie = "K=V"
             app-versions = [1, 2]
             tls = true
+            allow-remote-plugins = true
             "#,
         )
         .unwrap();
@@ -474,6 +485,7 @@ mod tests {
             RestartPolicy::DEFAULT_INITIAL_BACKOFF
         );
         assert!(config.supervisor().auto_mtls());
+        assert!(config.supervisor().allow_remote());
     }
 
     /// `10 s`, `10 min`, as the README writes durations.

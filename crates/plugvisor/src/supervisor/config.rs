@@ -16,6 +16,7 @@ pub struct SupervisorConfig {
     pub(crate) controller_grace: Duration,
     pub(crate) stop_grace: Duration,
     pub(crate) auto_mtls: bool,
+    pub(crate) allow_remote: bool,
 }
 
 impl SupervisorConfig {
@@ -76,6 +77,14 @@ impl SupervisorConfig {
     pub fn auto_mtls(&self) -> bool {
         self.auto_mtls
     }
+
+    /// Whether a plugin may ask to be dialled at a TCP address that is not
+    /// loopback (127.0.0.0/8, ::1), the unspecified 0.0.0.0 and :: included.
+    /// Off by default: such a plugin fails to start, before any dial, since
+    /// whatever listens there is reachable from other machines.
+    pub fn allow_remote(&self) -> bool {
+        self.allow_remote
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -86,6 +95,7 @@ impl Default for SupervisorConfig {
             controller_grace: Self::DEFAULT_CONTROLLER_GRACE,
             stop_grace: Self::DEFAULT_STOP_GRACE,
             auto_mtls: false,
+            allow_remote: false,
         }
     }
 }
@@ -131,6 +141,12 @@ impl SupervisorConfigBuilder {
     /// See [`SupervisorConfig::stop_grace`].
     pub fn stop_grace(mut self, grace: Duration) -> Self {
         self.0.stop_grace = grace;
+        self
+    }
+
+    /// See [`SupervisorConfig::allow_remote`].
+    pub fn allow_remote(mut self, on: bool) -> Self {
+        self.0.allow_remote = on;
         self
     }
 

@@ -119,6 +119,13 @@ pub enum SupervisorError {
         "plugin ignored PLUGIN_CLIENT_CERT and serves plaintext tcp, which AutoMTLS refuses; use a TLS-capable go-plugin or SDK{stderr}"
     )]
     PlaintextRefused { stderr: StderrLines },
+    #[error(
+        "plugin asks to be dialled at {address}, which is not a loopback address; plugvisor dials only 127.0.0.0/8, ::1 or a unix socket, because a plugin listening there is reachable from other machines (allow it with --allow-remote-plugins){stderr}"
+    )]
+    NotLoopback {
+        address: String,
+        stderr: StderrLines,
+    },
     #[error("{source}{stderr}")]
     Connect {
         source: ConnectError,
@@ -162,6 +169,7 @@ pub(super) enum PartialError {
     Tls(crate::tls::TlsError),
     UnexpectedCertificate,
     PlaintextRefused,
+    NotLoopback(String),
     Eof,
     Closed(SkippedLines),
     LineTooLong,
@@ -200,6 +208,7 @@ impl PartialError {
                 SupervisorError::UnexpectedCertificate { stderr }
             }
             PartialError::PlaintextRefused => SupervisorError::PlaintextRefused { stderr },
+            PartialError::NotLoopback(address) => SupervisorError::NotLoopback { address, stderr },
         }
     }
 }

@@ -207,6 +207,9 @@ impl Supervisor {
         };
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
 
+        if let Err(error) = dialable(&handshake, config.allow_remote) {
+            return Err(kill_and_wrap(&process, &stderr, error).await);
+        }
         let tls = match span.in_scope(|| tls_for(&handshake, identity.as_ref())) {
             Ok(tls) => tls,
             Err(error) => return Err(kill_and_wrap(&process, &stderr, error).await),
@@ -484,6 +487,18 @@ async fn read_handshake<R: AsyncBufRead + Unpin>(
 }
 
 /// The TLS configuration the handshake calls for, given whether AutoMTLS is on.
+/// A tcp address must be loopback unless the operator allows otherwise
+/// (the handshake parser has checked that it is IP:PORT).
+fn dialable(handshake: &Handshake, allow_remote: bool) -> Result<(), PartialError> {
+    if handshake.network != crate::handshake::Network::Tcp || allow_remote {
+        return Ok(());
+    }
+    match handshake.address.parse::<std::net::SocketAddr>() {
+        Ok(address) if address.ip().is_loopback() => Ok(()),
+        _ => Err(PartialError::NotLoopback(handshake.address.clone())),
+    }
+}
+
 fn tls_for(
     handshake: &Handshake,
     identity: Option<&crate::tls::ClientIdentity>,

@@ -30,7 +30,7 @@ pub struct Flags {
     /// Lines of garbage printed before the handshake.
     #[arg(long, default_value_t = 0)]
     garbage: usize,
-    /// Print this instead of a real handshake ({addr} is replaced).
+    /// Print this instead of a real handshake ({addr} and {port} are replaced).
     #[arg(long)]
     handshake: Option<String>,
     /// Print no handshake at all and wait.
@@ -229,7 +229,10 @@ async fn main() {
         std::future::pending::<()>().await;
     }
     let line = match &flags.handshake {
-        Some(template) => template.replace("{addr}", &address),
+        Some(template) => {
+            let port = address.rsplit(':').next().unwrap_or_default();
+            template.replace("{addr}", &address).replace("{port}", port)
+        }
         None => format!("1|1|{network}|{address}|grpc"),
     };
     println!("{line}");
