@@ -48,6 +48,8 @@ enum Command {
 more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
 A hung plugin is caught by the health check: --health-fail-limit failures in a row.
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
+--debug ID: that plugin is neither killed by failed health checks nor restarted (pause it in a debugger).
+Under systemd (Type=notify) it sends READY=1, STOPPING=1 and WATCHDOG=1; see deploy/ in the repository.
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -59,6 +61,7 @@ Flags win over the file; `plugvisor config set` wins over both and is kept in --
 Examples:
   plugvisor run examples/plugins
   plugvisor run --json plugins/ > events.jsonl
+  plugvisor run --debug hello-go examples/plugins
   plugvisor run --health-interval 2s --max-failures 10 --interpreter /usr/bin/python3.11 plugins/"
     )]
     Run {
