@@ -13,11 +13,20 @@ use serde_json::Value;
 
 const PLUGVISOR: &str = env!("CARGO_BIN_EXE_plugvisor");
 
-/// Kills `plugvisor run` if a test fails half-way.
+/// A `plugvisor run` that is stopped like a service at the end of its test
+/// (SIGTERM, so it removes its plugins' socket directories), and killed if
+/// that does not work.
 struct Reaped(Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            eventually(Duration::from_secs(10), || {
+                !matches!(self.0.try_wait(), Ok(None))
+            });
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
