@@ -694,3 +694,65 @@ fn config_set_reaches_the_running_plugin_and_survives_a_restart_of_the_host() {
     again.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(again.wait_exit().0, 0);
 }
+
+#[test]
+fn debug_mode_from_the_flag_and_the_control_socket() {
+    let root = tempfile::tempdir().unwrap();
+    // Both turn NOT_SERVING soon after they start.
+    native_fake_bundle(root.path(), "debugged", "--unhealthy-after-ms 200");
+    native_fake_bundle(root.path(), "plain", "--unhealthy-after-ms 200");
+    let args = [
+        "--debug",
+        "debugged",
+        "--health-interval",
+        "100ms",
+        "--health-fail-limit",
+        "2",
+    ];
+    let run = Running::start(root.path(), &args);
+    let by_id = |statuses: &[Value], id: &str| -> Value {
+        statuses.iter().find(|s| s["id"] == id).unwrap().clone()
+    };
+    let first = run.wait_until("debugged Running", |s| {
+        s.len() == 2 && by_id(s, "debugged")["state"] == "Running"
+    });
+    let pid = by_id(&first, "debugged")["pid"].clone();
+    assert_eq!(by_id(&first, "debugged")["debug"], true);
+    assert_eq!(by_id(&first, "plain")["debug"], false);
+    // The plain one is restarted for its failed checks; the debugged one stays.
+    run.wait_until("plain restarted twice", |s| {
+        by_id(s, "plain")["restarts"].as_u64() >= Some(2)
+    });
+    let now = by_id(&run.statuses(), "debugged");
+    assert_eq!(now["state"], "Running");
+    assert_eq!(now["pid"], pid);
+    assert_eq!(now["restarts"], 0);
+    let table = text(&run.ctl(&["status"]).stdout);
+    assert!(table.contains("Running (debug)"), "{table}");
+
+    let off = run.ctl(&["debug", "debugged", "--off"]);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    run.wait_until("debugged restarted once out of debug mode", |s| {
+        let debugged = by_id(s, "debugged");
+        debugged["debug"] == false && debugged["restarts"].as_u64() >= Some(1)
+    });
+    let on = run.ctl(&["debug", "plain"]);
+    assert!(on.status.success(), "{}", text(&on.stderr));
+    assert_eq!(by_id(&run.statuses(), "plain")["debug"], true);
+    let unknown = run.ctl(&["debug", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("no plugin with id \"nope\""));
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+
+    let typo = Running::start(root.path(), &["--debug", "debuged"]);
+    let (code, _, stderr) = typo.wait_exit();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--debug debuged"), "{stderr}");
+    let help = text(&plugvisor(&["debug", "--help"]).stdout);
+    assert!(
+        help.contains("--off") && help.contains("debugger"),
+        "{help}"
+    );
+}

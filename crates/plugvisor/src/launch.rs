@@ -61,6 +61,10 @@ impl LaunchOptions {
     /// The same for Python plugins, which pay for the interpreter and their
     /// imports: 10 s.
     pub const DEFAULT_PYTHON_START_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The start timeout of a plugin in debug mode, native or Python, and
+    /// the timeout of its Implemented and OnActivate: long enough for a
+    /// developer to stop at a breakpoint and look around: 1 h.
+    pub const DEBUG_START_TIMEOUT: Duration = Duration::from_secs(3600);
 
     /// Starts from the defaults: no configured interpreter, this machine's platform.
     pub fn builder() -> LaunchOptionsBuilder {

@@ -29,6 +29,11 @@ pub enum Request {
     Restart {
         id: String,
     },
+    /// Debug mode on or off.
+    Debug {
+        id: String,
+        on: bool,
+    },
     ConfigGet {
         id: String,
     },
@@ -163,6 +168,7 @@ async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io
         Request::Start { id } => env.activate(&id).await.map(drop),
         Request::Stop { id } => env.deactivate(&id).await,
         Request::Restart { id } => env.restart(&id).await.map(drop),
+        Request::Debug { id, on } => env.set_debugging(&id, on).map(drop),
         Request::ConfigGet { id } => env.configuration(&id).map(|values| {
             response.configuration = Some(values);
         }),

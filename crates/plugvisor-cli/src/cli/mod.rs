@@ -4,6 +4,7 @@ mod check;
 mod config;
 mod control;
 mod logging;
+mod notify;
 mod ping;
 mod run;
 mod settings;
@@ -26,6 +27,7 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor run examples/plugins             supervise every bundle in a folder
   plugvisor status                           the status table of a running `run`
   plugvisor restart hello-python             restart one plugin of a running `run`
+  plugvisor debug hello-go                   no health kills or restarts: pause it in a debugger
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
   plugvisor check examples/plugins/*         validate bundles without starting them"
@@ -46,6 +48,8 @@ enum Command {
 more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
 A hung plugin is caught by the health check: --health-fail-limit failures in a row.
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
+--debug ID: that plugin is neither killed by failed health checks nor restarted (pause it in a debugger).
+Under systemd (Type=notify) it sends READY=1, STOPPING=1 and WATCHDOG=1; see deploy/ in the repository.
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -57,6 +61,7 @@ Flags win over the file; `plugvisor config set` wins over both and is kept in --
 Examples:
   plugvisor run examples/plugins
   plugvisor run --json plugins/ > events.jsonl
+  plugvisor run --debug hello-go examples/plugins
   plugvisor run --health-interval 2s --max-failures 10 --interpreter /usr/bin/python3.11 plugins/"
     )]
     Run {
@@ -68,6 +73,9 @@ Examples:
         /// TOML file with the same settings as the flags.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Start plugin ID in debug mode (repeatable): see `plugvisor debug --help`.
+        #[arg(long = "debug", value_name = "ID")]
+        debug: Vec<String>,
         #[command(flatten)]
         control: ControlSocket,
         #[command(flatten)]
@@ -103,6 +111,28 @@ Examples:
     Restart {
         /// The plugin's id (as `plugvisor status` lists them).
         id: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Put one plugin of a running `plugvisor run` in debug mode, to pause it in a debugger.
+    #[command(
+        after_help = "In debug mode, failed health checks are logged but never kill the plugin,
+an exit does not restart it (it ends FailedToStayRunning; `plugvisor start ID` starts it again),
+and each start, Implemented and OnActivate may take an hour. A running plugin keeps its process:
+attach the debugger to the PID in the table. To debug its start, restart it in debug mode,
+or start `plugvisor run --debug ID`. The STATE column says `(debug)`; `status --json` has \"debug\": true.
+
+Examples:
+  plugvisor debug hello-go && dlv attach $(plugvisor status --json | jq '.[] | select(.id==\"hello-go\") | .pid')
+  plugvisor debug hello-python && plugvisor restart hello-python
+  plugvisor debug hello-go --off"
+    )]
+    Debug {
+        /// The plugin's id (as `plugvisor status` lists them).
+        id: String,
+        /// End debug mode: health checks and restarts apply again.
+        #[arg(long)]
+        off: bool,
         #[command(flatten)]
         control: ControlSocket,
     },
@@ -182,6 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins_dir,
             json,
             config,
+            debug,
             control,
             launch,
             protocol,
@@ -191,7 +222,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&cli.log_level, ring(&display))?;
             let file = Settings::from_file(config.as_deref())?;
             let settings = supervision.over(protocol.over(launch.over(file)));
-            run::run(&plugins_dir, settings, control.control_socket, display).await
+            let options = run::RunOptions {
+                control_socket: control.control_socket,
+                debug,
+            };
+            run::run(&plugins_dir, settings, options, display).await
         }
         Command::Ping {
             bundle_dir,
@@ -228,6 +263,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { id, control } => send(control, Request::Start { id }).await,
         Command::Stop { id, control } => send(control, Request::Stop { id }).await,
         Command::Restart { id, control } => send(control, Request::Restart { id }).await,
+        Command::Debug { id, off, control } => send(control, Request::Debug { id, on: !off }).await,
         Command::Config(command) => config::run(command).await,
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::control;
 use super::logging::LogRing;
+use super::notify;
 use super::settings::Settings;
 use super::table::{fit, render_table};
 
@@ -40,12 +41,21 @@ impl Display {
     }
 }
 
+/// What `run` takes besides the settings.
+pub struct RunOptions {
+    pub control_socket: Option<PathBuf>,
+    /// Plugins to start in debug mode.
+    pub debug: Vec<String>,
+}
+
 pub async fn run(
     plugins_dir: &Path,
     settings: Settings,
-    control_socket: Option<PathBuf>,
+    options: RunOptions,
     display: Display,
 ) -> anyhow::Result<ExitCode> {
+    // From the start: the plugins' first starts may take longer than the watchdog.
+    let watchdog = notify::watchdog();
     let config = settings.environment_config(plugins_dir)?;
     let env = Environment::new(config)?;
     for bundle in env.available() {
@@ -53,7 +63,13 @@ pub async fn run(
             tracing::error!("skipping bundle: {error}");
         }
     }
-    let socket_path = control_socket.unwrap_or_else(control::default_socket_path);
+    for id in &options.debug {
+        env.set_debugging(id, true)
+            .with_context(|| format!("--debug {id}"))?;
+    }
+    let socket_path = options
+        .control_socket
+        .unwrap_or_else(control::default_socket_path);
     let listener = control::bind(&socket_path).await?;
     tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
     let control = tokio::spawn(control::serve(listener, env.clone()));
@@ -82,9 +98,11 @@ pub async fn run(
             let active = results.iter().filter(|r| r.is_ok()).count();
             if active == 0 {
                 tracing::error!("no plugin could be activated; see the errors above");
+                notify::status("no plugin could be activated");
                 ExitCode::FAILURE
             } else {
                 tracing::info!("{active} of {} plugins active; Ctrl-C stops them", ids.len());
+                notify::ready(&format!("{active} of {} plugins running", ids.len()));
                 signals.next().await;
                 ExitCode::SUCCESS
             }
@@ -95,6 +113,7 @@ pub async fn run(
     let started = Instant::now();
     let table = matches!(display_kind, DisplayKind::Table);
     tracing::info!("stopping all plugins (Ctrl-C again to kill them now)");
+    notify::stopping("stopping all plugins");
     let shutdown = env.shutdown();
     tokio::pin!(shutdown);
     loop {
@@ -107,6 +126,9 @@ pub async fn run(
         }
     }
     control.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     if let Some((http, _)) = http {
         http.abort();
     }
@@ -297,6 +319,11 @@ pub fn describe_event(event: &Event) -> String {
             format!("restart #{attempt} in {delay_ms} ms")
         }
         EventKind::Disabled { reason } => format!("FailedToStayRunning: {reason}"),
+        EventKind::Debugging { on: true } => {
+            "debug mode: failed health checks do not kill it, an exit does not restart it"
+                .to_string()
+        }
+        EventKind::Debugging { on: false } => "debug mode ended".to_string(),
         EventKind::Stopping => "stopping".to_string(),
         EventKind::Stopped {
             method: Some(method),

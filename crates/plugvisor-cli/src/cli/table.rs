@@ -60,7 +60,10 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 8] {
         status.id.clone(),
         status.version.clone(),
         status.runtime.map_or("-".into(), |r| r.to_string()),
-        status.state.to_string(),
+        match status.debug {
+            true => format!("{} (debug)", status.state),
+            false => status.state.to_string(),
+        },
         status.pid.map_or("-".into(), |p| p.to_string()),
         uptime,
         status.restarts.to_string(),
@@ -126,6 +129,14 @@ mod tests {
         assert!(lines[1].contains("1m15s"));
         assert!(lines[1].contains("4242"));
         assert!(lines[1].ends_with("plugin crashed (exit status 3)"));
+    }
+
+    #[test]
+    fn debug_mode_shows_in_the_state_column() {
+        let mut debugged = status(PluginState::Running, None);
+        debugged.debug = true;
+        let lines = render_table(&[debugged], SystemTime::now(), 200);
+        assert!(lines[1].contains("Running (debug)"), "{}", lines[1]);
     }
 
     #[test]

@@ -42,12 +42,15 @@ impl Instance {
     ) -> Result<Instance, EnvironmentError> {
         let id = slot.id();
         let config = &shared.config;
-        let plan = plan_launch(&slot.bundle, &config.launch).map_err(|source| {
+        let mut plan = plan_launch(&slot.bundle, &config.launch).map_err(|source| {
             EnvironmentError::Launch {
                 id: id.to_string(),
                 source,
             }
         })?;
+        if slot.debugging() {
+            plan.start_timeout = crate::LaunchOptions::DEBUG_START_TIMEOUT;
+        }
         let supervisor = Supervisor::start(id, &plan, &config.supervisor)
             .await
             .map_err(|source| EnvironmentError::Start {
@@ -70,7 +73,7 @@ impl Instance {
         shared: &Arc<Shared>,
     ) -> Result<Instance, (Supervisor, EnvironmentError)> {
         let id = slot.id();
-        let timeouts = shared.config.hooks;
+        let timeouts = slot.start_hook_timeouts(shared.config.hooks);
         let channel = supervisor.channel();
         let asked = lifecycle::implemented(&channel, timeouts.implemented);
         let implemented = match timed(shared, id, "Implemented", asked).await {

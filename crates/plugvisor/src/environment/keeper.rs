@@ -76,9 +76,11 @@ impl Keeper {
     }
 
     /// A health check of the running plugin answered. True when this one
-    /// makes `fail_limit` failures in a row: the plugin counts as hung.
-    pub(crate) fn checked(&mut self, healthy: bool) -> bool {
-        if healthy {
+    /// makes `fail_limit` failures in a row: the plugin counts as hung. In
+    /// debug mode no failure counts: it may be paused at a breakpoint, and
+    /// when debug mode ends it gets `fail_limit` fresh chances.
+    pub(crate) fn checked(&mut self, healthy: bool, debugging: bool) -> bool {
+        if healthy || debugging {
             self.failed_checks = 0;
             return false;
         }
@@ -87,9 +89,25 @@ impl Keeper {
     }
 
     /// After a failure: a restart after some delay, or giving up. `jitter`
-    /// is a uniform sample in `[0, 1)`.
-    pub(crate) fn failed(&mut self, now: Instant, failure: &Failure, jitter: f64) -> Next {
+    /// is a uniform sample in `[0, 1)`. In debug mode the keeper always
+    /// gives up: a restart would take the process from the developer's
+    /// debugger.
+    pub(crate) fn failed(
+        &mut self,
+        now: Instant,
+        failure: &Failure,
+        jitter: f64,
+        debugging: bool,
+    ) -> Next {
         let message = failure.message();
+        if debugging {
+            let state = match failure {
+                Failure::Crashed { .. } | Failure::Unhealthy(_) => PluginState::FailedToStayRunning,
+                Failure::StartFailed { .. } | Failure::Refused(_) => PluginState::FailedToStart,
+            };
+            let reason = format!("not restarted in debug mode: {message}");
+            return Next::GiveUp { state, reason };
+        }
         match failure {
             Failure::Refused(_) => return self.give_up(PluginState::FailedToStart, message),
             Failure::StartFailed {
@@ -169,7 +187,7 @@ mod tests {
     async fn a_crash_restarts_at_once_then_backs_off_and_disables() {
         let mut keeper = keeper();
         keeper.started(Instant::now());
-        let first = keeper.failed(Instant::now(), &crash(), 0.5);
+        let first = keeper.failed(Instant::now(), &crash(), 0.5, false);
         assert_eq!(
             first,
             Next::Restart {
@@ -178,7 +196,7 @@ mod tests {
             }
         );
         keeper.started(Instant::now());
-        let second = restart_delay(keeper.failed(Instant::now(), &crash(), 0.5));
+        let second = restart_delay(keeper.failed(Instant::now(), &crash(), 0.5, false));
         assert_eq!(second, Duration::from_secs(1));
         // The backoff expires; the restart fails to come up.
         tokio::time::advance(second).await;
@@ -186,11 +204,11 @@ mod tests {
             message: "exited before its handshake".into(),
             timed_out: false,
         };
-        let third = restart_delay(keeper.failed(Instant::now(), &failed_start, 0.5));
+        let third = restart_delay(keeper.failed(Instant::now(), &failed_start, 0.5, false));
         assert_eq!(third, Duration::from_secs(2));
         tokio::time::advance(third).await;
         // A fourth failure within the hour is one more than max_failures.
-        match keeper.failed(Instant::now(), &crash(), 0.5) {
+        match keeper.failed(Instant::now(), &crash(), 0.5, false) {
             Next::GiveUp { state, reason } => {
                 assert_eq!(state, PluginState::FailedToStayRunning);
                 assert!(reason.contains("4 failures within 60 min"), "{reason}");
@@ -204,16 +222,16 @@ mod tests {
     async fn running_long_enough_resets_the_backoff() {
         let mut keeper = keeper();
         keeper.started(Instant::now());
-        keeper.failed(Instant::now(), &crash(), 0.5);
+        keeper.failed(Instant::now(), &crash(), 0.5, false);
         keeper.started(Instant::now());
         assert_eq!(
-            restart_delay(keeper.failed(Instant::now(), &crash(), 0.5)),
+            restart_delay(keeper.failed(Instant::now(), &crash(), 0.5, false)),
             Duration::from_secs(1)
         );
         keeper.started(Instant::now());
         tokio::time::advance(RestartPolicy::DEFAULT_RESET_AFTER).await;
         assert_eq!(
-            restart_delay(keeper.failed(Instant::now(), &crash(), 0.5)),
+            restart_delay(keeper.failed(Instant::now(), &crash(), 0.5, false)),
             Duration::ZERO
         );
     }
@@ -225,7 +243,7 @@ mod tests {
             message: "plugin exited before its handshake (exit status 1)".into(),
             timed_out: false,
         };
-        match keeper.failed(Instant::now(), &exited, 0.5) {
+        match keeper.failed(Instant::now(), &exited, 0.5, false) {
             Next::GiveUp { state, reason } => {
                 assert_eq!(state, PluginState::FailedToStart);
                 assert_eq!(reason, exited.message());
@@ -242,15 +260,15 @@ mod tests {
             timed_out: true,
         };
         assert_eq!(
-            restart_delay(keeper.failed(Instant::now(), &slow, 0.5)),
+            restart_delay(keeper.failed(Instant::now(), &slow, 0.5, false)),
             Duration::ZERO
         );
         assert_eq!(
-            restart_delay(keeper.failed(Instant::now(), &slow, 0.5)),
+            restart_delay(keeper.failed(Instant::now(), &slow, 0.5, false)),
             Duration::from_secs(1)
         );
-        keeper.failed(Instant::now(), &slow, 0.5);
-        match keeper.failed(Instant::now(), &slow, 0.5) {
+        keeper.failed(Instant::now(), &slow, 0.5, false);
+        match keeper.failed(Instant::now(), &slow, 0.5, false) {
             Next::GiveUp { state, .. } => assert_eq!(state, PluginState::FailedToStart),
             other => panic!("{other:?}"),
         }
@@ -260,10 +278,10 @@ mod tests {
     async fn a_refusal_is_never_retried_even_after_running() {
         let mut keeper = keeper();
         keeper.started(Instant::now());
-        keeper.failed(Instant::now(), &crash(), 0.5);
+        keeper.failed(Instant::now(), &crash(), 0.5, false);
         let refused = Failure::Refused("greeting must not be empty".into());
         assert_eq!(
-            keeper.failed(Instant::now(), &refused, 0.5),
+            keeper.failed(Instant::now(), &refused, 0.5, false),
             Next::GiveUp {
                 state: PluginState::FailedToStart,
                 reason: "greeting must not be empty".into()
@@ -271,15 +289,55 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn debug_mode_gives_up_at_the_first_failure_of_any_kind() {
+        let mut keeper = keeper();
+        keeper.started(Instant::now());
+        match keeper.failed(Instant::now(), &crash(), 0.5, true) {
+            Next::GiveUp { state, reason } => {
+                assert_eq!(state, PluginState::FailedToStayRunning);
+                assert_eq!(
+                    reason,
+                    "not restarted in debug mode: plugin crashed (exit status 3)"
+                );
+            }
+            other => panic!("a debug-mode plugin was restarted: {other:?}"),
+        }
+        // A start that timed out would be retried outside debug mode.
+        let slow = Failure::StartFailed {
+            message: "plugin printed no handshake within 1h".into(),
+            timed_out: true,
+        };
+        match keeper.failed(Instant::now(), &slow, 0.5, true) {
+            Next::GiveUp { state, .. } => assert_eq!(state, PluginState::FailedToStart),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_checks_do_not_count_in_debug_mode() {
+        let mut keeper = keeper();
+        keeper.started(Instant::now());
+        assert!(!keeper.checked(false, false));
+        assert!(!keeper.checked(false, false));
+        for _ in 0..10 {
+            assert!(!keeper.checked(false, true), "debug mode counted a failure");
+        }
+        // Out of debug mode, it has its full limit again.
+        assert!(!keeper.checked(false, false));
+        assert!(!keeper.checked(false, false));
+        assert!(keeper.checked(false, false));
+    }
+
     #[test]
     fn health_checks_fail_only_after_the_limit_in_a_row() {
         let mut keeper = keeper();
         keeper.started(Instant::now());
-        assert!(!keeper.checked(false));
-        assert!(!keeper.checked(false));
-        assert!(!keeper.checked(true), "a success resets the count");
-        assert!(!keeper.checked(false));
-        assert!(!keeper.checked(false));
-        assert!(keeper.checked(false));
+        assert!(!keeper.checked(false, false));
+        assert!(!keeper.checked(false, false));
+        assert!(!keeper.checked(true, false), "a success resets the count");
+        assert!(!keeper.checked(false, false));
+        assert!(!keeper.checked(false, false));
+        assert!(keeper.checked(false, false));
     }
 }

@@ -109,7 +109,12 @@ impl KeeperTask {
                     (failure, Some(error))
                 }
             };
-            let next = keeper.failed(Instant::now(), &failure, fastrand::f64());
+            let next = keeper.failed(
+                Instant::now(),
+                &failure,
+                fastrand::f64(),
+                self.slot.debugging(),
+            );
             if let Failure::StartFailed { message, .. } | Failure::Refused(message) = &failure {
                 self.start_failed(message, &next);
             }
@@ -171,10 +176,15 @@ impl KeeperTask {
                 self.shared
                     .metrics
                     .health_check(self.slot.id(), pinged.elapsed());
-                if let Err(error) = &result {
-                    tracing::debug!(%error, "health check failed");
+                let debugging = self.slot.debugging();
+                match &result {
+                    Err(error) if debugging => {
+                        tracing::info!(%error, "health check failed (debug mode: not counted)");
+                    }
+                    Err(error) => tracing::debug!(%error, "health check failed"),
+                    Ok(()) => {}
                 }
-                if keeper.checked(result.is_ok()) {
+                if keeper.checked(result.is_ok(), debugging) {
                     let error = result.err().map(|e| e.to_string()).unwrap_or_default();
                     return format!(
                         "{} failed health checks in a row: {error}",

@@ -413,6 +413,33 @@ impl Environment {
         &self.inner.shared.metrics
     }
 
+    /// Puts the plugin in debug mode (`on`), or takes it out, for a
+    /// developer who pauses it in a debugger. In debug mode health checks
+    /// still run (a failure is logged) but never kill it, an exit is not
+    /// followed by a restart (it ends FailedToStayRunning; activate it
+    /// again), and its starts get [`LaunchOptions::DEBUG_START_TIMEOUT`],
+    /// for the start and for Implemented and OnActivate. A running plugin
+    /// keeps its process, so a debugger can attach to its pid; a start
+    /// under way keeps its deadline. Sends [`EventKind::Debugging`] when
+    /// the mode changes.
+    ///
+    /// [`LaunchOptions::DEBUG_START_TIMEOUT`]: crate::LaunchOptions::DEBUG_START_TIMEOUT
+    pub fn set_debugging(&self, id: &str, on: bool) -> Result<PluginStatus, EnvironmentError> {
+        let slot = self.slot(id)?;
+        if !slot.set_debugging(on) {
+            return Ok(slot.status());
+        }
+        match on {
+            true => tracing::info!(
+                plugin = id,
+                "debug mode: failed health checks do not kill it, an exit does not restart it, a start may take {:?}",
+                crate::LaunchOptions::DEBUG_START_TIMEOUT
+            ),
+            false => tracing::info!(plugin = id, "debug mode ended"),
+        }
+        Ok(slot.update(&self.inner.shared, EventKind::Debugging { on }, |_| {}))
+    }
+
     /// Deactivates, then activates.
     pub async fn restart(&self, id: &str) -> Result<PluginStatus, EnvironmentError> {
         self.deactivate(id).await?;

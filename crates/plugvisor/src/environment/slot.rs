@@ -1,9 +1,9 @@
 //! One plugin id in an environment: its bundle, and one lifecycle value that
 //! its status is derived from, so the two can never disagree.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +12,8 @@ use super::Shared;
 use super::instance::Instance;
 use super::status::{Event, EventKind, PluginState, PluginStatus};
 use crate::bundle::Bundle;
-use crate::launch::RuntimeKind;
+use crate::hooks::HookTimeouts;
+use crate::launch::{LaunchOptions, RuntimeKind};
 use crate::settings_schema::SettingsSchema;
 
 pub(crate) struct Slot {
@@ -26,6 +27,10 @@ pub(crate) struct Slot {
     pub(crate) said_no_hooks: AtomicBool,
     /// Activated and not deactivated since: it should be Running.
     pub(crate) wanted: AtomicBool,
+    /// Debug mode: a developer may pause it in a debugger, so nothing the
+    /// keeper sees (failed checks, an exit, a slow start) makes it kill or
+    /// restart the plugin.
+    debugging: AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -71,6 +76,7 @@ impl Slot {
             configuring: tokio::sync::Mutex::new(()),
             said_no_hooks: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
+            debugging: AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 life: Life::Idle(PluginState::NotRunning),
                 runtime,
@@ -87,14 +93,37 @@ impl Slot {
     }
 
     /// How long a start of this plugin may take.
-    pub(crate) fn start_timeout(
-        &self,
-        launch: &crate::launch::LaunchOptions,
-    ) -> std::time::Duration {
+    pub(crate) fn start_timeout(&self, launch: &LaunchOptions) -> Duration {
+        if self.debugging() {
+            return LaunchOptions::DEBUG_START_TIMEOUT;
+        }
         match self.lock().runtime {
             Some(RuntimeKind::Python) => launch.python_start_timeout(),
             _ => launch.native_start_timeout(),
         }
+    }
+
+    /// The timeouts of the hooks of a start: in debug mode, a breakpoint in
+    /// Implemented or OnActivate must not fail the start either.
+    pub(crate) fn start_hook_timeouts(&self, hooks: HookTimeouts) -> HookTimeouts {
+        match self.debugging() {
+            true => HookTimeouts {
+                implemented: LaunchOptions::DEBUG_START_TIMEOUT,
+                on_activate: LaunchOptions::DEBUG_START_TIMEOUT,
+                ..hooks
+            },
+            false => hooks,
+        }
+    }
+
+    /// Whether the plugin is in debug mode.
+    pub(crate) fn debugging(&self) -> bool {
+        self.debugging.load(Ordering::Relaxed)
+    }
+
+    /// Enters or leaves debug mode; true when that changed it.
+    pub(crate) fn set_debugging(&self, on: bool) -> bool {
+        self.debugging.swap(on, Ordering::Relaxed) != on
     }
 
     /// The plugin's settings_schema.
@@ -166,6 +195,7 @@ impl SlotState {
             restarts: self.restarts,
             last_error: self.last_error.clone(),
             note: self.note.clone(),
+            debug: slot.debugging(),
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct PluginStatus {
     /// many plugins start at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// In debug mode ([`crate::Environment::set_debugging`]): failed health
+    /// checks do not kill it, an exit does not restart it, and a start may
+    /// take [`crate::LaunchOptions::DEBUG_START_TIMEOUT`].
+    #[serde(default)]
+    pub debug: bool,
 }
 
 /// Times as milliseconds since the Unix epoch, in JSON.
@@ -122,6 +127,11 @@ pub enum EventKind {
     Disabled {
         /// The failures and the last of them.
         reason: String,
+    },
+    /// Debug mode began (`on`) or ended.
+    Debugging {
+        /// Whether the plugin is in debug mode now.
+        on: bool,
     },
     /// A deactivation began.
     Stopping,
