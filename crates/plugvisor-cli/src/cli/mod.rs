@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod control;
+mod lock;
 mod logging;
 mod ping;
 mod run;
@@ -28,7 +29,8 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor restart hello-python             restart one plugin of a running `run`
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
-  plugvisor check examples/plugins/*         validate bundles without starting them"
+  plugvisor check examples/plugins/*         validate bundles without starting them
+  plugvisor lock examples/plugins            pin every bundle's files by sha256"
 )]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or per target (`plugvisor=debug,plugin=warn`).
@@ -144,6 +146,25 @@ Examples:
         #[command(flatten)]
         launch: LaunchFlags,
     },
+    /// Write the sha256 of every bundle's files to PLUGINS_DIR/plugvisor.lock, which `run`, `check` and `ping` then enforce.
+    #[command(
+        after_help = "The lock pins each bundle's executable (for a Python plugin: its script and the
+interpreter the lookup finds, so pass the same --interpreter as to `run`). While a
+lock is in force (plugvisor.lock in the plugins directory, or --lock FILE), a plugin
+whose files do not match, or that the lock does not list, is refused at every
+start, restarts included (FailedToStart). Running `lock` again rewrites the file
+from the bundles as they are now. The file is JSON, keys in sorted order.
+
+Examples:
+  plugvisor lock examples/plugins
+  plugvisor lock --lock /etc/plugvisor/plugins.lock /srv/plugins"
+    )]
+    Lock {
+        /// Folder whose subdirectories are plugin bundles.
+        plugins_dir: PathBuf,
+        #[command(flatten)]
+        launch: LaunchFlags,
+    },
 }
 
 #[derive(clap::Args)]
@@ -211,6 +232,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&cli.log_level, None)?;
             let settings = launch.over(Settings::from_file(None)?);
             check::check(&bundle_dirs, &settings, json)
+        }
+        Command::Lock {
+            plugins_dir,
+            launch,
+        } => {
+            logging::init(&cli.log_level, None)?;
+            let settings = launch.over(Settings::from_file(None)?);
+            lock::lock(&plugins_dir, &settings)
         }
         Command::Status { json, control } => {
             let response = control::request(&control.path(), &Request::Status).await?;
