@@ -90,11 +90,9 @@ async fn a_locked_go_plugin_runs_and_a_binary_swapped_under_it_is_refused_at_its
     let status = env.activate("go-locked").await.unwrap();
     assert_eq!(status.state, PluginState::Running);
     let pid = status.pid.unwrap();
-    // Exec'd through the hashed descriptor, and still named as its file.
+    // Exec'd through the hashed descriptor, which is the bundle's file.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, dir.join("plugin").canonicalize().unwrap());
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm.trim(), "plugin");
 
     let expected = sha256(&dir.join("plugin"));
     swap_in_modified_copy(&dir.join("plugin"));

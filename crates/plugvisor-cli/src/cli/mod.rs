@@ -48,6 +48,8 @@ enum Command {
 more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
 A hung plugin is caught by the health check: --health-fail-limit failures in a row.
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
+With PLUGINS_DIR/plugvisor.lock (see `plugvisor lock`) or --lock FILE, every start checks the plugin's
+files against it: a mismatch, or a bundle it does not list, is refused (FailedToStart, not restarted).
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
