@@ -12,11 +12,15 @@ use plugvisor_testkit::*;
 
 /// `plugvisor lock`'s work, through the library: every bundle of `root` pinned.
 fn write_lock(root: &Path, only: &[&str]) -> PathBuf {
+    write_lock_with(root, only, &LaunchOptions::default())
+}
+
+fn write_lock_with(root: &Path, only: &[&str], options: &LaunchOptions) -> PathBuf {
     let mut lock = Lock::new();
     let (bundles, invalid) = Bundle::scan(root).unwrap();
     assert!(invalid.is_empty(), "{invalid:?}");
     for bundle in bundles.iter().filter(|b| only.contains(&b.id())) {
-        let plan = plan_launch(bundle, &LaunchOptions::default()).unwrap();
+        let plan = plan_launch(bundle, options).unwrap();
         lock.plugins
             .insert(bundle.id().to_string(), lock_entry(&plan).unwrap());
     }
@@ -26,7 +30,15 @@ fn write_lock(root: &Path, only: &[&str]) -> PathBuf {
 }
 
 fn environment(root: &Path, lock: Option<&Path>) -> Environment {
-    let mut launch = LaunchOptions::builder().native_start_timeout(Duration::from_secs(5));
+    environment_with(root, lock, LaunchOptions::builder())
+}
+
+fn environment_with(
+    root: &Path,
+    lock: Option<&Path>,
+    launch: plugvisor::LaunchOptionsBuilder,
+) -> Environment {
+    let mut launch = launch.native_start_timeout(Duration::from_secs(5));
     if let Some(lock) = lock {
         launch = launch.lock_file(lock);
     }
@@ -222,4 +234,30 @@ async fn a_python_plugin_whose_interpreter_changed_is_refused() {
         assert!(error.contains(part), "{part:?} missing: {error}");
     }
     env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_real_python_plugin_runs_locked_through_its_venv_interpreter() {
+    // The interpreter is exec'd through its descriptor: the venv (grpcio, the
+    // SDK) must still be found from argv[0].
+    let python = built_artifact("examples/plugins/hello-python/venv/bin/python");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("sdk-locked");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = r#"{"id":"sdk-locked","server":{"executable":"plugin.py"}}"#;
+    std::fs::write(dir.join("plugin.json"), manifest).unwrap();
+    let script = "import plugvisor_plugin\nplugvisor_plugin.serve(lambda server: None)\n";
+    std::fs::write(dir.join("plugin.py"), script).unwrap();
+    let options = LaunchOptions::builder().interpreter(&python);
+    let lock = write_lock_with(
+        root.path(),
+        &["sdk-locked"],
+        &options.clone().build().unwrap(),
+    );
+    let env = environment_with(root.path(), Some(&lock), options);
+    let status = env.activate("sdk-locked").await.unwrap();
+    assert_eq!(status.state, PluginState::Running);
+    let pid = status.pid.unwrap();
+    env.shutdown().await;
+    assert_no_leftovers(pid);
 }
