@@ -633,6 +633,99 @@ mod tests {
     }
 
     #[test]
+    fn pins_come_from_the_manifest_and_the_lock_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle_dir = dir.path().join("abc");
+        write_executable(&bundle_dir.join("bin/plugin"));
+        let digest = "ab".repeat(32);
+        let b = bundle(
+            &bundle_dir,
+            &format!(
+                r#"{{"id":"abc","server":{{"executable":"bin/plugin","sha256":"{digest}"}}}}"#
+            ),
+        );
+        let plan = plan_launch(&b, &options()).unwrap();
+        assert_eq!(plan.pins.len(), 1);
+        assert_eq!(plan.pins[0].source, PinSource::Manifest);
+        assert_eq!(plan.pins[0].path, plan.program);
+        assert_eq!(plan.pins[0].sha256.to_string(), digest);
+
+        let lock_path = dir.path().join("plugvisor.lock");
+        let locked = |text: &str| {
+            std::fs::write(&lock_path, text).unwrap();
+            let options = LaunchOptions::builder()
+                .platform("linux-amd64")
+                .lock_file(&lock_path)
+                .build()
+                .unwrap();
+            plan_launch(&b, &options)
+        };
+        let other = "cd".repeat(32);
+        let plan = locked(&format!(
+            r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"bin/plugin":"{other}"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(plan.pins.len(), 2, "the manifest's and the lock's");
+        assert_eq!(plan.pins[1].source, PinSource::Lock(lock_path.clone()));
+        assert_eq!(plan.pins[1].sha256.to_string(), other);
+        // The lock lists the plugin, but not this file.
+        let err = locked(&format!(
+            r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"bin/old":"{other}"}}}}}}}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no hash for bin/plugin of plugin \"abc\""),
+            "{err}"
+        );
+        assert!(err.is_integrity());
+        let err = locked("{").unwrap_err();
+        assert!(matches!(err, LaunchError::Lock { .. }), "{err}");
+        std::fs::remove_file(&lock_path).unwrap();
+        let options = LaunchOptions::builder()
+            .platform("linux-amd64")
+            .lock_file(&lock_path)
+            .build()
+            .unwrap();
+        let err = plan_launch(&b, &options).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not exist, but it is in force"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_locked_python_plugin_needs_its_interpreter_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.py"), "").unwrap();
+        write_executable(&dir.path().join("venv/bin/python"));
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
+        );
+        let lock_path = dir.path().join("plugvisor.lock");
+        let digest = "ab".repeat(32);
+        std::fs::write(
+            &lock_path,
+            format!(
+                r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"plugin.py":"{digest}"}}}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let options = LaunchOptions::builder()
+            .platform("linux-amd64")
+            .lock_file(&lock_path)
+            .build()
+            .unwrap();
+        let err = plan_launch(&b, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("the Python interpreter of plugin"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn python_script_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let b = bundle(
