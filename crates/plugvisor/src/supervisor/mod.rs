@@ -179,7 +179,6 @@ impl Supervisor {
         config: &SupervisorConfig,
     ) -> Result<(Supervisor, Deadline), SupervisorError> {
         let span = crate::stdio::plugin_span(id);
-        let exec_fd = verify_pins(plan).await?;
         let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
         let identity = match config.auto_mtls {
             true => Some(crate::tls::ClientIdentity::generate()?),
@@ -191,6 +190,9 @@ impl Supervisor {
         if let Some(identity) = &identity {
             env.push(("PLUGIN_CLIENT_CERT".into(), identity.cert_pem.clone()));
         }
+        // Last before the spawn: the shorter the gap, the less a file
+        // reopened by path (a Python script) can change in it.
+        let exec_fd = verify_pins(plan).await?;
         let spec = SpawnSpec {
             program: plan.program.clone(),
             args: plan.args.clone(),
