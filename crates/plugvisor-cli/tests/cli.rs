@@ -843,9 +843,33 @@ fn lock_refuses_a_bad_dir_and_invalid_bundles_and_check_names_unlocked_ones() {
             .status
             .success()
     );
+    // A plugin removed from the folder leaves the lock at the next lock.
+    std::fs::remove_dir_all(root.path().join("newcomer")).unwrap();
+    let relocked = text(&plugvisor(&["lock", "--lock", elsewhere, plugins]).stdout);
+    assert!(
+        relocked.contains("newcomer  (dropped: no longer in"),
+        "{relocked}"
+    );
+    assert!(relocked.contains("pinned 1 plugin(s)"), "{relocked}");
     let help = text(&plugvisor(&["lock", "--help"]).stdout);
     assert!(
         help.contains("FailedToStart") && help.contains("--lock"),
         "{help}"
+    );
+    // A lock named but missing: `run` refuses to start at all.
+    let data = root.path().join("data");
+    let missing_lock = plugvisor(&[
+        "run",
+        "--lock",
+        "/nonexistent/plugvisor.lock",
+        "--data-dir",
+        data.to_str().unwrap(),
+        plugins,
+    ]);
+    assert_eq!(missing_lock.status.code(), Some(1));
+    let stderr = text(&missing_lock.stderr);
+    assert!(
+        stderr.contains("lock file /nonexistent/plugvisor.lock does not exist"),
+        "{stderr}"
     );
 }
