@@ -756,3 +756,182 @@ fn debug_mode_from_the_flag_and_the_control_socket() {
         "{help}"
     );
 }
+
+/// A bundle around the Go `healthy` plugin, copied in (a symlink out of the
+/// bundle is refused).
+fn go_bundle(root: &Path, id: &str) -> PathBuf {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = format!(r#"{{"id":"{id}","server":{{"executable":"plugin"}}}}"#);
+    std::fs::write(dir.join("plugin.json"), manifest).unwrap();
+    std::fs::copy(built_artifact("target/go/healthy"), dir.join("plugin")).unwrap();
+    dir
+}
+
+fn sha256(path: &Path) -> String {
+    plugvisor::Sha256::of_file(path).unwrap().to_string()
+}
+
+#[test]
+fn lock_then_run_refuses_a_swapped_binary_until_it_is_locked_again() {
+    let root = tempfile::tempdir().unwrap();
+    let go = go_bundle(root.path(), "go-pinned");
+    python_fake_bundle(root.path(), "py-pinned", "");
+    let plugins = root.path().to_str().unwrap();
+    let old = sha256(&go.join("plugin"));
+
+    let locked = plugvisor(&["lock", plugins]);
+    assert!(locked.status.success(), "{}", text(&locked.stderr));
+    let stdout = text(&locked.stdout);
+    assert!(
+        stdout.contains(&format!("go-pinned  plugin  {old}  (new)")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("py-pinned  plugin.py  "), "{stdout}");
+    assert!(stdout.contains("py-pinned  interpreter "), "{stdout}");
+    assert!(stdout.contains("pinned 2 plugin(s)"), "{stdout}");
+    let lock: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.path().join("plugvisor.lock")).unwrap())
+            .unwrap();
+    assert_eq!(
+        lock["plugins"]["go-pinned"]["files"]["plugin"],
+        old.as_str()
+    );
+    let again = text(&plugvisor(&["lock", plugins]).stdout);
+    assert!(
+        again.contains(&format!("go-pinned  plugin  {old}  (unchanged)")),
+        "{again}"
+    );
+    let checked = plugvisor(&["check", plugins]);
+    assert!(checked.status.success(), "{}", text(&checked.stdout));
+    assert!(text(&checked.stdout).contains("pinned: plugin by the lock file"));
+
+    let run = Running::start(root.path(), &[]);
+    run.wait_until("both Running", |s| all_running(s, 2));
+    // Swapped under the running host: noticed at its next start.
+    let mut bytes = std::fs::read(go.join("plugin")).unwrap();
+    bytes.extend_from_slice(b"\0tampered");
+    std::fs::write(go.join("plugin.new"), bytes).unwrap();
+    let mode = std::fs::metadata(go.join("plugin")).unwrap().permissions();
+    std::fs::set_permissions(go.join("plugin.new"), mode).unwrap();
+    std::fs::rename(go.join("plugin.new"), go.join("plugin")).unwrap();
+    let new = sha256(&go.join("plugin"));
+    let restarted = run.ctl(&["restart", "go-pinned"]);
+    assert_eq!(restarted.status.code(), Some(1));
+    let statuses = run.wait_until("go-pinned refused", |s| {
+        s.iter()
+            .any(|p| p["id"] == "go-pinned" && p["state"] == "FailedToStart")
+    });
+    let error = statuses[0]["last_error"].as_str().unwrap();
+    for part in [
+        "plugin does not match the lock file",
+        &old,
+        &new,
+        "plugvisor lock",
+    ] {
+        assert!(error.contains(part), "{part:?} missing: {error}");
+    }
+    let checked = plugvisor(&["check", plugins]);
+    assert_eq!(checked.status.code(), Some(1));
+    let report = text(&checked.stdout);
+    assert!(
+        report.contains("FAIL") && report.contains(&old) && report.contains(&new),
+        "{report}"
+    );
+
+    // Trusted after all: lock again, and it starts.
+    let relocked = text(&plugvisor(&["lock", plugins]).stdout);
+    assert!(
+        relocked.contains(&format!("{new}  (changed, was {old})")),
+        "{relocked}"
+    );
+    assert!(run.ctl(&["start", "go-pinned"]).status.success());
+    let pids: Vec<u32> = run
+        .wait_until("both Running again", |s| all_running(s, 2))
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap() as u32)
+        .collect();
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    for pid in pids {
+        assert_no_leftovers(pid);
+    }
+}
+
+#[test]
+fn lock_refuses_a_bad_dir_and_invalid_bundles_and_check_names_unlocked_ones() {
+    let missing = plugvisor(&["lock", "/nonexistent/plugins"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("/nonexistent/plugins does not exist"));
+
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "fine", "");
+    let broken = root.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("plugin.json"), "{").unwrap();
+    let plugins = root.path().to_str().unwrap();
+    let refused = plugvisor(&["lock", plugins]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("broken/plugin.json: invalid JSON"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("was not written"), "{stderr}");
+    assert!(!root.path().join("plugvisor.lock").exists());
+
+    std::fs::remove_dir_all(&broken).unwrap();
+    assert!(plugvisor(&["lock", plugins]).status.success());
+    native_fake_bundle(root.path(), "newcomer", "");
+    let checked = plugvisor(&["check", plugins]);
+    assert_eq!(checked.status.code(), Some(1));
+    let report = text(&checked.stdout);
+    assert!(
+        report.contains("has no hash for plugin \"newcomer\""),
+        "{report}"
+    );
+    assert!(report.contains("ok    fine"), "{report}");
+    // An explicit lock elsewhere is what `lock` writes and `check` reads.
+    let elsewhere = root.path().join("other.lock");
+    let elsewhere = elsewhere.to_str().unwrap();
+    assert!(
+        plugvisor(&["lock", "--lock", elsewhere, plugins])
+            .status
+            .success()
+    );
+    assert!(
+        plugvisor(&["check", "--lock", elsewhere, plugins])
+            .status
+            .success()
+    );
+    // A plugin removed from the folder leaves the lock at the next lock.
+    std::fs::remove_dir_all(root.path().join("newcomer")).unwrap();
+    let relocked = text(&plugvisor(&["lock", "--lock", elsewhere, plugins]).stdout);
+    assert!(
+        relocked.contains("newcomer  (dropped: no longer in"),
+        "{relocked}"
+    );
+    assert!(relocked.contains("pinned 1 plugin(s)"), "{relocked}");
+    let help = text(&plugvisor(&["lock", "--help"]).stdout);
+    assert!(
+        help.contains("FailedToStart") && help.contains("--lock"),
+        "{help}"
+    );
+    // A lock named but missing: `run` refuses to start at all.
+    let data = root.path().join("data");
+    let missing_lock = plugvisor(&[
+        "run",
+        "--lock",
+        "/nonexistent/plugvisor.lock",
+        "--data-dir",
+        data.to_str().unwrap(),
+        plugins,
+    ]);
+    assert_eq!(missing_lock.status.code(), Some(1));
+    let stderr = text(&missing_lock.stderr);
+    assert!(
+        stderr.contains("lock file /nonexistent/plugvisor.lock does not exist"),
+        "{stderr}"
+    );
+}

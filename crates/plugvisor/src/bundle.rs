@@ -30,6 +30,13 @@ impl Bundle {
         self.dir.join(MANIFEST_FILE)
     }
 
+    /// Loads every bundle below `plugins_dir` as [`crate::Environment`]
+    /// does: the valid ones, sorted by directory, and what is wrong with the others.
+    pub fn scan(plugins_dir: &Path) -> Result<(Vec<Bundle>, Vec<BundleError>), ScanError> {
+        let scan = scan_plugins_dir(plugins_dir)?;
+        Ok((scan.bundles, scan.errors))
+    }
+
     /// Reads and validates `dir/plugin.json`.
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest_path = dir.join(MANIFEST_FILE);

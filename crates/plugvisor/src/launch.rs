@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
+use crate::integrity::{Pin, PinSource};
 use crate::invalid_config::{InvalidConfig, positive};
+use crate::lock::Lock;
 use crate::manifest::{ManifestError, PLATFORM_KEYS, current_platform};
 
 /// Interpreters inside the bundle, in lookup order, relative to the bundle.
@@ -52,6 +54,7 @@ pub struct LaunchOptions {
     native_start_timeout: Duration,
     python_start_timeout: Duration,
     platform: String,
+    lock_file: Option<PathBuf>,
 }
 
 impl LaunchOptions {
@@ -90,6 +93,14 @@ impl LaunchOptions {
     pub fn platform(&self) -> &str {
         &self.platform
     }
+
+    /// The lock file in force ([`crate::Lock`]), if any. Every plan reads it
+    /// again, so a re-lock applies from the next start; a plan whose plugin
+    /// or file it does not list, or a lock that has become unreadable, is
+    /// refused.
+    pub fn lock_file(&self) -> Option<&Path> {
+        self.lock_file.as_deref()
+    }
 }
 
 impl Default for LaunchOptions {
@@ -99,6 +110,7 @@ impl Default for LaunchOptions {
             native_start_timeout: Self::DEFAULT_NATIVE_START_TIMEOUT,
             python_start_timeout: Self::DEFAULT_PYTHON_START_TIMEOUT,
             platform: current_platform(),
+            lock_file: None,
         }
     }
 }
@@ -123,6 +135,12 @@ impl LaunchOptionsBuilder {
     /// See [`LaunchOptions::python_start_timeout`]; more than zero.
     pub fn python_start_timeout(mut self, timeout: Duration) -> Self {
         self.0.python_start_timeout = timeout;
+        self
+    }
+
+    /// See [`LaunchOptions::lock_file`].
+    pub fn lock_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.lock_file = Some(path.into());
         self
     }
 
@@ -164,6 +182,12 @@ pub struct LaunchPlan {
     pub args: Vec<OsString>,
     /// The bundle directory; relative paths in `args` are relative to it.
     pub working_dir: PathBuf,
+    /// The file the manifest names (the executable, or the Python script),
+    /// relative to the bundle.
+    pub bundle_file: PathBuf,
+    /// The hashes the files must have, checked right before every spawn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<Pin>,
     /// From the spawn to the first SERVING health check.
     #[serde(serialize_with = "serialize_millis")]
     pub start_timeout: Duration,
@@ -209,6 +233,22 @@ pub enum LaunchError {
     },
     #[error("no Python interpreter found for this Python plugin; tried: {}. Create a venv in the bundle (`python3 -m venv venv`) or pass --interpreter", tried.join(", "))]
     NoInterpreter { tried: Vec<String> },
+    #[error("lock file {}: {problem}", path.display())]
+    Lock { path: PathBuf, problem: String },
+    #[error("the lock file {} has no hash for {what}; the plugin is not started; pin it with `plugvisor lock` on the plugins directory", lock.display())]
+    NotLocked { lock: PathBuf, what: String },
+}
+
+impl LaunchError {
+    /// A lock that refuses this plugin: a later attempt fails the same way.
+    pub(crate) fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            LaunchError::Lock { .. }
+                | LaunchError::NotLocked { .. }
+                | LaunchError::Manifest(ManifestError::InvalidSha256(_))
+        )
+    }
 }
 
 /// Where an interpreter candidate comes from, in lookup order.
@@ -248,11 +288,20 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
     if manifest.is_python(&options.platform) {
         let search_path = std::env::var_os("PATH").unwrap_or_default();
         let interpreter = find_interpreter(&bundle.dir, options.interpreter(), &search_path)?;
+        let pins = pins(
+            bundle,
+            &relative,
+            working_dir.join(&relative),
+            Some(&interpreter),
+            options,
+        )?;
         return Ok(LaunchPlan {
             runtime: RuntimeKind::Python,
             program: interpreter,
-            args: vec![relative.into_os_string()],
+            args: vec![relative.clone().into_os_string()],
             working_dir,
+            bundle_file: relative,
+            pins,
             start_timeout: options.python_start_timeout,
         });
     }
@@ -265,13 +314,92 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
             path: relative,
         });
     }
+    let program = working_dir.join(&relative);
+    let pins = pins(bundle, &relative, program.clone(), None, options)?;
     Ok(LaunchPlan {
         runtime: RuntimeKind::Native,
-        program: working_dir.join(&relative),
+        program,
         args: Vec::new(),
         working_dir,
+        bundle_file: relative,
+        pins,
         start_timeout: options.native_start_timeout,
     })
+}
+
+/// The hashes a start must find: the manifest's `server.sha256` for the file
+/// it names, and with a lock file in force, the lock's for that file and the
+/// interpreter. The lock is read here, at every plan.
+fn pins(
+    bundle: &Bundle,
+    relative: &Path,
+    path: PathBuf,
+    interpreter: Option<&Path>,
+    options: &LaunchOptions,
+) -> Result<Vec<Pin>, LaunchError> {
+    let shown = relative.to_string_lossy().into_owned();
+    let mut pins = Vec::new();
+    if let Some(sha256) = bundle.manifest.pinned_sha256()? {
+        pins.push(Pin {
+            file: shown.clone(),
+            path: path.clone(),
+            sha256,
+            source: PinSource::Manifest,
+        });
+    }
+    let Some(lock_path) = options.lock_file() else {
+        return Ok(pins);
+    };
+    let lock = read_lock(lock_path)?;
+    let id = bundle.id();
+    let not_locked = |what: String| LaunchError::NotLocked {
+        lock: lock_path.to_path_buf(),
+        what,
+    };
+    let source = PinSource::Lock(lock_path.to_path_buf());
+    let entry = lock
+        .plugins
+        .get(id)
+        .ok_or_else(|| not_locked(format!("plugin {id:?}")))?;
+    let sha256 = *entry
+        .files
+        .get(&shown)
+        .ok_or_else(|| not_locked(format!("{shown} of plugin {id:?}")))?;
+    pins.push(Pin {
+        file: shown,
+        path,
+        sha256,
+        source: source.clone(),
+    });
+    if let Some(interpreter) = interpreter {
+        let locked = entry
+            .interpreter
+            .as_ref()
+            .ok_or_else(|| not_locked(format!("the Python interpreter of plugin {id:?}")))?;
+        pins.push(Pin {
+            file: interpreter.display().to_string(),
+            path: interpreter.to_path_buf(),
+            sha256: locked.sha256,
+            source,
+        });
+    }
+    Ok(pins)
+}
+
+fn read_lock(path: &Path) -> Result<Lock, LaunchError> {
+    let problem = |problem: String| LaunchError::Lock {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        problem(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "does not exist, but it is in force; write it with `plugvisor lock`".to_string()
+            }
+            _ => format!("cannot be read: {e}"),
+        })
+    })?;
+    Lock::parse(&text).map_err(|e| problem(e.to_string()))
 }
 
 /// Resolves `relative` inside `bundle_dir`, following symlinks, and refuses any
@@ -506,6 +634,99 @@ mod tests {
         write_executable(&empty_path.path().join("python"));
         let found = find_interpreter(dir.path(), None, empty_path.path().as_os_str()).unwrap();
         assert_eq!(found, empty_path.path().join("python"));
+    }
+
+    #[test]
+    fn pins_come_from_the_manifest_and_the_lock_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle_dir = dir.path().join("abc");
+        write_executable(&bundle_dir.join("bin/plugin"));
+        let digest = "ab".repeat(32);
+        let b = bundle(
+            &bundle_dir,
+            &format!(
+                r#"{{"id":"abc","server":{{"executable":"bin/plugin","sha256":"{digest}"}}}}"#
+            ),
+        );
+        let plan = plan_launch(&b, &options()).unwrap();
+        assert_eq!(plan.pins.len(), 1);
+        assert_eq!(plan.pins[0].source, PinSource::Manifest);
+        assert_eq!(plan.pins[0].path, plan.program);
+        assert_eq!(plan.pins[0].sha256.to_string(), digest);
+
+        let lock_path = dir.path().join("plugvisor.lock");
+        let locked = |text: &str| {
+            std::fs::write(&lock_path, text).unwrap();
+            let options = LaunchOptions::builder()
+                .platform("linux-amd64")
+                .lock_file(&lock_path)
+                .build()
+                .unwrap();
+            plan_launch(&b, &options)
+        };
+        let other = "cd".repeat(32);
+        let plan = locked(&format!(
+            r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"bin/plugin":"{other}"}}}}}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(plan.pins.len(), 2, "the manifest's and the lock's");
+        assert_eq!(plan.pins[1].source, PinSource::Lock(lock_path.clone()));
+        assert_eq!(plan.pins[1].sha256.to_string(), other);
+        // The lock lists the plugin, but not this file.
+        let err = locked(&format!(
+            r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"bin/old":"{other}"}}}}}}}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no hash for bin/plugin of plugin \"abc\""),
+            "{err}"
+        );
+        assert!(err.is_integrity());
+        let err = locked("{").unwrap_err();
+        assert!(matches!(err, LaunchError::Lock { .. }), "{err}");
+        std::fs::remove_file(&lock_path).unwrap();
+        let options = LaunchOptions::builder()
+            .platform("linux-amd64")
+            .lock_file(&lock_path)
+            .build()
+            .unwrap();
+        let err = plan_launch(&b, &options).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not exist, but it is in force"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_locked_python_plugin_needs_its_interpreter_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plugin.py"), "").unwrap();
+        write_executable(&dir.path().join("venv/bin/python"));
+        let b = bundle(
+            dir.path(),
+            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
+        );
+        let lock_path = dir.path().join("plugvisor.lock");
+        let digest = "ab".repeat(32);
+        std::fs::write(
+            &lock_path,
+            format!(
+                r#"{{"lock_version":1,"plugins":{{"abc":{{"files":{{"plugin.py":"{digest}"}}}}}}}}"#
+            ),
+        )
+        .unwrap();
+        let options = LaunchOptions::builder()
+            .platform("linux-amd64")
+            .lock_file(&lock_path)
+            .build()
+            .unwrap();
+        let err = plan_launch(&b, &options).unwrap_err();
+        assert!(
+            err.to_string().contains("the Python interpreter of plugin"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,12 +28,15 @@
 #![deny(missing_docs)]
 
 mod bundle;
+mod digest;
 mod environment;
 mod handshake;
 mod hooks;
 pub mod http;
+mod integrity;
 mod invalid_config;
 mod launch;
+mod lock;
 mod manifest;
 mod policy;
 mod process;
@@ -46,6 +49,7 @@ mod tls;
 mod transport;
 
 pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
+pub use digest::{InvalidSha256, Sha256};
 pub use environment::{
     Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,
     EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event, EventKind, PluginState,
@@ -53,10 +57,12 @@ pub use environment::{
 };
 pub use handshake::{Handshake, HandshakeLineError, Network};
 pub use hooks::{CallerPlugin, HookError, HookTimeouts, HookTimeoutsBuilder};
+pub use integrity::{IntegrityError, Pin, PinSource, check_pins, lock_entry};
 pub use invalid_config::InvalidConfig;
 pub use launch::{
     LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
 };
+pub use lock::{LOCK_FILE, Lock, LockError, LockedInterpreter, LockedPlugin};
 pub use manifest::{Manifest, ManifestError, ServerSection};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
 pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, SettingsSchema};

@@ -65,6 +65,11 @@ pub struct ServerSection {
     /// `"python"` for a Python plugin (else the `.py` extension decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The sha256 (64 hexadecimal digits) of the file the plugin runs on this
+    /// platform (the executable, or a Python plugin's script); a file that does
+    /// not match is refused at every start, lock file or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -88,7 +93,7 @@ const KNOWN_FIELDS: [&str; 14] = [
     "props",
 ];
 /// Fields of the `server` section.
-const KNOWN_SERVER_FIELDS: [&str; 3] = ["executables", "executable", "runtime"];
+const KNOWN_SERVER_FIELDS: [&str; 4] = ["executables", "executable", "runtime", "sha256"];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +133,8 @@ pub enum ManifestError {
     },
     #[error("{0}")]
     Settings(String),
+    #[error("field `server.sha256`: {0}")]
+    InvalidSha256(crate::digest::InvalidSha256),
     #[error(
         "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
     )]
@@ -181,7 +188,16 @@ impl Manifest {
         if let Some(path) = &server.executable {
             clean_bundle_path("server.executable", path)?;
         }
+        self.pinned_sha256()?;
         Ok(())
+    }
+
+    /// `server.sha256`, parsed.
+    pub fn pinned_sha256(&self) -> Result<Option<crate::Sha256>, ManifestError> {
+        let Some(text) = self.server.as_ref().and_then(|s| s.sha256.as_ref()) else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(ManifestError::InvalidSha256)
     }
 
     /// The executable for `platform` (e.g. `linux-amd64`): `server.executables[platform]`
@@ -352,7 +368,7 @@ pub fn clean_bundle_path(field: &str, raw: &str) -> Result<PathBuf, ManifestErro
 }
 
 /// serde_json appends " at line L column C"; we report those as fields.
-fn strip_position(message: &str) -> String {
+pub(crate) fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
@@ -453,6 +469,18 @@ mod tests {
         ));
         let err = parse(r#"{"id":"abc","min_server_version":"nine"}"#).unwrap_err();
         assert!(err.to_string().contains("min_server_version"));
+    }
+
+    #[test]
+    fn server_sha256_must_be_a_digest() {
+        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let text = format!(r#"{{"id":"abc","server":{{"executable":"p","sha256":"{good}"}}}}"#);
+        let m = parse(&text).unwrap();
+        assert_eq!(m.pinned_sha256().unwrap().unwrap().to_string(), good);
+        assert!(m.unknown_field_hints().is_empty());
+        let err = parse(r#"{"id":"abc","server":{"executable":"p","sha256":"abc"}}"#).unwrap_err();
+        assert!(matches!(err, ManifestError::InvalidSha256(_)), "{err:?}");
+        assert!(err.to_string().contains("server.sha256"), "{err}");
     }
 
     #[test]

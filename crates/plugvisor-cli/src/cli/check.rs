@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use plugvisor::{Bundle, LaunchPlan, MANIFEST_FILE, plan_launch};
+use plugvisor::{Bundle, LaunchPlan, MANIFEST_FILE, check_pins, plan_launch};
 use serde::Serialize;
 
 use super::settings::Settings;
@@ -57,18 +57,31 @@ fn bundles_below(dir: &Path) -> Vec<PathBuf> {
     bundles
 }
 
+/// The directory holding a bundle, whose plugvisor.lock is the bundle's.
+pub fn parent_dir(bundle_dir: &Path) -> PathBuf {
+    let absolute = std::path::absolute(bundle_dir).unwrap_or_else(|_| bundle_dir.to_path_buf());
+    absolute
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
 pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
-    let options = settings.launch_options()?;
     let results: Vec<CheckResult> = expand(dirs)
         .into_iter()
         .map(|dir| {
-            let loaded = Bundle::load(&dir)
-                .map_err(|e| e.to_string())
-                .and_then(|bundle| {
-                    let plan = plan_launch(&bundle, &options)
-                        .map_err(|e| format!("{}: {e}", bundle.manifest_path().display()))?;
-                    Ok((bundle, plan))
-                });
+            let options = settings
+                .launch_options_for(&parent_dir(&dir))
+                .map_err(|e| e.to_string());
+            let loaded = options.and_then(|options| {
+                let bundle = Bundle::load(&dir).map_err(|e| e.to_string())?;
+                let at = |e: &dyn std::fmt::Display| {
+                    format!("{}: {e}", bundle.manifest_path().display())
+                };
+                let plan = plan_launch(&bundle, &options).map_err(|e| at(&e))?;
+                // What a start would refuse: files that do not match their pins.
+                check_pins(&plan).map_err(|e| at(&e))?;
+                Ok((bundle, plan))
+            });
             match loaded {
                 Ok((bundle, plan)) => CheckResult {
                     ok: true,
@@ -110,6 +123,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                         plan.working_dir.display(),
                         plan.start_timeout
                     );
+                    for pin in &plan.pins {
+                        println!("      pinned: {} by {}", pin.file, pin.source);
+                    }
                     for warning in &result.warnings {
                         println!("      warning: {warning}");
                     }

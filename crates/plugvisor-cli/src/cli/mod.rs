@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod control;
+mod lock;
 mod logging;
 mod notify;
 mod ping;
@@ -30,7 +31,8 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor debug hello-go                   no health kills or restarts: pause it in a debugger
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
-  plugvisor check examples/plugins/*         validate bundles without starting them"
+  plugvisor check examples/plugins/*         validate bundles without starting them
+  plugvisor lock examples/plugins            pin every bundle's files by sha256"
 )]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or per target (`plugvisor=debug,plugin=warn`).
@@ -50,6 +52,8 @@ A hung plugin is caught by the health check: --health-fail-limit failures in a r
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
 --debug ID: that plugin is neither killed by failed health checks nor restarted (pause it in a debugger).
 Under systemd (Type=notify) it sends READY=1, STOPPING=1 and WATCHDOG=1; see deploy/ in the repository.
+With PLUGINS_DIR/plugvisor.lock (see `plugvisor lock`) or --lock FILE, every start checks the plugin's
+files against it: a mismatch, or a bundle it does not list, is refused (FailedToStart, not restarted).
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -174,6 +178,25 @@ Examples:
         #[command(flatten)]
         launch: LaunchFlags,
     },
+    /// Write the sha256 of every bundle's files to PLUGINS_DIR/plugvisor.lock, which `run`, `check` and `ping` then enforce.
+    #[command(
+        after_help = "The lock pins each bundle's executable (for a Python plugin: its script and the
+interpreter the lookup finds, so pass the same --interpreter as to `run`). While a
+lock is in force (plugvisor.lock in the plugins directory, or --lock FILE), a plugin
+whose files do not match, or that the lock does not list, is refused at every
+start, restarts included (FailedToStart). Running `lock` again rewrites the file
+from the bundles as they are now. The file is JSON, keys in sorted order.
+
+Examples:
+  plugvisor lock examples/plugins
+  plugvisor lock --lock /etc/plugvisor/plugins.lock /srv/plugins"
+    )]
+    Lock {
+        /// Folder whose subdirectories are plugin bundles.
+        plugins_dir: PathBuf,
+        #[command(flatten)]
+        launch: LaunchFlags,
+    },
 }
 
 #[derive(clap::Args)]
@@ -246,6 +269,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&cli.log_level, None)?;
             let settings = launch.over(Settings::from_file(None)?);
             check::check(&bundle_dirs, &settings, json)
+        }
+        Command::Lock {
+            plugins_dir,
+            launch,
+        } => {
+            logging::init(&cli.log_level, None)?;
+            let settings = launch.over(Settings::from_file(None)?);
+            lock::lock(&plugins_dir, &settings)
         }
         Command::Status { json, control } => {
             let response = control::request(&control.path(), &Request::Status).await?;

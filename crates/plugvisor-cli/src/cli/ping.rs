@@ -13,7 +13,8 @@ pub async fn ping(dir: &Path, settings: &Settings, json: bool) -> anyhow::Result
     let bundle = Bundle::load(dir)?;
     let id = bundle.id().to_string();
     let outcome = async {
-        let plan = plan_launch(&bundle, &settings.launch_options()?)
+        let options = settings.launch_options_for(&super::check::parent_dir(dir))?;
+        let plan = plan_launch(&bundle, &options)
             .map_err(|e| anyhow::anyhow!("{}: {e}", bundle.manifest_path().display()))?;
         let started = Instant::now();
         let supervisor = Supervisor::start(&id, &plan, &settings.supervisor_config()?).await?;

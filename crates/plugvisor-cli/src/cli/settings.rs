@@ -103,6 +103,7 @@ fn human(duration: Duration) -> String {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     pub interpreter: Option<PathBuf>,
+    pub lock: Option<PathBuf>,
     pub start_timeout: Option<DurationArg>,
     pub python_start_timeout: Option<DurationArg>,
     pub magic_cookie: Option<Cookie>,
@@ -140,6 +141,9 @@ pub struct LaunchFlags {
     /// Python interpreter tried after the bundle's own venv and before python3/python on PATH.
     #[arg(long, value_name = "PATH")]
     interpreter: Option<PathBuf>,
+    /// Lock file (written by `plugvisor lock`) every plugin's files must match [default: plugvisor.lock in the plugins directory, when it exists].
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
     #[arg(long, value_name = "DURATION", help = with_default(
         "Time a native plugin has from its spawn to its first healthy answer",
         human(LaunchOptions::DEFAULT_NATIVE_START_TIMEOUT)))]
@@ -263,6 +267,7 @@ impl LaunchFlags {
             settings,
             flags,
             interpreter,
+            lock,
             start_timeout,
             python_start_timeout
         );
@@ -331,7 +336,35 @@ impl Settings {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
+    /// The lock for the bundles in `plugins_dir`: `--lock`, else
+    /// `plugins_dir/plugvisor.lock` when it exists.
+    pub fn lock_path(&self, plugins_dir: &Path) -> Option<PathBuf> {
+        self.lock.clone().or_else(|| {
+            let default = plugins_dir.join(plugvisor::LOCK_FILE);
+            default.is_file().then_some(default)
+        })
+    }
+
+    /// Launch options with the lock of `plugins_dir` in force (see [`Self::lock_path`]).
+    pub fn launch_options_for(&self, plugins_dir: &Path) -> anyhow::Result<LaunchOptions> {
+        let mut options = self.launch_builder();
+        if let Some(lock) = self.lock_path(plugins_dir) {
+            anyhow::ensure!(
+                lock.is_file(),
+                "lock file {} does not exist; write it with `plugvisor lock`",
+                lock.display()
+            );
+            options = options.lock_file(lock);
+        }
+        options.build().map_err(invalid)
+    }
+
+    /// Launch options with no lock in force.
     pub fn launch_options(&self) -> anyhow::Result<LaunchOptions> {
+        self.launch_builder().build().map_err(invalid)
+    }
+
+    fn launch_builder(&self) -> plugvisor::LaunchOptionsBuilder {
         let mut options = LaunchOptions::builder();
         if let Some(interpreter) = &self.interpreter {
             options = options.interpreter(interpreter);
@@ -342,7 +375,7 @@ impl Settings {
         if let Some(DurationArg(timeout)) = self.python_start_timeout {
             options = options.python_start_timeout(timeout);
         }
-        options.build().map_err(invalid)
+        options
     }
 
     pub fn supervisor_config(&self) -> anyhow::Result<SupervisorConfig> {
@@ -404,7 +437,7 @@ impl Settings {
             None => default_data_dir()?,
         };
         let mut config = EnvironmentConfig::builder(plugins_dir)
-            .launch(self.launch_options()?)
+            .launch(self.launch_options_for(plugins_dir)?)
             .supervisor(self.supervisor_config()?)
             .health(health)
             .restart(restart.build().map_err(invalid)?)

@@ -147,10 +147,16 @@ impl EnvironmentError {
 
     /// Whether the plugin turned its activation down, or could not answer
     /// it: a refusal, a hook that timed out or that it claims but does not
-    /// serve. A restart would not change that.
+    /// serve; or files that do not match their integrity pins, which stay
+    /// so until an operator acts. A restart would not change that.
     pub(crate) fn is_refusal(&self) -> bool {
         match self {
             EnvironmentError::Refused { .. } => true,
+            EnvironmentError::Launch { source, .. } => source.is_integrity(),
+            EnvironmentError::Start {
+                source: SupervisorError::Integrity(_),
+                ..
+            } => true,
             EnvironmentError::Hook { source, .. } => source.is_final(),
             _ => false,
         }

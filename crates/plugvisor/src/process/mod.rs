@@ -22,6 +22,9 @@ pub struct SpawnSpec {
     pub args: Vec<OsString>,
     pub working_dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// The verified `program`, opened: exec'd through this descriptor, so
+    /// that what runs is what was hashed (see `integrity.rs`).
+    pub exec_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// The environment variable that marks every process a plugin starts, so its
@@ -76,7 +79,8 @@ impl PluginProcess {
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
-        let spawned = spawn::spawn(&spec.program, &spec.args, &spec.working_dir, &env)?;
+        let exec_fd = spec.exec_fd.as_deref();
+        let spawned = spawn::spawn(&spec.program, exec_fd, &spec.args, &spec.working_dir, &env)?;
         let pid = spawned.pid;
         live().insert(pid);
         let stdout = pipe::Receiver::from_owned_fd(spawned.stdout)?;

@@ -31,6 +31,8 @@ pub(crate) struct Spawned {
 /// What the child needs, all prepared before the clone.
 struct Child {
     program: CString,
+    /// Exec'd through when not -1 (argv[0] is still `program`).
+    program_fd: RawFd,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     cwd: CString,
@@ -66,8 +68,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Starts `program` with `args`, in `cwd`, with the host's environment plus
 /// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
+/// With `program_fd`, that open file is what is exec'd, not the path.
 pub(crate) fn spawn(
     program: &Path,
+    program_fd: Option<&OwnedFd>,
     args: &[OsString],
     cwd: &Path,
     env: &[(OsString, OsString)],
@@ -101,6 +105,7 @@ pub(crate) fn spawn(
     let (stderr_read, stderr_write) = pipe()?;
     let mut child = Child {
         program: program_c,
+        program_fd: program_fd.map_or(-1, |fd| fd.as_raw_fd()),
         argv: null(&arg_strings),
         envp: null(&env_strings),
         cwd: cstring(cwd.as_os_str())?,
@@ -212,6 +217,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(*libc::__errno_location());
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
+        if child.program_fd >= 0 {
+            libc::syscall(
+                libc::SYS_execveat,
+                child.program_fd,
+                c"".as_ptr(),
+                child.argv.as_ptr(),
+                child.envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            return fail(*libc::__errno_location());
+        }
         libc::execve(
             child.program.as_ptr(),
             child.argv.as_ptr(),
@@ -260,6 +276,7 @@ mod tests {
             env.iter().map(|(k, v)| (k.into(), v.into())).collect();
         spawn(
             Path::new("/bin/sh"),
+            None,
             &["-c".into(), script.into()],
             Path::new("/"),
             &env,
@@ -295,14 +312,43 @@ mod tests {
     }
 
     #[test]
+    fn a_program_descriptor_is_what_runs_whatever_the_path_now_holds() {
+        // The path says `false`; the descriptor, opened earlier, is `true`.
+        let opened: OwnedFd = std::fs::File::open("/bin/true").unwrap().into();
+        let spawned = spawn(
+            Path::new("/bin/false"),
+            Some(&opened),
+            &[],
+            Path::new("/"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(wait(&spawned).code(), Some(0));
+        let spawned = spawn(Path::new("/bin/false"), None, &[], Path::new("/"), &[]).unwrap();
+        assert_eq!(wait(&spawned).code(), Some(1));
+    }
+
+    #[test]
     fn a_program_that_cannot_run_is_an_error_not_a_child() {
-        let error = spawn(Path::new("/nonexistent/plugin"), &[], Path::new("/"), &[])
-            .err()
-            .expect("no such program");
+        let error = spawn(
+            Path::new("/nonexistent/plugin"),
+            None,
+            &[],
+            Path::new("/"),
+            &[],
+        )
+        .err()
+        .expect("no such program");
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
-        let error = spawn(Path::new("/bin/sh"), &[], Path::new("/nonexistent"), &[])
-            .err()
-            .expect("no such directory");
+        let error = spawn(
+            Path::new("/bin/sh"),
+            None,
+            &[],
+            Path::new("/nonexistent"),
+            &[],
+        )
+        .err()
+        .expect("no such directory");
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
     }
 }

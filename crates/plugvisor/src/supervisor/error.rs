@@ -76,6 +76,9 @@ impl std::fmt::Display for CookieHint<'_> {
 #[non_exhaustive]
 #[allow(missing_docs)] // each variant is its message
 pub enum SupervisorError {
+    /// Boxed: the two digests would make every error this large.
+    #[error(transparent)]
+    Integrity(Box<crate::integrity::IntegrityError>),
     #[error("cannot create the plugin's private socket directory: {0}")]
     SocketDir(std::io::Error),
     #[error("cannot start {program}: {source}")]
@@ -210,6 +213,12 @@ impl PartialError {
             PartialError::PlaintextRefused => SupervisorError::PlaintextRefused { stderr },
             PartialError::NotLoopback(address) => SupervisorError::NotLoopback { address, stderr },
         }
+    }
+}
+
+impl From<crate::integrity::IntegrityError> for SupervisorError {
+    fn from(error: crate::integrity::IntegrityError) -> SupervisorError {
+        SupervisorError::Integrity(Box::new(error))
     }
 }
 

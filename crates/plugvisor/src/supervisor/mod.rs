@@ -5,6 +5,7 @@
 //! process group, then SIGKILL, each after its grace period. A plugin without
 //! the controller (UNIMPLEMENTED) goes to SIGTERM at once.
 
+use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,6 +133,28 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
+/// Checks the plan's integrity pins, right before its spawn, off the async
+/// thread (a plugin binary is tens of megabytes). Returns the descriptor to
+/// exec the program through, when it is pinned.
+async fn verify_pins(plan: &LaunchPlan) -> Result<Option<Arc<OwnedFd>>, SupervisorError> {
+    if plan.pins.is_empty() {
+        return Ok(None);
+    }
+    let plan = plan.clone();
+    let started = Instant::now();
+    let verified = tokio::task::spawn_blocking(move || crate::integrity::verify(&plan))
+        .await
+        .map_err(|e| SupervisorError::Spawn {
+            program: "the integrity check".to_string(),
+            source: std::io::Error::other(e),
+        })??;
+    tracing::debug!(
+        took_us = started.elapsed().as_micros() as u64,
+        "integrity pins checked"
+    );
+    Ok(verified.map(Arc::new))
+}
+
 impl Supervisor {
     /// Spawns the plugin, reads its handshake, connects to it and waits until
     /// it answers SERVING, all within `plan.start_timeout` from the spawn. On
@@ -167,11 +190,15 @@ impl Supervisor {
         if let Some(identity) = &identity {
             env.push(("PLUGIN_CLIENT_CERT".into(), identity.cert_pem.clone()));
         }
+        // Last before the spawn: the shorter the gap, the less a file
+        // reopened by path (a Python script) can change in it.
+        let exec_fd = verify_pins(plan).await?;
         let spec = SpawnSpec {
             program: plan.program.clone(),
             args: plan.args.clone(),
             working_dir: plan.working_dir.clone(),
             env,
+            exec_fd,
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
