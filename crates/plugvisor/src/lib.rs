@@ -49,7 +49,7 @@ pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
 pub use environment::{
     Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,
     EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event, EventKind, PluginState,
-    PluginStatus,
+    PluginStatus, ReloadIssue, ReloadReport,
 };
 pub use handshake::{Handshake, HandshakeLineError, Network};
 pub use hooks::{CallerPlugin, HookError, HookTimeouts, HookTimeoutsBuilder};

@@ -5,9 +5,11 @@ mod config;
 mod control;
 mod logging;
 mod ping;
+mod reload;
 mod run;
 mod settings;
 mod table;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +28,7 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor run examples/plugins             supervise every bundle in a folder
   plugvisor status                           the status table of a running `run`
   plugvisor restart hello-python             restart one plugin of a running `run`
+  plugvisor reload                           apply what changed in the plugins folder now
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
   plugvisor check examples/plugins/*         validate bundles without starting them"
@@ -46,6 +49,13 @@ enum Command {
 more than --max-failures failures within --failure-window disable it (FailedToStayRunning).
 A hung plugin is caught by the health check: --health-fail-limit failures in a row.
 Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a second Ctrl-C kills them.
+
+Hot reload: PLUGINS_DIR is watched (inotify). Once it has been quiet for 300 ms, a new bundle is
+activated, a bundle whose plugin.json or executable changed is restarted with its new version, and
+a removed bundle is stopped and dropped from the status. A new version that cannot be launched
+(bad manifest, missing executable) is refused with a warning, and the running version stays.
+Copy a new version in place in any order: it is loaded once the copy is done. `plugvisor reload`
+does the same on demand; --no-watch turns the watching off.
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -68,6 +78,9 @@ Examples:
         /// TOML file with the same settings as the flags.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Do not watch PLUGINS_DIR; changes are applied only by `plugvisor reload`.
+        #[arg(long)]
+        no_watch: bool,
         #[command(flatten)]
         control: ControlSocket,
         #[command(flatten)]
@@ -103,6 +116,25 @@ Examples:
     Restart {
         /// The plugin's id (as `plugvisor status` lists them).
         id: String,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Rescan the plugins folder of a running `plugvisor run` and apply what changed.
+    #[command(
+        after_help = "New bundles are activated, bundles whose plugin.json or executable changed are
+restarted with their new version, removed bundles are stopped and dropped. A new version
+that cannot be launched is refused and the running one stays; its reason is printed.
+Exits 0 when nothing was refused and every start succeeded, 1 otherwise.
+`plugvisor run` does this by itself when files change, unless it was given --no-watch.
+
+Examples:
+  cp -r build/my-plugin plugins/ && plugvisor reload
+  plugvisor reload --json   # {\"added\":[..],\"restarted\":[..],\"removed\":[..],\"refused\":[..],\"failed\":[..]}"
+    )]
+    Reload {
+        /// Print what changed as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         control: ControlSocket,
     },
@@ -182,6 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins_dir,
             json,
             config,
+            no_watch,
             control,
             launch,
             protocol,
@@ -191,7 +224,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logging::init(&cli.log_level, ring(&display))?;
             let file = Settings::from_file(config.as_deref())?;
             let settings = supervision.over(protocol.over(launch.over(file)));
-            run::run(&plugins_dir, settings, control.control_socket, display).await
+            let options = run::Options {
+                control_socket: control.control_socket,
+                watch: !no_watch,
+            };
+            run::run(&plugins_dir, settings, options, display).await
         }
         Command::Ping {
             bundle_dir,
@@ -228,6 +265,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { id, control } => send(control, Request::Start { id }).await,
         Command::Stop { id, control } => send(control, Request::Stop { id }).await,
         Command::Restart { id, control } => send(control, Request::Restart { id }).await,
+        Command::Reload { json, control } => {
+            let response = control::request(&control.path(), &Request::Reload).await?;
+            reload::print(response, json)
+        }
         Command::Config(command) => config::run(command).await,
     }
 }
@@ -242,7 +283,7 @@ async fn send(control: ControlSocket, request: Request) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(statuses: &[plugvisor::PluginStatus]) {
+pub(crate) fn print_table(statuses: &[plugvisor::PluginStatus]) {
     let width = terminal_size::terminal_size().map_or(200, |(w, _)| w.0 as usize);
     for line in table::render_table(statuses, std::time::SystemTime::now(), width) {
         println!("{line}");

@@ -13,10 +13,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::control;
 use super::logging::LogRing;
 use super::settings::Settings;
 use super::table::{fit, render_table};
+use super::{control, watch};
 
 /// How `run` shows what happens.
 pub enum Display {
@@ -40,10 +40,17 @@ impl Display {
     }
 }
 
+/// What `run` does besides supervising.
+pub struct Options {
+    pub control_socket: Option<PathBuf>,
+    /// Reload when the plugins directory changes.
+    pub watch: bool,
+}
+
 pub async fn run(
     plugins_dir: &Path,
     settings: Settings,
-    control_socket: Option<PathBuf>,
+    options: Options,
     display: Display,
 ) -> anyhow::Result<ExitCode> {
     let config = settings.environment_config(plugins_dir)?;
@@ -53,7 +60,9 @@ pub async fn run(
             tracing::error!("skipping bundle: {error}");
         }
     }
-    let socket_path = control_socket.unwrap_or_else(control::default_socket_path);
+    let socket_path = options
+        .control_socket
+        .unwrap_or_else(control::default_socket_path);
     let listener = control::bind(&socket_path).await?;
     tracing::info!(socket = %socket_path.display(), "control socket ready: `plugvisor status` talks to it");
     let control = tokio::spawn(control::serve(listener, env.clone()));
@@ -74,6 +83,11 @@ pub async fn run(
     let events = env.subscribe();
     let display_kind = DisplayKind::of(&display);
     let shown = tokio::spawn(show(env.clone(), events, display, title));
+    // Watching before the first activation, so no change is missed.
+    let watch = match options.watch {
+        true => Some(watch::spawn(env.clone())?),
+        false => None,
+    };
 
     let ids = env.plugin_ids();
     let activations = futures::future::join_all(ids.iter().map(|id| env.activate(id)));
@@ -92,6 +106,9 @@ pub async fn run(
         _ = signals.next() => ExitCode::SUCCESS,
     };
 
+    if let Some(watch) = watch {
+        watch.abort();
+    }
     let started = Instant::now();
     let table = matches!(display_kind, DisplayKind::Table);
     tracing::info!("stopping all plugins (Ctrl-C again to kill them now)");
@@ -303,6 +320,17 @@ pub fn describe_event(event: &Event) -> String {
             exit: Some(exit),
         } => format!("stopped {method} ({exit})"),
         EventKind::Stopped { .. } => "stopped".to_string(),
+        EventKind::Added => "new bundle".to_string(),
+        EventKind::Reloaded { previous_version } => {
+            format!("new version {} (was {previous_version})", s.version)
+        }
+        EventKind::ReloadRefused { reason } => {
+            format!(
+                "new version refused, {} {} stays: {reason}",
+                s.version, s.state
+            )
+        }
+        EventKind::Removed => "bundle removed; stopped and forgotten".to_string(),
         other => format!("{other:?}"),
     };
     let first_line = what.lines().next().unwrap_or_default().to_string();

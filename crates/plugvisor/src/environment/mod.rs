@@ -17,12 +17,13 @@ mod keeper;
 mod keeper_task;
 mod metrics;
 mod pacing;
+mod reload;
 mod slot;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,7 @@ pub use call::CallError;
 pub use config::{EnvironmentConfig, EnvironmentConfigBuilder};
 pub use configuration::{ConfigApplied, ConfigChange, ConfigSource, ConfigValue};
 pub use error::EnvironmentError;
+pub use reload::{ReloadIssue, ReloadReport};
 pub use status::{Available, Event, EventKind, PluginState, PluginStatus};
 
 use crate::bundle::{BundleError, scan_plugins_dir};
@@ -41,7 +43,7 @@ use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
 use keeper_task::KeeperTask;
 use metrics::Metrics;
-use slot::{Keeper, Life, Phase, Slot};
+use slot::{Keeper, Life, Phase, Slot, Version};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
@@ -60,8 +62,11 @@ pub struct Environment {
 
 struct Inner {
     shared: Arc<Shared>,
-    slots: BTreeMap<String, Arc<Slot>>,
-    invalid: Vec<BundleError>,
+    /// Changed only by [`Environment::reload`]; never locked across an await.
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    invalid: Mutex<Vec<BundleError>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// What every keeper task needs, apart from its own slot.
@@ -111,7 +116,7 @@ impl Environment {
                 let runtime = plan_launch(&bundle, &config.launch).ok().map(|p| p.runtime);
                 (
                     bundle.id().to_string(),
-                    Arc::new(Slot::new(bundle, runtime)),
+                    Arc::new(Slot::new(Version::of(bundle, &config.launch), runtime)),
                 )
             })
             .collect();
@@ -131,8 +136,9 @@ impl Environment {
         Ok(Environment {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
-                slots,
-                invalid: scan.errors,
+                slots: RwLock::new(slots),
+                invalid: Mutex::new(scan.errors),
+                reloading: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -142,20 +148,25 @@ impl Environment {
         &self.inner.shared.config
     }
 
-    /// Every bundle directory, valid or not, as found at [`Environment::new`].
+    /// Every bundle directory, valid or not, as found at [`Environment::new`]
+    /// or the last [`Environment::reload`].
     pub fn available(&self) -> Vec<Available> {
         let valid = self
             .inner
-            .slots
-            .values()
-            .map(|s| Available::Bundle(Box::new(s.bundle.clone())));
-        let invalid = self.inner.invalid.iter().cloned().map(Available::Invalid);
+            .slots()
+            .into_iter()
+            .map(|s| Available::Bundle(Box::new(s.version().bundle.clone())));
+        let invalid = self.inner.invalid().into_iter().map(Available::Invalid);
         valid.chain(invalid).collect()
     }
 
     /// Ids of the valid bundles, sorted.
     pub fn plugin_ids(&self) -> Vec<String> {
-        self.inner.slots.keys().cloned().collect()
+        self.inner
+            .slots()
+            .iter()
+            .map(|s| s.id().to_string())
+            .collect()
     }
 
     /// Receives every state change from now on. A subscriber more than
@@ -166,7 +177,7 @@ impl Environment {
 
     /// Every plugin's status, sorted by id.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.inner.slots.values().map(|s| s.status()).collect()
+        self.inner.slots().iter().map(|s| s.status()).collect()
     }
 
     /// One plugin's status.
@@ -180,8 +191,8 @@ impl Environment {
     pub fn unready(&self) -> Vec<PluginStatus> {
         let closing = self.inner.shared.closing.is_cancelled();
         self.inner
-            .slots
-            .values()
+            .slots()
+            .into_iter()
             .filter(|slot| closing || slot.wanted.load(Ordering::Relaxed))
             .map(|slot| slot.status())
             .filter(|status| closing || status.state != PluginState::Running)
@@ -207,9 +218,18 @@ impl Environment {
     pub async fn activate(&self, id: &str) -> Result<PluginStatus, EnvironmentError> {
         let slot = self.slot(id)?;
         let _op = slot.op.lock().await;
+        self.activate_locked(&slot).await
+    }
+
+    /// The activation, for a caller that holds the slot's op lock.
+    async fn activate_locked(&self, slot: &Arc<Slot>) -> Result<PluginStatus, EnvironmentError> {
+        let id = slot.id();
         let shared = &self.inner.shared;
         if shared.closing.is_cancelled() {
             return Err(EnvironmentError::ShuttingDown);
+        }
+        if slot.removed.load(Ordering::Relaxed) {
+            return Err(EnvironmentError::UnknownPlugin(id.to_string()));
         }
         slot.wanted.store(true, Ordering::Relaxed);
         if matches!(slot.lock().life, Life::Kept(..)) {
@@ -252,6 +272,13 @@ impl Environment {
             keeper.stop.cancel();
         }
         let _op = slot.op.lock().await;
+        Self::stop_locked(&slot).await;
+        Ok(())
+    }
+
+    /// Stops the plugin's keeper and waits for its end, for a caller that
+    /// holds the slot's op lock.
+    async fn stop_locked(slot: &Slot) {
         let task = slot.lock().life.keeper().and_then(|keeper| {
             keeper.stop.cancel();
             keeper.task.take()
@@ -259,7 +286,6 @@ impl Environment {
         if let Some(task) = task {
             let _ = task.await;
         }
-        Ok(())
     }
 
     /// The plugin's settings, from its manifest's settings_schema.
@@ -350,8 +376,8 @@ impl Environment {
     /// (a filter chain).
     pub fn plugins_serving(&self, service: &str) -> Vec<(String, Channel)> {
         self.inner
-            .slots
-            .values()
+            .slots()
+            .into_iter()
             .filter_map(|slot| {
                 let instance = slot.running()?;
                 instance
@@ -398,7 +424,7 @@ impl Environment {
     /// Where an HTTP request for plugin `id` goes: its channel, if it is
     /// Running and serves the HTTP hook.
     pub(crate) fn http_target(&self, id: &str) -> Result<Channel, HttpTarget> {
-        let slot = self.inner.slots.get(id).ok_or(HttpTarget::Unknown)?;
+        let slot = self.inner.slot(id).ok_or(HttpTarget::Unknown)?;
         let instance = slot
             .running()
             .ok_or_else(|| HttpTarget::NotRunning(slot.status().state))?;
@@ -435,8 +461,8 @@ impl Environment {
     /// a stuck plugin.
     pub async fn shutdown(&self) {
         self.inner.shared.closing.cancel();
-        let all =
-            || futures::future::join_all(self.inner.slots.keys().map(|id| self.deactivate(id)));
+        let ids = self.plugin_ids();
+        let all = || futures::future::join_all(ids.iter().map(|id| self.deactivate(id)));
         let deadline = self.inner.shared.config.shutdown_deadline;
         if tokio::time::timeout(deadline, all()).await.is_err() {
             tracing::warn!(?deadline, "shutdown deadline passed; killing what is left");
@@ -457,9 +483,7 @@ impl Environment {
 
     fn slot(&self, id: &str) -> Result<Arc<Slot>, EnvironmentError> {
         self.inner
-            .slots
-            .get(id)
-            .cloned()
+            .slot(id)
             .ok_or_else(|| EnvironmentError::UnknownPlugin(id.to_string()))
     }
 
@@ -478,10 +502,28 @@ pub(crate) enum HttpTarget {
 }
 
 impl Inner {
+    /// Every slot, sorted by id (a snapshot: a reload may change the map).
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.values().cloned().collect()
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.get(id).cloned()
+    }
+
+    fn invalid(&self) -> Vec<BundleError> {
+        self.invalid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The one kill-everything path: a second Ctrl-C, a shutdown past its
     /// deadline, and the drop of the last handle.
     fn kill_everything(&self) {
-        for slot in self.slots.values() {
+        for slot in self.slots() {
             let mut state = slot.lock();
             if let Life::Kept(keeper, phase) = &mut state.life {
                 keeper.stop.cancel();
