@@ -268,11 +268,15 @@ impl Environment {
             version.bundle.manifest.display_version().to_string()
         });
         match slot {
+            Some(slot) if lock(&slot.refused).as_ref() == Some(&reason) => {
+                tracing::debug!(plugin = slot.id(), "new version still refused: {reason}");
+            }
             Some(slot) => {
                 tracing::warn!(
                     plugin = slot.id(),
                     "new version refused, the old one stays: {reason}"
                 );
+                *lock(&slot.refused) = Some(reason.clone());
                 let kind = EventKind::ReloadRefused {
                     reason: reason.clone(),
                 };
