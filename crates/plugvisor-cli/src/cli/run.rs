@@ -85,7 +85,9 @@ pub async fn run(
     let shown = tokio::spawn(show(env.clone(), events, display, title));
     // Watching before the first activation, so no change is missed.
     let watch = match options.watch {
-        true => Some(watch::spawn(env.clone())?),
+        true => watch::spawn(env.clone())
+            .inspect_err(|error| tracing::warn!("{error:#}; `plugvisor reload` still works"))
+            .ok(),
         false => None,
     };
 

@@ -24,9 +24,7 @@ pub fn spawn(env: Environment) -> anyhow::Result<JoinHandle<()>> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let _ = sender.send(event);
     })
-    .context(
-        "cannot watch the plugins directory (inotify); pass --no-watch to run without hot reload",
-    )?;
+    .context("cannot watch the plugins directory (inotify): hot reload is off")?;
     let mut watch = Watch {
         watcher,
         watched: BTreeSet::new(),

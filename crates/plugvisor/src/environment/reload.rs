@@ -158,8 +158,8 @@ impl Environment {
                     self.refuse(existing, Some(id), version.bundle.dir, reason, &mut report)
                 }
                 Ok(runtime) => changes.push(match existing {
-                    None => Change::Add(version, runtime),
-                    Some(slot) => Change::Replace(slot.clone(), version, runtime),
+                    None => Change::Add(version, Some(runtime)),
+                    Some(slot) => Change::Replace(slot.clone(), version, Some(runtime)),
                 }),
             }
         }
@@ -242,7 +242,7 @@ impl Environment {
 
     /// Whether the version can be launched, and how (checked before anything
     /// running is stopped).
-    fn launchable(&self, version: &Version) -> Result<Option<RuntimeKind>, String> {
+    fn launchable(&self, version: &Version) -> Result<RuntimeKind, String> {
         let config = &self.inner.shared.config;
         let plan = plan_launch(&version.bundle, &config.launch)
             .map_err(|error| format!("{}: {error}", version.bundle.manifest_path().display()))?;
@@ -252,7 +252,7 @@ impl Environment {
             configuration::check_file_values(&file, |_| Some(version.settings.clone()))
                 .map_err(|(_, error)| format!("the configured values: {error}"))?;
         }
-        Ok(Some(plan.runtime))
+        Ok(plan.runtime)
     }
 
     fn refuse(
