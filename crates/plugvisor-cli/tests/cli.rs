@@ -730,7 +730,9 @@ fn run_watches_the_plugins_dir_and_reloads_what_changed() {
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
     let first = native_fake_bundle(&plugins, "first", "");
-    let mut run = Running::start(&plugins, &["--json"]);
+    // Debug for the reloads, to count those that changed nothing.
+    let logs = "info,plugvisor::environment::reload=debug";
+    let mut run = Running::start(&plugins, &["--json", "--log-level", logs]);
     let lines = stream_lines(&mut run.child);
     run.wait_until("first Running", |s| all_running(s, 1));
     let step = || std::thread::sleep(Duration::from_millis(100));
@@ -805,6 +807,14 @@ fn run_watches_the_plugins_dir_and_reloads_what_changed() {
     let (code, _, stderr) = run.wait_exit();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("new version refused"), "{stderr}");
+    // Reads (a reload reads every manifest, a start opens the executable)
+    // must not trigger reloads: that would loop every quiet period.
+    let idle_reloads = stderr.matches("reload: nothing changed").count();
+    eprintln!("reloads that changed nothing: {idle_reloads}");
+    assert!(
+        idle_reloads <= 1,
+        "{idle_reloads} reloads that changed nothing"
+    );
     assert_no_leftovers(first_pid as u32);
 }
 

@@ -191,3 +191,32 @@ async fn a_deactivated_plugin_gets_its_new_version_without_starting() {
     env.activate("idle").await.unwrap();
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_version_whose_schema_refuses_the_configured_values_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let typed = native_fake_bundle(root.path(), "typed", "");
+    let schema = |kind: &str| serde_json::json!({"settings": [{"key": "shout", "type": kind}]});
+    set_manifest_field(&typed, "settings_schema", schema("bool"));
+    let file = serde_json::json!({"shout": true});
+    let config = EnvironmentConfig::builder(root.path())
+        .plugin_configuration("typed", file.as_object().unwrap().clone())
+        .build()
+        .unwrap();
+    let env = Environment::new(config).unwrap();
+    env.activate("typed").await.unwrap();
+    let typed_pid = pid(&env, "typed");
+
+    set_manifest_field(&typed, "version", "2.0.0".into());
+    set_manifest_field(&typed, "settings_schema", schema("text"));
+    let report = env.reload().await.unwrap();
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    let reason = &report.refused[0].reason;
+    assert!(
+        reason.contains("configured values") && reason.contains("shout"),
+        "{reason}"
+    );
+    assert_eq!(pid(&env, "typed"), typed_pid);
+    assert_eq!(env.status("typed").unwrap().version, "1.0.0");
+    env.shutdown().await;
+}
