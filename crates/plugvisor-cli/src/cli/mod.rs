@@ -54,8 +54,10 @@ Hot reload: PLUGINS_DIR is watched (inotify). Once it has been quiet for 300 ms,
 activated, a bundle whose plugin.json or executable changed is restarted with its new version, and
 a removed bundle is stopped and dropped from the status. A new version that cannot be launched
 (bad manifest, missing executable) is refused with a warning, and the running version stays.
-Copy a new version in place in any order: it is loaded once the copy is done. `plugvisor reload`
-does the same on demand; --no-watch turns the watching off.
+A bundle copied in steps less than 300 ms apart is loaded once, when whole; a slower copy may be
+refused part-way (say, its executable is not there yet) and is loaded once it is complete.
+`plugvisor reload` does the same on demand; --no-watch turns the watching off.
+
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -128,7 +130,7 @@ Exits 0 when nothing was refused and every start succeeded, 1 otherwise.
 `plugvisor run` does this by itself when files change, unless it was given --no-watch.
 
 Examples:
-  cp -r build/my-plugin plugins/ && plugvisor reload
+  plugvisor reload            # after changing the folder of a `plugvisor run --no-watch`
   plugvisor reload --json   # {\"added\":[..],\"restarted\":[..],\"removed\":[..],\"refused\":[..],\"failed\":[..]}"
     )]
     Reload {

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// How long the watched directories must stay quiet before a reload.
+/// How long the watched directories must stay quiet before a reload
+/// (`run --help` and the README say 300 ms).
 pub const QUIET: Duration = Duration::from_millis(300);
 
 /// Starts watching; the task reloads until it is aborted.
