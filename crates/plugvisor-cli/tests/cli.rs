@@ -747,6 +747,21 @@ fn run_watches_the_plugins_dir_and_reloads_what_changed() {
     let statuses = run.wait_until("second Running", |s| all_running(s, 2));
     let second_pid = statuses[1]["pid"].as_u64().unwrap() as u32;
 
+    // A slow copy: refused while its executable (and the directory that
+    // holds it) is missing, loaded once it is there.
+    let staged = native_fake_bundle(root.path(), "third", "");
+    let third = plugins.join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    std::fs::copy(staged.join("plugin.json"), third.join("plugin.json")).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(run.statuses().len(), 2);
+    std::fs::create_dir_all(third.join("bin")).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::copy(staged.join("bin/plugin"), third.join("bin/plugin")).unwrap();
+    run.wait_until("third Running", |s| all_running(s, 3));
+    std::fs::remove_dir_all(&third).unwrap();
+    run.wait_until("third gone", |s| all_running(s, 2));
+
     // A new version in pieces: manifest, executable, manifest again.
     set_manifest_field(&first, "version", "2.0.0".into());
     step();

@@ -50,10 +50,12 @@ pub fn spawn(env: Environment) -> anyhow::Result<JoinHandle<()>> {
                     },
                 }
             }
+            // Watch first, then scan: a file written in between is in the
+            // scan or sends an event, never neither.
+            watch.update(&env);
             if let Err(error) = env.reload().await {
                 tracing::warn!("reload failed: {error}");
             }
-            watch.update(&env);
         }
     }))
 }
