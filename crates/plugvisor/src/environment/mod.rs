@@ -5,7 +5,8 @@
 //! applies the restart policy ([`crate::RestartPolicy`]); a crash is seen the
 //! moment the process exits, a hung plugin by the periodic health check
 //! ([`crate::HealthPolicy`]). Every state change is sent as an [`Event`]
-//! ([`Environment::subscribe`]). The environment knows plugins by id and
+//! ([`Environment::subscribe`]). [`Environment::reload`] applies what changed
+//! in the plugins directory since. The environment knows plugins by id and
 //! never touches a process or a socket itself: that is the supervisor's job.
 
 mod call;
