@@ -162,7 +162,14 @@ async fn an_invalid_new_version_is_refused_and_the_old_one_keeps_running() {
     assert!(report.is_clean());
     assert_no_leftovers(steady_pid);
 
-    // A new bundle that cannot be launched is not added.
+    // A new bundle that cannot be launched is not added; the warning comes
+    // once, the report every time.
+    let logs = captured_logs();
+    let warnings = || {
+        (logs.lines().into_iter())
+            .filter(|l| l.contains("WARN") && l.contains("newbie/plugin.json"))
+            .count()
+    };
     let newbie = native_fake_bundle(root.path(), "newbie", "");
     std::fs::remove_file(newbie.join("bin/plugin")).unwrap();
     let report = env.reload().await.unwrap();
@@ -170,6 +177,9 @@ async fn an_invalid_new_version_is_refused_and_the_old_one_keeps_running() {
     assert_eq!(report.refused[0].id.as_deref(), Some("newbie"));
     assert_eq!(report.refused[0].kept_version, None);
     assert_eq!(env.plugin_ids(), ["steady"]);
+    assert_eq!(warnings(), 1, "{}", logs.text());
+    assert_eq!(env.reload().await.unwrap().refused.len(), 1);
+    assert_eq!(warnings(), 1, "{}", logs.text());
     env.shutdown().await;
 }
 

@@ -66,6 +66,9 @@ struct Inner {
     /// Changed only by [`Environment::reload`]; never locked across an await.
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     invalid: Mutex<Vec<BundleError>>,
+    /// What was last said about each bundle directory that is no plugin
+    /// (yet): a reload warns when that changes, not every time.
+    refused_new: Mutex<BTreeMap<std::path::PathBuf, String>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -138,6 +141,11 @@ impl Environment {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
                 slots: RwLock::new(slots),
+                refused_new: Mutex::new(
+                    (scan.errors.iter())
+                        .map(|error| (error.dir.clone(), error.to_string()))
+                        .collect(),
+                ),
                 invalid: Mutex::new(scan.errors),
                 reloading: tokio::sync::Mutex::new(()),
             }),

@@ -140,6 +140,7 @@ impl Environment {
             .map(|slot| (slot.id().to_string(), slot))
             .collect();
         let mut report = ReloadReport::default();
+        let mut said = BTreeMap::new();
         let mut seen = BTreeSet::new();
         let mut changes = Vec::new();
         for bundle in scan.bundles {
@@ -155,7 +156,8 @@ impl Environment {
             }
             match self.launchable(&version) {
                 Err(reason) => {
-                    self.refuse(existing, Some(id), version.bundle.dir, reason, &mut report)
+                    let (dir, report) = (version.bundle.dir, &mut report);
+                    self.refuse(existing, Some(id), dir, reason, report, &mut said)
                 }
                 Ok(runtime) => changes.push(match existing {
                     None => Change::Add(version, Some(runtime)),
@@ -171,7 +173,8 @@ impl Environment {
                 .values()
                 .find(|slot| !seen.contains(slot.id()) && slot.version().bundle.dir == error.dir);
             let id = slot.map(|slot| slot.id().to_string());
-            self.refuse(slot, id, error.dir.clone(), error.to_string(), &mut report);
+            let (dir, reason) = (error.dir.clone(), error.to_string());
+            self.refuse(slot, id, dir, reason, &mut report, &mut said);
         }
         let gone: Vec<Arc<Slot>> = current
             .values()
@@ -180,7 +183,8 @@ impl Environment {
             })
             .cloned()
             .collect();
-        *self.inner.invalid.lock().unwrap_or_else(|e| e.into_inner()) = scan.errors;
+        *lock(&self.inner.invalid) = scan.errors;
+        *lock(&self.inner.refused_new) = said;
 
         report.removed = gone.iter().map(|slot| slot.id().to_string()).collect();
         futures::future::join_all(gone.iter().map(|slot| self.remove(slot))).await;
@@ -262,6 +266,7 @@ impl Environment {
         dir: PathBuf,
         reason: String,
         report: &mut ReloadReport,
+        said: &mut BTreeMap<PathBuf, String>,
     ) {
         let kept_version = slot.map(|slot| {
             let version = slot.version();
@@ -282,7 +287,14 @@ impl Environment {
                 };
                 slot.update(&self.inner.shared, kind, |_| {});
             }
-            None => tracing::warn!("new bundle refused: {reason}"),
+            None => {
+                let before = lock(&self.inner.refused_new);
+                match before.get(&dir) == Some(&reason) {
+                    true => tracing::debug!("bundle still refused: {reason}"),
+                    false => tracing::warn!("new bundle refused: {reason}"),
+                }
+                said.insert(dir.clone(), reason.clone());
+            }
         }
         report.refused.push(ReloadIssue {
             id,
