@@ -147,12 +147,10 @@ fn collect_output(child: &mut Child) -> Output {
     let status = child.wait().unwrap();
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
+    // A test that streams stdout has taken it.
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).unwrap();
+    }
     child
         .stderr
         .take()
@@ -934,4 +932,209 @@ fn lock_refuses_a_bad_dir_and_invalid_bundles_and_check_names_unlocked_ones() {
         stderr.contains("lock file /nonexistent/plugvisor.lock does not exist"),
         "{stderr}"
     );
+}
+
+/// A child's stdout lines as they come, each with when it came.
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>;
+
+fn stream_lines(child: &mut Child) -> Lines {
+    let out = child.stdout.take().unwrap();
+    let lines = Lines::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push((std::time::Instant::now(), line));
+        }
+    });
+    lines
+}
+
+/// `run --json` events about `id`, with when each came.
+fn events_of(lines: &Lines, id: &str) -> Vec<(std::time::Instant, Value)> {
+    let lines = lines.lock().unwrap();
+    lines
+        .iter()
+        .filter_map(|(at, line)| Some((*at, serde_json::from_str::<Value>(line).ok()?)))
+        .filter(|(_, event)| event["status"]["id"] == id)
+        .collect()
+}
+
+fn count_events(lines: &Lines, id: &str, kind: &str) -> usize {
+    events_of(lines, id)
+        .iter()
+        .filter(|(_, e)| e["event"] == kind)
+        .count()
+}
+
+#[test]
+fn run_watches_the_plugins_dir_and_reloads_what_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let first = native_fake_bundle(&plugins, "first", "");
+    // Debug for the reloads, to count those that changed nothing.
+    let logs = "info,plugvisor::environment::reload=debug";
+    let mut run = Running::start(&plugins, &["--json", "--log-level", logs]);
+    let lines = stream_lines(&mut run.child);
+    run.wait_until("first Running", |s| all_running(s, 1));
+    let step = || std::thread::sleep(Duration::from_millis(100));
+
+    // A bundle copied in pieces, manifest first: started once, when whole.
+    let staged = native_fake_bundle(root.path(), "second", "");
+    let second = plugins.join("second");
+    std::fs::create_dir_all(second.join("bin")).unwrap();
+    std::fs::copy(staged.join("plugin.json"), second.join("plugin.json")).unwrap();
+    step();
+    std::fs::copy(staged.join("bin/plugin"), second.join("bin/plugin")).unwrap();
+    let statuses = run.wait_until("second Running", |s| all_running(s, 2));
+    let second_pid = statuses[1]["pid"].as_u64().unwrap() as u32;
+
+    // A slow copy: refused while its executable (and the directory that
+    // holds it) is missing, loaded once it is there.
+    let staged = native_fake_bundle(root.path(), "third", "");
+    let third = plugins.join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    std::fs::copy(staged.join("plugin.json"), third.join("plugin.json")).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(run.statuses().len(), 2);
+    std::fs::create_dir_all(third.join("bin")).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::copy(staged.join("bin/plugin"), third.join("bin/plugin")).unwrap();
+    run.wait_until("third Running", |s| all_running(s, 3));
+    std::fs::remove_dir_all(&third).unwrap();
+    run.wait_until("third gone", |s| all_running(s, 2));
+
+    // A new version in pieces: manifest, executable, manifest again.
+    set_manifest_field(&first, "version", "2.0.0".into());
+    step();
+    let executable = first.join("bin/plugin");
+    let script = std::fs::read_to_string(&executable).unwrap();
+    std::fs::write(&executable, format!("{script}# v2\n")).unwrap();
+    step();
+    set_manifest_field(&first, "description", "the second version".into());
+    let changed = std::time::Instant::now();
+    let statuses = run.wait_until("first 2.0.0 Running", |s| {
+        s.iter()
+            .any(|p| p["id"] == "first" && p["version"] == "2.0.0" && p["state"] == "Running")
+    });
+    let first_pid = statuses[0]["pid"].as_u64().unwrap();
+    let at = |kind: &str| {
+        events_of(&lines, "first")
+            .into_iter()
+            .rev()
+            .find(|(_, e)| e["event"] == kind)
+            .map(|(at, _)| at.saturating_duration_since(changed).as_secs_f64() * 1000.0)
+            .unwrap()
+    };
+    eprintln!(
+        "reload latency, last write -> Reloaded {:.0} ms -> Running {:.0} ms (quiet period 300 ms)",
+        at("reloaded"),
+        at("running")
+    );
+    // Quiet for several quiet periods: no second reload comes (nor, below,
+    // a reload that changes nothing).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count_events(&lines, "first", "reloaded"), 1);
+    assert_eq!(count_events(&lines, "first", "starting"), 2);
+    assert_eq!(count_events(&lines, "second", "added"), 1);
+    assert_eq!(count_events(&lines, "second", "starting"), 1);
+    assert_eq!(count_events(&lines, "second", "reload_refused"), 0);
+
+    // A broken manifest is refused; the running version stays.
+    std::fs::write(first.join("plugin.json"), "{").unwrap();
+    let refused = eventually(Duration::from_secs(10), || {
+        count_events(&lines, "first", "reload_refused") == 1
+    });
+    assert!(refused, "no reload_refused event");
+    let (_, event) = events_of(&lines, "first").pop().unwrap();
+    assert!(
+        event["reason"].as_str().unwrap().contains("invalid JSON"),
+        "{event}"
+    );
+    let statuses = run.statuses();
+    assert_eq!(statuses[0]["state"], "Running");
+    assert_eq!(statuses[0]["pid"].as_u64(), Some(first_pid));
+
+    // A removed bundle is stopped and dropped from the status.
+    std::fs::remove_dir_all(&second).unwrap();
+    run.wait_until("second gone", |s| s.len() == 1 && s[0]["id"] == "first");
+    assert_no_leftovers(second_pid);
+    assert_eq!(count_events(&lines, "second", "removed"), 1);
+
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("new version refused"), "{stderr}");
+    // Reads (a reload reads every manifest, a start opens the executable)
+    // must not trigger reloads: that would loop every quiet period.
+    let idle_reloads = stderr.matches("reload: nothing changed").count();
+    assert!(
+        idle_reloads <= 1,
+        "{idle_reloads} reloads that changed nothing"
+    );
+    assert_no_leftovers(first_pid as u32);
+}
+
+#[test]
+fn reload_command_prints_what_changed_and_fails_on_a_refusal() {
+    let root = tempfile::tempdir().unwrap();
+    let a = native_fake_bundle(root.path(), "alpha", "");
+    let run = Running::start(root.path(), &["--no-watch"]);
+    run.wait_until("alpha Running", |s| all_running(s, 1));
+    let reload = |args: &[&str]| {
+        let mut all = vec!["reload"];
+        all.extend(args);
+        let output = run.ctl(&all);
+        (output.status.code(), text(&output.stdout))
+    };
+    let (code, out) = reload(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("nothing changed"), "{out}");
+
+    let b = native_fake_bundle(root.path(), "beta", "");
+    set_manifest_field(&a, "version", "1.1.0".into());
+    // --no-watch: nothing happens on its own.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(run.statuses().len(), 1);
+    let (code, out) = reload(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("added      beta\n") && out.contains("restarted  alpha"),
+        "{out}"
+    );
+    assert!(all_running(&run.statuses(), 2));
+
+    std::fs::write(b.join("plugin.json"), "{").unwrap();
+    let (code, out) = reload(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("refused    beta: ")
+            && out.contains("invalid JSON")
+            && out.contains("1.0.0 stays"),
+        "{out}"
+    );
+    let (code, json) = reload(&["--json"]);
+    assert_eq!(code, Some(1));
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["refused"][0]["id"], "beta");
+    assert_eq!(report["refused"][0]["kept_version"], "1.0.0");
+
+    std::fs::remove_dir_all(&a).unwrap();
+    let (code, out) = reload(&[]);
+    assert_eq!(code, Some(1), "beta is still refused: {out}");
+    assert!(out.contains("removed    alpha"), "{out}");
+    let statuses = run.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0]["state"], "Running");
+
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, stdout, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "beta: new bundle",
+        "alpha: new version 1.1.0 (was 1.0.0)",
+        "beta: new version refused, 1.0.0 Running stays",
+        "alpha: bundle removed",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in {stdout}");
+    }
 }

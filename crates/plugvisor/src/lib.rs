@@ -53,7 +53,7 @@ pub use digest::{InvalidSha256, Sha256};
 pub use environment::{
     Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,
     EnvironmentConfig, EnvironmentConfigBuilder, EnvironmentError, Event, EventKind, PluginState,
-    PluginStatus,
+    PluginStatus, ReloadIssue, ReloadReport,
 };
 pub use handshake::{Handshake, HandshakeLineError, Network};
 pub use hooks::{CallerPlugin, HookError, HookTimeouts, HookTimeoutsBuilder};

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use plugvisor::{ConfigApplied, ConfigChange, ConfigValue, Environment, PluginStatus};
+use plugvisor::{
+    ConfigApplied, ConfigChange, ConfigValue, Environment, PluginStatus, ReloadReport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -46,6 +48,8 @@ pub enum Request {
         id: String,
         keys: Vec<String>,
     },
+    /// Rescan the plugins directory and apply what changed.
+    Reload,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -59,6 +63,8 @@ pub struct Response {
     pub configuration: Option<Vec<ConfigValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<ConfigApplied>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadReport>,
 }
 
 /// Connections served at once; more wait to be accepted.
@@ -182,6 +188,9 @@ async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io
             let changes = keys.into_iter().map(ConfigChange::unset);
             configure(env, &id, changes, &mut response).await
         }
+        Request::Reload => env.reload().await.map(|report| {
+            response.reload = Some(report);
+        }),
     }
     .map_err(|e| e.to_string());
     response.ok = result.is_ok();

@@ -7,9 +7,11 @@ mod lock;
 mod logging;
 mod notify;
 mod ping;
+mod reload;
 mod run;
 mod settings;
 mod table;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor status                           the status table of a running `run`
   plugvisor restart hello-python             restart one plugin of a running `run`
   plugvisor debug hello-go                   no health kills or restarts: pause it in a debugger
+  plugvisor reload                           apply what changed in the plugins folder now
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
   plugvisor check examples/plugins/*         validate bundles without starting them
@@ -54,6 +57,15 @@ Ctrl-C or SIGTERM stops all plugins (controller Shutdown, SIGTERM, SIGKILL); a s
 Under systemd (Type=notify) it sends READY=1, STOPPING=1 and WATCHDOG=1; see deploy/ in the repository.
 With PLUGINS_DIR/plugvisor.lock (see `plugvisor lock`) or --lock FILE, every start checks the plugin's
 files against it: a mismatch, or a bundle it does not list, is refused (FailedToStart, not restarted).
+
+Hot reload: PLUGINS_DIR is watched (inotify). Once it has been quiet for 300 ms, a new bundle is
+activated, a bundle whose plugin.json or executable changed is restarted with its new version, and
+a removed bundle is stopped and dropped from the status. A new version that cannot be launched
+(bad manifest, missing executable) is refused with a warning, and the running version stays.
+A bundle copied in steps less than 300 ms apart is loaded once, when whole; a slower copy may be
+refused part-way (say, its executable is not there yet) and is loaded once it is complete.
+`plugvisor reload` does the same on demand; --no-watch turns the watching off.
+
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
 and each plugin's configuration values in a [plugins.ID] table:
   health-interval = \"5s\"
@@ -80,6 +92,9 @@ Examples:
         /// Start plugin ID in debug mode (repeatable): see `plugvisor debug --help`.
         #[arg(long = "debug", value_name = "ID")]
         debug: Vec<String>,
+        /// Do not watch PLUGINS_DIR; changes are applied only by `plugvisor reload`.
+        #[arg(long)]
+        no_watch: bool,
         #[command(flatten)]
         control: ControlSocket,
         #[command(flatten)]
@@ -137,6 +152,25 @@ Examples:
         /// End debug mode: health checks and restarts apply again.
         #[arg(long)]
         off: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
+    /// Rescan the plugins folder of a running `plugvisor run` and apply what changed.
+    #[command(
+        after_help = "New bundles are activated, bundles whose plugin.json or executable changed are
+restarted with their new version, removed bundles are stopped and dropped. A new version
+that cannot be launched is refused and the running one stays; its reason is printed.
+Exits 0 when nothing was refused and every start succeeded, 1 otherwise.
+`plugvisor run` does this by itself when files change, unless it was given --no-watch.
+
+Examples:
+  plugvisor reload            # after changing the folder of a `plugvisor run --no-watch`
+  plugvisor reload --json   # {\"added\":[..],\"restarted\":[..],\"removed\":[..],\"refused\":[..],\"failed\":[..]}"
+    )]
+    Reload {
+        /// Print what changed as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         control: ControlSocket,
     },
@@ -236,6 +270,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             config,
             debug,
+            no_watch,
             control,
             launch,
             protocol,
@@ -248,6 +283,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = run::RunOptions {
                 control_socket: control.control_socket,
                 debug,
+                watch: !no_watch,
             };
             run::run(&plugins_dir, settings, options, display).await
         }
@@ -295,6 +331,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { id, control } => send(control, Request::Stop { id }).await,
         Command::Restart { id, control } => send(control, Request::Restart { id }).await,
         Command::Debug { id, off, control } => send(control, Request::Debug { id, on: !off }).await,
+        Command::Reload { json, control } => {
+            let response = control::request(&control.path(), &Request::Reload).await?;
+            reload::print(response, json)
+        }
         Command::Config(command) => config::run(command).await,
     }
 }
@@ -309,7 +349,7 @@ async fn send(control: ControlSocket, request: Request) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(statuses: &[plugvisor::PluginStatus]) {
+pub(crate) fn print_table(statuses: &[plugvisor::PluginStatus]) {
     let width = terminal_size::terminal_size().map_or(200, |(w, _)| w.0 as usize);
     for line in table::render_table(statuses, std::time::SystemTime::now(), width) {
         println!("{line}");

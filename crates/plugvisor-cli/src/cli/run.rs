@@ -13,11 +13,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::control;
 use super::logging::LogRing;
 use super::notify;
 use super::settings::Settings;
 use super::table::{fit, render_table};
+use super::{control, watch};
 
 /// How `run` shows what happens.
 pub enum Display {
@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub control_socket: Option<PathBuf>,
     /// Plugins to start in debug mode.
     pub debug: Vec<String>,
+    /// Reload when the plugins directory changes.
+    pub watch: bool,
 }
 
 pub async fn run(
@@ -90,6 +92,13 @@ pub async fn run(
     let events = env.subscribe();
     let display_kind = DisplayKind::of(&display);
     let shown = tokio::spawn(show(env.clone(), events, display, title));
+    // Watching before the first activation, so no change is missed.
+    let watch = match options.watch {
+        true => watch::spawn(env.clone())
+            .inspect_err(|error| tracing::warn!("{error:#}; `plugvisor reload` still works"))
+            .ok(),
+        false => None,
+    };
 
     let ids = env.plugin_ids();
     let activations = futures::future::join_all(ids.iter().map(|id| env.activate(id)));
@@ -110,6 +119,9 @@ pub async fn run(
         _ = signals.next() => ExitCode::SUCCESS,
     };
 
+    if let Some(watch) = watch {
+        watch.abort();
+    }
     let started = Instant::now();
     let table = matches!(display_kind, DisplayKind::Table);
     tracing::info!("stopping all plugins (Ctrl-C again to kill them now)");
@@ -330,6 +342,17 @@ pub fn describe_event(event: &Event) -> String {
             exit: Some(exit),
         } => format!("stopped {method} ({exit})"),
         EventKind::Stopped { .. } => "stopped".to_string(),
+        EventKind::Added => "new bundle".to_string(),
+        EventKind::Reloaded { previous_version } => {
+            format!("new version {} (was {previous_version})", s.version)
+        }
+        EventKind::ReloadRefused { reason } => {
+            format!(
+                "new version refused, {} {} stays: {reason}",
+                s.version, s.state
+            )
+        }
+        EventKind::Removed => "bundle removed; stopped and forgotten".to_string(),
         other => format!("{other:?}"),
     };
     let first_line = what.lines().next().unwrap_or_default().to_string();

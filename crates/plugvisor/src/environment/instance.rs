@@ -42,7 +42,7 @@ impl Instance {
     ) -> Result<Instance, EnvironmentError> {
         let id = slot.id();
         let config = &shared.config;
-        let mut plan = plan_launch(&slot.bundle, &config.launch).map_err(|source| {
+        let mut plan = plan_launch(&slot.version().bundle, &config.launch).map_err(|source| {
             EnvironmentError::Launch {
                 id: id.to_string(),
                 source,

@@ -122,6 +122,23 @@ impl Metrics {
         self.state_is(plugin, PluginState::NotRunning);
     }
 
+    /// A plugin no longer known (its bundle was removed) is no longer measured.
+    pub(crate) fn plugin_removed(&self, plugin: &str) {
+        for state in STATES {
+            self.state.remove(&PluginAndState {
+                plugin: plugin.to_string(),
+                state: state.to_string(),
+            });
+        }
+        let labels = Plugin {
+            plugin: plugin.to_string(),
+        };
+        self.restarts.remove(&labels);
+        self.crashes.remove(&labels);
+        self.start.remove(&labels);
+        self.health_check.remove(&labels);
+    }
+
     fn state_is(&self, plugin: &str, now: PluginState) {
         for state in STATES {
             let labels = PluginAndState {

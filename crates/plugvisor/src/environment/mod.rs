@@ -5,7 +5,8 @@
 //! applies the restart policy ([`crate::RestartPolicy`]); a crash is seen the
 //! moment the process exits, a hung plugin by the periodic health check
 //! ([`crate::HealthPolicy`]). Every state change is sent as an [`Event`]
-//! ([`Environment::subscribe`]). The environment knows plugins by id and
+//! ([`Environment::subscribe`]). [`Environment::reload`] applies what changed
+//! in the plugins directory since. The environment knows plugins by id and
 //! never touches a process or a socket itself: that is the supervisor's job.
 
 mod call;
@@ -17,12 +18,13 @@ mod keeper;
 mod keeper_task;
 mod metrics;
 mod pacing;
+mod reload;
 mod slot;
 mod status;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,7 @@ pub use call::CallError;
 pub use config::{EnvironmentConfig, EnvironmentConfigBuilder};
 pub use configuration::{ConfigApplied, ConfigChange, ConfigSource, ConfigValue};
 pub use error::EnvironmentError;
+pub use reload::{ReloadIssue, ReloadReport};
 pub use status::{Available, Event, EventKind, PluginState, PluginStatus};
 
 use crate::bundle::{BundleError, scan_plugins_dir};
@@ -41,7 +44,7 @@ use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
 use keeper_task::KeeperTask;
 use metrics::Metrics;
-use slot::{Keeper, Life, Phase, Slot};
+use slot::{Keeper, Life, Phase, Slot, Version};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
@@ -60,8 +63,14 @@ pub struct Environment {
 
 struct Inner {
     shared: Arc<Shared>,
-    slots: BTreeMap<String, Arc<Slot>>,
-    invalid: Vec<BundleError>,
+    /// Changed only by [`Environment::reload`]; never locked across an await.
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    invalid: Mutex<Vec<BundleError>>,
+    /// What was last said about each bundle directory that is no plugin
+    /// (yet): a reload warns when that changes, not every time.
+    refused_new: Mutex<BTreeMap<std::path::PathBuf, String>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// What every keeper task needs, apart from its own slot.
@@ -111,7 +120,7 @@ impl Environment {
                 let runtime = plan_launch(&bundle, &config.launch).ok().map(|p| p.runtime);
                 (
                     bundle.id().to_string(),
-                    Arc::new(Slot::new(bundle, runtime)),
+                    Arc::new(Slot::new(Version::of(bundle, &config.launch), runtime)),
                 )
             })
             .collect();
@@ -131,8 +140,14 @@ impl Environment {
         Ok(Environment {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
-                slots,
-                invalid: scan.errors,
+                slots: RwLock::new(slots),
+                refused_new: Mutex::new(
+                    (scan.errors.iter())
+                        .map(|error| (error.dir.clone(), error.to_string()))
+                        .collect(),
+                ),
+                invalid: Mutex::new(scan.errors),
+                reloading: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -142,20 +157,25 @@ impl Environment {
         &self.inner.shared.config
     }
 
-    /// Every bundle directory, valid or not, as found at [`Environment::new`].
+    /// Every bundle directory, valid or not, as found at [`Environment::new`]
+    /// or the last [`Environment::reload`].
     pub fn available(&self) -> Vec<Available> {
         let valid = self
             .inner
-            .slots
-            .values()
-            .map(|s| Available::Bundle(Box::new(s.bundle.clone())));
-        let invalid = self.inner.invalid.iter().cloned().map(Available::Invalid);
+            .slots()
+            .into_iter()
+            .map(|s| Available::Bundle(Box::new(s.version().bundle.clone())));
+        let invalid = self.inner.invalid().into_iter().map(Available::Invalid);
         valid.chain(invalid).collect()
     }
 
     /// Ids of the valid bundles, sorted.
     pub fn plugin_ids(&self) -> Vec<String> {
-        self.inner.slots.keys().cloned().collect()
+        self.inner
+            .slots()
+            .iter()
+            .map(|s| s.id().to_string())
+            .collect()
     }
 
     /// Receives every state change from now on. A subscriber more than
@@ -166,7 +186,7 @@ impl Environment {
 
     /// Every plugin's status, sorted by id.
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.inner.slots.values().map(|s| s.status()).collect()
+        self.inner.slots().iter().map(|s| s.status()).collect()
     }
 
     /// One plugin's status.
@@ -180,8 +200,8 @@ impl Environment {
     pub fn unready(&self) -> Vec<PluginStatus> {
         let closing = self.inner.shared.closing.is_cancelled();
         self.inner
-            .slots
-            .values()
+            .slots()
+            .into_iter()
             .filter(|slot| closing || slot.wanted.load(Ordering::Relaxed))
             .map(|slot| slot.status())
             .filter(|status| closing || status.state != PluginState::Running)
@@ -207,9 +227,18 @@ impl Environment {
     pub async fn activate(&self, id: &str) -> Result<PluginStatus, EnvironmentError> {
         let slot = self.slot(id)?;
         let _op = slot.op.lock().await;
+        self.activate_locked(&slot).await
+    }
+
+    /// The activation, for a caller that holds the slot's op lock.
+    async fn activate_locked(&self, slot: &Arc<Slot>) -> Result<PluginStatus, EnvironmentError> {
+        let id = slot.id();
         let shared = &self.inner.shared;
         if shared.closing.is_cancelled() {
             return Err(EnvironmentError::ShuttingDown);
+        }
+        if slot.removed.load(Ordering::Relaxed) {
+            return Err(EnvironmentError::UnknownPlugin(id.to_string()));
         }
         slot.wanted.store(true, Ordering::Relaxed);
         if matches!(slot.lock().life, Life::Kept(..)) {
@@ -252,6 +281,13 @@ impl Environment {
             keeper.stop.cancel();
         }
         let _op = slot.op.lock().await;
+        Self::stop_locked(&slot).await;
+        Ok(())
+    }
+
+    /// Stops the plugin's keeper and waits for its end, for a caller that
+    /// holds the slot's op lock.
+    async fn stop_locked(slot: &Slot) {
         let task = slot.lock().life.keeper().and_then(|keeper| {
             keeper.stop.cancel();
             keeper.task.take()
@@ -259,7 +295,6 @@ impl Environment {
         if let Some(task) = task {
             let _ = task.await;
         }
-        Ok(())
     }
 
     /// The plugin's settings, from its manifest's settings_schema.
@@ -350,8 +385,8 @@ impl Environment {
     /// (a filter chain).
     pub fn plugins_serving(&self, service: &str) -> Vec<(String, Channel)> {
         self.inner
-            .slots
-            .values()
+            .slots()
+            .into_iter()
             .filter_map(|slot| {
                 let instance = slot.running()?;
                 instance
@@ -398,7 +433,7 @@ impl Environment {
     /// Where an HTTP request for plugin `id` goes: its channel, if it is
     /// Running and serves the HTTP hook.
     pub(crate) fn http_target(&self, id: &str) -> Result<Channel, HttpTarget> {
-        let slot = self.inner.slots.get(id).ok_or(HttpTarget::Unknown)?;
+        let slot = self.inner.slot(id).ok_or(HttpTarget::Unknown)?;
         let instance = slot
             .running()
             .ok_or_else(|| HttpTarget::NotRunning(slot.status().state))?;
@@ -462,8 +497,8 @@ impl Environment {
     /// a stuck plugin.
     pub async fn shutdown(&self) {
         self.inner.shared.closing.cancel();
-        let all =
-            || futures::future::join_all(self.inner.slots.keys().map(|id| self.deactivate(id)));
+        let ids = self.plugin_ids();
+        let all = || futures::future::join_all(ids.iter().map(|id| self.deactivate(id)));
         let deadline = self.inner.shared.config.shutdown_deadline;
         if tokio::time::timeout(deadline, all()).await.is_err() {
             tracing::warn!(?deadline, "shutdown deadline passed; killing what is left");
@@ -484,9 +519,7 @@ impl Environment {
 
     fn slot(&self, id: &str) -> Result<Arc<Slot>, EnvironmentError> {
         self.inner
-            .slots
-            .get(id)
-            .cloned()
+            .slot(id)
             .ok_or_else(|| EnvironmentError::UnknownPlugin(id.to_string()))
     }
 
@@ -505,10 +538,28 @@ pub(crate) enum HttpTarget {
 }
 
 impl Inner {
+    /// Every slot, sorted by id (a snapshot: a reload may change the map).
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.values().cloned().collect()
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.get(id).cloned()
+    }
+
+    fn invalid(&self) -> Vec<BundleError> {
+        self.invalid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The one kill-everything path: a second Ctrl-C, a shutdown past its
     /// deadline, and the drop of the last handle.
     fn kill_everything(&self) {
-        for slot in self.slots.values() {
+        for slot in self.slots() {
             let mut state = slot.lock();
             if let Life::Kept(keeper, phase) = &mut state.life {
                 keeper.stop.cancel();

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::instance::Instance;
+use super::reload::Fingerprint;
 use super::status::{Event, EventKind, PluginState, PluginStatus};
 use crate::bundle::Bundle;
 use crate::hooks::HookTimeouts;
@@ -17,8 +18,9 @@ use crate::launch::{LaunchOptions, RuntimeKind};
 use crate::settings_schema::SettingsSchema;
 
 pub(crate) struct Slot {
-    pub(crate) bundle: Bundle,
-    settings: SettingsSchema,
+    id: String,
+    /// Replaced by a reload that finds a new version, under the op lock.
+    version: Mutex<Arc<Version>>,
     /// Serialises activate and deactivate of this id.
     pub(crate) op: tokio::sync::Mutex<()>,
     /// Serialises configuration changes of this id.
@@ -31,7 +33,19 @@ pub(crate) struct Slot {
     /// keeper sees (failed checks, an exit, a slow start) makes it kill or
     /// restart the plugin.
     debugging: AtomicBool,
+    /// Its bundle is gone: it is no longer activated (set under the op lock).
+    pub(crate) removed: AtomicBool,
+    /// Why a reload last refused its new version, while that version is
+    /// on disk: a warning and an event once, not at every reload.
+    pub(crate) refused: Mutex<Option<String>>,
     state: Mutex<SlotState>,
+}
+
+/// One version of a plugin's bundle, as a reload compares them.
+pub(crate) struct Version {
+    pub(crate) bundle: Bundle,
+    pub(crate) settings: SettingsSchema,
+    pub(crate) fingerprint: Fingerprint,
 }
 
 pub(crate) struct SlotState {
@@ -67,16 +81,17 @@ pub(crate) enum Phase {
 }
 
 impl Slot {
-    pub(crate) fn new(bundle: Bundle, runtime: Option<RuntimeKind>) -> Slot {
+    pub(crate) fn new(version: Version, runtime: Option<RuntimeKind>) -> Slot {
         Slot {
-            // The manifest was validated, its schema with it.
-            settings: bundle.manifest.settings().unwrap_or_default(),
-            bundle,
+            id: version.bundle.id().to_string(),
+            version: Mutex::new(Arc::new(version)),
             op: tokio::sync::Mutex::new(()),
             configuring: tokio::sync::Mutex::new(()),
             said_no_hooks: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             debugging: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            refused: Mutex::new(None),
             state: Mutex::new(SlotState {
                 life: Life::Idle(PluginState::NotRunning),
                 runtime,
@@ -89,7 +104,21 @@ impl Slot {
     }
 
     pub(crate) fn id(&self) -> &str {
-        self.bundle.id()
+        &self.id
+    }
+
+    /// The version its next start launches.
+    pub(crate) fn version(&self) -> Arc<Version> {
+        self.version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes a new version (the caller holds the op lock, nothing runs).
+    pub(crate) fn replace_version(&self, version: Version, runtime: Option<RuntimeKind>) {
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(version);
+        self.lock().runtime = runtime;
     }
 
     /// How long a start of this plugin may take.
@@ -127,8 +156,8 @@ impl Slot {
     }
 
     /// The plugin's settings_schema.
-    pub(crate) fn settings(&self) -> &SettingsSchema {
-        &self.settings
+    pub(crate) fn settings(&self) -> SettingsSchema {
+        self.version().settings.clone()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SlotState> {
@@ -187,7 +216,7 @@ impl SlotState {
         };
         PluginStatus {
             id: slot.id().to_string(),
-            version: slot.bundle.manifest.display_version().to_string(),
+            version: slot.version().bundle.manifest.display_version().to_string(),
             runtime: self.runtime,
             state: self.life.state(),
             pid,

@@ -135,6 +135,24 @@ pub enum EventKind {
     },
     /// A deactivation began.
     Stopping,
+    /// A reload found a new bundle; its activation follows.
+    Added,
+    /// A reload loaded a new version of the plugin (its plugin.json or its
+    /// executable changed); an activated plugin was stopped and its start
+    /// follows.
+    Reloaded {
+        /// The version it had before.
+        previous_version: String,
+    },
+    /// A reload found a new version that cannot be launched and kept the
+    /// one the plugin has, running or not.
+    ReloadRefused {
+        /// Which file or field is at fault.
+        reason: String,
+    },
+    /// A reload found the bundle gone: the plugin was stopped and is no
+    /// longer listed.
+    Removed,
     /// The plugin is stopped and reaped.
     Stopped {
         /// Which step of the stop sequence ended the process; `None` when
