@@ -1138,3 +1138,45 @@ fn reload_command_prints_what_changed_and_fails_on_a_refusal() {
         assert!(stdout.contains(line), "{line:?} not in {stdout}");
     }
 }
+
+#[test]
+fn a_flood_of_idle_control_connections_does_not_hold_up_a_request() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "flooded", "");
+    let run = Running::start(root.path(), &[]);
+    run.wait_until("Running", |s| all_running(s, 1));
+    // Four times the connections that may wait for their request line.
+    let idle: Vec<UnixStream> = (0..1024)
+        .map(|_| UnixStream::connect(&run.socket).unwrap())
+        .collect();
+    // The request is answered while every idle connection is still within
+    // its 5 s to send a line: it waited for none of them to time out.
+    let (done, answered) = std::sync::mpsc::channel();
+    let socket = run.socket.clone();
+    std::thread::spawn(move || {
+        let output = plugvisor(&[
+            "status",
+            "--json",
+            "--control-socket",
+            socket.to_str().unwrap(),
+        ]);
+        let _ = done.send(output);
+    });
+    let output = answered
+        .recv_timeout(Duration::from_secs(4))
+        .expect("status waited for the idle connections");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("\"flooded\""));
+    // Room was made by closing the oldest idle connections.
+    let mut oldest = &idle[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(oldest.read(&mut [0; 16]).unwrap(), 0, "not closed");
+    drop(idle);
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -16,7 +16,7 @@ use plugvisor::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -67,8 +67,12 @@ pub struct Response {
     pub reload: Option<ReloadReport>,
 }
 
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections still waiting for their request line. Past this many, the
+/// oldest of them is closed: a flood of idle connections can then delay a
+/// real request by nothing, since the newest connection always gets in.
+const MAX_WAITING: usize = 256;
+/// Requests served at once; more wait for their turn with their line read.
+const MAX_SERVING: usize = 64;
 /// Time a client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request line.
@@ -116,42 +120,71 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Answers requests until the task is dropped.
 pub async fn serve(listener: UnixListener, env: Environment) {
     let me = nix::unistd::geteuid().as_raw();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let serving = Arc::new(Semaphore::new(MAX_SERVING));
+    let mut waiting = Waiting::default();
     loop {
-        // Past the limit, connections wait in the listen backlog.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
+                // Out of descriptors, say: retrying at once would spin.
                 tracing::warn!(%error, "control socket accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let evicted = waiting.admit();
         let env = env.clone();
+        let serving = serving.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let peer = stream.peer_cred().map(|c| c.uid()).ok();
             if peer != Some(me) {
                 tracing::warn!(?peer, "refused a control connection from another user");
             }
-            let _ = handle(stream, &env, peer == Some(me)).await;
+            let (read, write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES);
+            tokio::select! {
+                read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)) => {
+                    if !matches!(read, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
+                }
+                // Closed to make room for newer connections.
+                _ = evicted => return,
+            }
+            let Ok(_turn) = serving.acquire().await else {
+                return;
+            };
+            let _ = answer(&line, write, &env, peer == Some(me)).await;
         });
     }
 }
 
-async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io::Result<()> {
-    let (read, write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES);
-    if tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
-        .await
-        .is_err()
-    {
-        return Ok(());
+/// The connections that have not sent their request yet, oldest first.
+#[derive(Default)]
+struct Waiting(std::collections::VecDeque<oneshot::Sender<()>>);
+
+impl Waiting {
+    /// Room for one more, closing the oldest waiting connection if need be.
+    /// The receiver resolves when this connection is the one closed; dropping
+    /// it (the request has arrived) takes the connection off the list.
+    fn admit(&mut self) -> oneshot::Receiver<()> {
+        self.0.retain(|waiting| !waiting.is_closed());
+        if self.0.len() >= MAX_WAITING {
+            self.0.pop_front();
+        }
+        let (evict, evicted) = oneshot::channel();
+        self.0.push_back(evict);
+        evicted
     }
+}
+
+async fn answer(
+    line: &str,
+    write: tokio::net::unix::OwnedWriteHalf,
+    env: &Environment,
+    allowed: bool,
+) -> std::io::Result<()> {
     if !allowed {
         let refused = Response {
             error: Some(
@@ -162,7 +195,7 @@ async fn handle(stream: UnixStream, env: &Environment, allowed: bool) -> std::io
         return write_response(write, &refused).await;
     }
     let mut response = Response::default();
-    let request = match serde_json::from_str::<Request>(&line) {
+    let request = match serde_json::from_str::<Request>(line) {
         Ok(request) => request,
         Err(error) => {
             response.error = Some(format!("bad request: {error}"));

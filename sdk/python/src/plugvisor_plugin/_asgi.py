@@ -52,6 +52,8 @@ RESPONSE_BUFFER = 16
 #: Threads reading request bodies for receive() (gRPC's request stream
 #: blocks); a slow upload holds one while it waits for the client.
 BODY_READERS = 64
+#: Seconds the requests still running at a stop get for their cleanup.
+END_TIMEOUT = 1.0
 #: Seconds the lifespan startup and shutdown may take.
 LIFESPAN_TIMEOUT = 30.0
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
@@ -283,6 +285,8 @@ class AsgiAdapter:
 
     async def _shutdown(self) -> None:
         assert self._lifespan_in is not None and self._lifespan_events is not None
+        # As ASGI servers do: the requests still running end before the app's shutdown.
+        await self._end_live()
         await self._lifespan_in.put({"type": "lifespan.shutdown"})
         event = await self._lifespan_events.get()
         if event["type"] == "lifespan.shutdown.failed":
@@ -294,16 +298,23 @@ class AsgiAdapter:
         """After the server drained: end what is left (no RPC may wait on a dead loop), stop the loop."""
         if self.loop.is_running():
 
-            async def abandon_all() -> None:
-                for exchange in list(self._live):
-                    await exchange.abandon()
-
             try:
-                self._on_loop(abandon_all(), 5)
+                self._on_loop(self._end_live(), 5)
             finally:
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self._thread.join(5)
                 self._readers.shutdown(wait=False, cancel_futures=True)
+
+    async def _end_live(self) -> None:
+        """Cancel the requests still running and let their cleanup (a generator's
+        finally, say) run before the loop stops, for up to END_TIMEOUT."""
+        tasks = []
+        for exchange in list(self._live):
+            await exchange.abandon()
+            if exchange.task is not None and not exchange.task.done():
+                tasks.append(exchange.task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=END_TIMEOUT)
 
     # -- requests ----------------------------------------------------------------------------------
     def serve(
