@@ -28,13 +28,9 @@ func cmdActivate(args []string, stdout, stderr io.Writer) int {
 	fs := newBenchFlagSet("activate", "activate", "Run --count cycles of: start (Client), first Ping, Dispense, Implemented and, when the plugin serves\n"+
 		"plugvisor.v1.Lifecycle, an in-memory host API on a broker id and OnActivate; then Kill. Print the times (ms).", stderr, &bf, 10)
 	config := fs.String("config", `{"greeting": "bench"}`, "the configuration JSON sent with OnActivate")
-	argv, code := parse(fs, args)
+	argv, code := bf.parse(fs, args, stderr)
 	if argv == nil {
 		return code
-	}
-	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
-		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
-		return 2
 	}
 	type activateRun struct {
 		*cycle
@@ -214,13 +210,9 @@ func cmdHTTPHook(args []string, stdout, stderr io.Writer) int {
 	fs := newBenchFlagSet("httphook", "httphook", "Start and activate a plugvisor.v1 plugin, then make --count plugvisor.v1.Http calls (GET --path, no body)\n"+
 		"one after the other, straight on the plugin's connection, with no HTTP server in between; print their latencies (ms).", stderr, &bf, 1000)
 	path := fs.String("path", "/small", "the path (after the mount path) to GET")
-	argv, code := parse(fs, args)
+	argv, code := bf.parse(fs, args, stderr)
 	if argv == nil {
 		return code
-	}
-	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
-		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
-		return 2
 	}
 	type httpHookResult struct {
 		Run    *cycle `json:"run"`
@@ -259,14 +251,7 @@ func cmdHTTPHook(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}()
 	}
-	if err != nil {
-		res.Error = err.Error()
-	}
-	c.kill(bf.log || err != nil)
-	if werr := writeJSON(stdout, res); werr != nil || err != nil {
-		return 1
-	}
-	return 0
+	return c.finish(stdout, bf.log, &res, &res.Error, err)
 }
 
 func init() {

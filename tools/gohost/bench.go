@@ -126,6 +126,19 @@ func (c *cycle) sigkill() {
 	}
 }
 
+// finish ends a one-cycle subcommand: err into errField, the plugin killed
+// (its log kept when asked or on failure), res printed; 1 on any failure.
+func (c *cycle) finish(stdout io.Writer, keepLog bool, res any, errField *string, err error) int {
+	if err != nil {
+		*errField = err.Error()
+	}
+	c.kill(keepLog || err != nil)
+	if werr := writeJSON(stdout, res); werr != nil || err != nil {
+		return 1
+	}
+	return 0
+}
+
 func (c *cycle) kill(keepLog bool) {
 	if c.client == nil || c.killed {
 		return
@@ -200,13 +213,9 @@ func cmdCycles(name string) func(args []string, stdout, stderr io.Writer) int {
 		fs := newBenchFlagSet(name, name, "Run --count sequential start, Ping, Kill cycles; print per-run and summary timings (ms).", stderr, &bf, 10)
 		sigkill := fs.Bool("sigkill", false, "SIGKILL the plugin before Kill(), for runs that measure only the start: a plugin\n"+
 			"without GRPCController then costs no 2 s wait (kill_ms and graceful mean nothing)")
-		argv, code := parse(fs, args)
+		argv, code := bf.parse(fs, args, stderr)
 		if argv == nil {
 			return code
-		}
-		if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
-			fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
-			return 2
 		}
 		runs := make([]*cycle, 0, bf.count)
 		for i := 0; i < bf.count; i++ {
@@ -232,13 +241,9 @@ func cmdCycles(name string) func(args []string, stdout, stderr io.Writer) int {
 func cmdPing(args []string, stdout, stderr io.Writer) int {
 	var bf benchFlags
 	fs := newBenchFlagSet("ping", "ping", "Start the plugin once, call Ping --count times in a row, Kill; print Ping latencies (ms).", stderr, &bf, 1000)
-	argv, code := parse(fs, args)
+	argv, code := bf.parse(fs, args, stderr)
 	if argv == nil {
 		return code
-	}
-	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
-		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
-		return 2
 	}
 	type pingResult struct {
 		Run      *cycle `json:"run"`

@@ -227,14 +227,7 @@ func cmdHostAPI(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}()
 	}
-	if err != nil {
-		res.Error = err.Error()
-	}
-	c.kill(bf.log || err != nil)
-	if werr := writeJSON(stdout, res); werr != nil || err != nil {
-		return 1
-	}
-	return 0
+	return c.finish(stdout, bf.log, &res, &res.Error, err)
 }
 
 func cmdHooks(args []string, stdout, stderr io.Writer) int {
@@ -243,13 +236,9 @@ func cmdHooks(args []string, stdout, stderr io.Writer) int {
 		"each followed by a grpc.health.v1 Check on the same connection; print both latencies (ms).\n"+
 		"The hook's time includes what the plugin's hook does (tests/goplugins/sdkplugin: a JSON decode).", stderr, &bf, 1000)
 	config := fs.String("config", `{"greeting": "bench"}`, "the configuration JSON sent with every OnConfigurationChange")
-	argv, code := parse(fs, args)
+	argv, code := bf.parse(fs, args, stderr)
 	if argv == nil {
 		return code
-	}
-	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
-		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
-		return 2
 	}
 	type hooksResult struct {
 		Run        *cycle  `json:"run"`
@@ -307,14 +296,7 @@ func cmdHooks(args []string, stdout, stderr io.Writer) int {
 			return nil
 		}()
 	}
-	if err != nil {
-		res.Error = err.Error()
-	}
-	c.kill(bf.log || err != nil)
-	if werr := writeJSON(stdout, res); werr != nil || err != nil {
-		return 1
-	}
-	return 0
+	return c.finish(stdout, bf.log, &res, &res.Error, err)
 }
 
 func init() {

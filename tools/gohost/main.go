@@ -347,6 +347,20 @@ func parse(fs *flag.FlagSet, args []string) ([]string, int) {
 	return argv, 0
 }
 
+// parse is the package's parse plus the checks every bench subcommand makes:
+// the plugin command, or nil and the exit code.
+func (bf *benchFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string, int) {
+	argv, code := parse(fs, args)
+	if argv == nil {
+		return nil, code
+	}
+	if _, _, err := bf.newLog(stderr); err != nil || bf.count < 1 {
+		fmt.Fprintln(stderr, "gohost: bad flags:", err, "count", bf.count)
+		return nil, 2
+	}
+	return argv, 0
+}
+
 func writeJSON(w io.Writer, v interface{}) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

@@ -271,3 +271,21 @@ pub fn wait_for_line(path: &Path, prefix: &str) -> String {
     );
     found.unwrap()
 }
+
+/// Waits (10 s at most) for an event about `id` that matches.
+pub async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<plugvisor::Event>,
+    id: &str,
+    mut wanted: impl FnMut(&plugvisor::EventKind, plugvisor::PluginState) -> bool,
+) -> plugvisor::Event {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.recv().await.expect("event channel closed");
+            if event.status.id == id && wanted(&event.kind, event.status.state) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the expected event did not come")
+}

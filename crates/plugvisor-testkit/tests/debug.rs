@@ -12,7 +12,6 @@ use plugvisor::{
     RestartPolicy, SupervisorConfig,
 };
 use plugvisor_testkit::*;
-use tokio::sync::broadcast::Receiver;
 
 /// Checks every 50 ms, each given up after 100 ms; two failures in a row
 /// make a plugin hung. Restarts come fast.
@@ -42,23 +41,6 @@ fn config(root: &Path) -> EnvironmentConfig {
 
 fn signal(pid: u32, signal: Signal) {
     kill(Pid::from_raw(pid as i32), signal).unwrap();
-}
-
-async fn next_event(
-    events: &mut Receiver<plugvisor::Event>,
-    id: &str,
-    mut wanted: impl FnMut(&EventKind, PluginState) -> bool,
-) -> plugvisor::Event {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let event = events.recv().await.expect("event channel closed");
-            if event.status.id == id && wanted(&event.kind, event.status.state) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the expected event did not come")
 }
 
 /// Health checks of `id` so far, from the metrics.

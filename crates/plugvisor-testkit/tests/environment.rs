@@ -9,7 +9,6 @@ use plugvisor::{
     EnvironmentConfigBuilder, HealthPolicy, LaunchOptions, RestartPolicy, SupervisorConfig,
 };
 use plugvisor_testkit::*;
-use tokio::sync::broadcast::Receiver;
 
 fn fast_restarts() -> RestartPolicy {
     RestartPolicy::builder()
@@ -31,24 +30,6 @@ fn fast_builder(root: &Path) -> EnvironmentConfigBuilder {
 
 fn fast_config(root: &Path) -> EnvironmentConfig {
     fast_builder(root).build().unwrap()
-}
-
-/// Waits for an event about `id` that matches.
-async fn next_event(
-    events: &mut Receiver<plugvisor::Event>,
-    id: &str,
-    mut wanted: impl FnMut(&EventKind, PluginState) -> bool,
-) -> plugvisor::Event {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let event = events.recv().await.expect("event channel closed");
-            if event.status.id == id && wanted(&event.kind, event.status.state) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the expected event did not come")
 }
 
 #[tokio::test]

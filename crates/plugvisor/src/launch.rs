@@ -484,6 +484,13 @@ mod tests {
         }
     }
 
+    /// A bundle whose plugin.py runs under the interpreter at `python`, in it.
+    fn python_bundle(dir: &Path, python: &str) -> Bundle {
+        std::fs::write(dir.join("plugin.py"), "").unwrap();
+        write_executable(&dir.join(python));
+        bundle(dir, r#"{"id":"abc","server":{"executable":"plugin.py"}}"#)
+    }
+
     fn write_executable(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, "#!/bin/sh\n").unwrap();
@@ -574,12 +581,7 @@ mod tests {
     #[test]
     fn python_plan_prefers_the_bundle_venv() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("plugin.py"), "").unwrap();
-        write_executable(&dir.path().join(".venv/bin/python3"));
-        let b = bundle(
-            dir.path(),
-            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
-        );
+        let b = python_bundle(dir.path(), ".venv/bin/python3");
         let configured = tempfile::tempdir().unwrap();
         write_executable(&configured.path().join("python"));
         let plan = plan_launch(
@@ -702,12 +704,7 @@ mod tests {
     #[test]
     fn a_locked_python_plugin_needs_its_interpreter_locked() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("plugin.py"), "").unwrap();
-        write_executable(&dir.path().join("venv/bin/python"));
-        let b = bundle(
-            dir.path(),
-            r#"{"id":"abc","server":{"executable":"plugin.py"}}"#,
-        );
+        let b = python_bundle(dir.path(), "venv/bin/python");
         let lock_path = dir.path().join("plugvisor.lock");
         let digest = "ab".repeat(32);
         std::fs::write(
