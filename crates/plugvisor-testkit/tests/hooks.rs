@@ -381,8 +381,12 @@ async fn a_go_sdk_plugin_reaches_the_host_api_through_go_plugins_broker() {
         &plugins.join("hello-go"),
     );
     for tls in [false, true] {
+        let mode = match tls {
+            true => plugvisor::TlsMode::Require,
+            false => plugvisor::TlsMode::Off,
+        };
         let supervisor = plugvisor::SupervisorConfig::builder()
-            .auto_mtls(tls)
+            .tls(mode)
             .build()
             .unwrap();
         let env =

@@ -9,13 +9,13 @@ use plugvisor::Bundle;
 use plugvisor::internals::connect;
 use plugvisor::internals::{ClientIdentity, client_config};
 use plugvisor::{LaunchOptions, plan_launch};
-use plugvisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError};
+use plugvisor::{StopMethod, Supervisor, SupervisorConfig, SupervisorError, TlsMode, Transport};
 use plugvisor_testkit::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-fn mtls() -> SupervisorConfig {
-    SupervisorConfig::builder().auto_mtls(true).build().unwrap()
+fn with(mode: TlsMode) -> SupervisorConfig {
+    SupervisorConfig::builder().tls(mode).build().unwrap()
 }
 
 async fn start(dir: &Path, config: &SupervisorConfig) -> Result<Supervisor, SupervisorError> {
@@ -57,6 +57,7 @@ async fn health_over(
 /// Under AutoMTLS the plugin answers with its certificate, is healthy over
 /// TLS, and refuses clients without the host's certificate.
 async fn assert_mutual_tls(supervisor: Supervisor) {
+    assert!(supervisor.transport().is_mtls(), "{}", supervisor.transport());
     let cert = supervisor
         .handshake()
         .server_cert
@@ -91,7 +92,12 @@ async fn assert_mutual_tls(supervisor: Supervisor) {
 #[tokio::test]
 async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
     let root = tempfile::tempdir().unwrap();
-    let supervisor = start(&go_bundle(root.path()), &mtls()).await.unwrap();
+    // Auto is the default: nothing to turn on.
+    assert_eq!(SupervisorConfig::default().tls(), TlsMode::Auto);
+    let supervisor = start(&go_bundle(root.path()), &SupervisorConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(supervisor.transport(), Transport::UnixMtls);
     assert_mutual_tls(supervisor).await;
 }
 
@@ -99,15 +105,15 @@ async fn go_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
 async fn python_sdk_plugin_speaks_tls_and_refuses_hosts_without_the_client_cert() {
     built_artifact("examples/plugins/hello-python/venv/bin/python");
     let dir = repo_root().join("examples/plugins/hello-python");
-    let supervisor = start(&dir, &mtls()).await.unwrap();
+    let supervisor = start(&dir, &with(TlsMode::Require)).await.unwrap();
     assert_mutual_tls(supervisor).await;
 }
 
 #[tokio::test]
-async fn plaintext_tcp_is_refused_under_auto_mtls() {
+async fn plaintext_tcp_is_refused_under_require() {
     let root = tempfile::tempdir().unwrap();
     let dir = native_fake_bundle(root.path(), "plaintext-tcp", "--network tcp");
-    let error = start(&dir, &mtls()).await.unwrap_err();
+    let error = start(&dir, &with(TlsMode::Require)).await.unwrap_err();
     assert!(
         matches!(error, SupervisorError::PlaintextRefused { .. }),
         "{error}"
@@ -115,34 +121,48 @@ async fn plaintext_tcp_is_refused_under_auto_mtls() {
 }
 
 #[tokio::test]
-async fn plaintext_unix_socket_is_allowed_with_a_warning() {
+async fn plaintext_tcp_is_accepted_with_a_warning_under_auto() {
     let logs = captured_logs();
     let root = tempfile::tempdir().unwrap();
-    let dir = native_fake_bundle(root.path(), "plaintext-unix", "--network unix");
-    let plan = plan_launch(&Bundle::load(&dir).unwrap(), &LaunchOptions::default()).unwrap();
-    let supervisor = Supervisor::start("plaintext-unix", &plan, &mtls())
-        .await
-        .unwrap();
+    let dir = native_fake_bundle(root.path(), "plaintext-tcp-auto", "--network tcp");
+    let supervisor = start(&dir, &with(TlsMode::Auto)).await.unwrap();
+    assert_eq!(supervisor.transport(), Transport::Tcp);
     supervisor.ping().await.unwrap();
     supervisor.stop().await;
     let warning = logs
         .lines()
         .into_iter()
-        .find(|l| l.contains("plaintext-unix") && l.contains("WARN"))
+        .find(|l| l.contains("WARN") && l.contains("plaintext tcp"))
         .unwrap_or_else(|| panic!("no warning; logs:\n{}", logs.text()));
-    assert!(
-        warning.contains("ignored PLUGIN_CLIENT_CERT")
-            && warning.contains("unix socket stays plaintext"),
-        "{warning}"
-    );
+    assert!(warning.contains("any local user"), "{warning}");
+}
+
+#[tokio::test]
+async fn plaintext_on_the_private_unix_socket_needs_no_tls_in_any_mode() {
+    let logs = captured_logs();
+    let root = tempfile::tempdir().unwrap();
+    let dir = native_fake_bundle(root.path(), "plaintext-unix", "--network unix");
+    for mode in [TlsMode::Auto, TlsMode::Require] {
+        let supervisor = start(&dir, &with(mode)).await.unwrap();
+        assert_eq!(supervisor.transport(), Transport::Unix);
+        supervisor.ping().await.unwrap();
+        supervisor.stop().await;
+    }
+    let warnings: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN") && l.contains("plaintext"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[tokio::test]
 async fn tls_off_leaves_go_plugins_in_plaintext() {
     let root = tempfile::tempdir().unwrap();
-    let supervisor = start(&go_bundle(root.path()), &SupervisorConfig::default())
+    let supervisor = start(&go_bundle(root.path()), &with(TlsMode::Off))
         .await
         .unwrap();
     assert_eq!(supervisor.handshake().server_cert, None);
+    assert_eq!(supervisor.transport(), Transport::Unix);
     supervisor.stop().await;
 }

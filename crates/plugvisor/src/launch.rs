@@ -14,6 +14,7 @@ use crate::integrity::{Pin, PinSource};
 use crate::invalid_config::{InvalidConfig, positive};
 use crate::lock::Lock;
 use crate::manifest::{ManifestError, PLATFORM_KEYS, current_platform};
+use crate::sandbox::SandboxPolicy;
 
 /// Interpreters inside the bundle, in lookup order, relative to the bundle.
 pub(crate) const BUNDLE_INTERPRETERS: [&str; 4] = [
@@ -55,6 +56,7 @@ pub struct LaunchOptions {
     python_start_timeout: Duration,
     platform: String,
     lock_file: Option<PathBuf>,
+    sandbox: bool,
 }
 
 impl LaunchOptions {
@@ -101,6 +103,12 @@ impl LaunchOptions {
     pub fn lock_file(&self) -> Option<&Path> {
         self.lock_file.as_deref()
     }
+
+    /// Whether plugins run sandboxed ([`crate::SandboxPolicy`], enforced
+    /// with Landlock): each plan then carries its policy. Off by default.
+    pub fn sandbox(&self) -> bool {
+        self.sandbox
+    }
 }
 
 impl Default for LaunchOptions {
@@ -111,6 +119,7 @@ impl Default for LaunchOptions {
             python_start_timeout: Self::DEFAULT_PYTHON_START_TIMEOUT,
             platform: current_platform(),
             lock_file: None,
+            sandbox: false,
         }
     }
 }
@@ -141,6 +150,12 @@ impl LaunchOptionsBuilder {
     /// See [`LaunchOptions::lock_file`].
     pub fn lock_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.0.lock_file = Some(path.into());
+        self
+    }
+
+    /// See [`LaunchOptions::sandbox`].
+    pub fn sandbox(mut self, on: bool) -> Self {
+        self.0.sandbox = on;
         self
     }
 
@@ -191,6 +206,13 @@ pub struct LaunchPlan {
     /// From the spawn to the first SERVING health check.
     #[serde(serialize_with = "serialize_millis")]
     pub start_timeout: Duration,
+    /// What the plugin may reach, when it runs sandboxed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxPolicy>,
+    /// The plugin's own data directory (`PLUGVISOR_DATA_DIR`), which the
+    /// environment creates and a sandboxed plugin may write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl LaunchPlan {
@@ -285,6 +307,13 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
     let file = checked_bundle_file(&bundle.dir, &field, &relative)?;
     let working_dir = std::path::absolute(&bundle.dir).unwrap_or_else(|_| bundle.dir.clone());
 
+    let request = manifest.sandbox_request()?;
+    let bundle_dir = working_dir.clone();
+    let sandbox = |dir: &Path, program: &Path, python: bool| {
+        options
+            .sandbox
+            .then(|| SandboxPolicy::new(dir, program, python, &request))
+    };
     if manifest.is_python(&options.platform) {
         let search_path = std::env::var_os("PATH").unwrap_or_default();
         let interpreter = find_interpreter(&bundle.dir, options.interpreter(), &search_path)?;
@@ -297,12 +326,14 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
         )?;
         return Ok(LaunchPlan {
             runtime: RuntimeKind::Python,
-            program: interpreter,
             args: vec![relative.clone().into_os_string()],
             working_dir,
             bundle_file: relative,
             pins,
             start_timeout: options.python_start_timeout,
+            sandbox: sandbox(&bundle_dir, &interpreter, true),
+            data_dir: None,
+            program: interpreter,
         });
     }
     let mode = std::fs::metadata(&file)
@@ -318,12 +349,14 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
     let pins = pins(bundle, &relative, program.clone(), None, options)?;
     Ok(LaunchPlan {
         runtime: RuntimeKind::Native,
-        program,
         args: Vec::new(),
         working_dir,
         bundle_file: relative,
         pins,
         start_timeout: options.native_start_timeout,
+        sandbox: sandbox(&bundle_dir, &program, false),
+        data_dir: None,
+        program,
     })
 }
 

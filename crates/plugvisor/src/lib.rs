@@ -40,6 +40,7 @@ mod lock;
 mod manifest;
 mod policy;
 mod process;
+mod sandbox;
 mod settings_schema;
 mod stdio;
 mod store;
@@ -65,12 +66,15 @@ pub use launch::{
 pub use lock::{LOCK_FILE, Lock, LockError, LockedInterpreter, LockedPlugin};
 pub use manifest::{Manifest, ManifestError, ServerSection};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
+pub use sandbox::{
+    SandboxError, SandboxPolicy, SandboxRequest, SandboxStatus, landlock_abi, require_landlock,
+};
 pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, SettingsSchema};
 pub use stdio::StderrLines;
 pub use store::{KvLimits, KvLimitsBuilder, StoreError};
 pub use supervisor::{
     PingError, SkippedLines, StopMethod, StopReport, Supervisor, SupervisorConfig,
-    SupervisorConfigBuilder, SupervisorError,
+    SupervisorConfigBuilder, SupervisorError, TlsMode, Transport,
 };
 pub use tls::TlsError;
 pub use transport::ConnectError;

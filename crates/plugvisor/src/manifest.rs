@@ -70,6 +70,10 @@ pub struct ServerSection {
     /// not match is refused at every start, lock file or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// What the plugin may reach beyond the default policy when plugvisor
+    /// runs it sandboxed ([`crate::SandboxRequest`]), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Value>,
     /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -93,7 +97,7 @@ const KNOWN_FIELDS: [&str; 14] = [
     "props",
 ];
 /// Fields of the `server` section.
-const KNOWN_SERVER_FIELDS: [&str; 4] = ["executables", "executable", "runtime", "sha256"];
+const KNOWN_SERVER_FIELDS: [&str; 5] = ["executables", "executable", "runtime", "sha256", "sandbox"];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +139,8 @@ pub enum ManifestError {
     Settings(String),
     #[error("field `server.sha256`: {0}")]
     InvalidSha256(crate::digest::InvalidSha256),
+    #[error("field `server.sandbox`: {0}")]
+    InvalidSandbox(String),
     #[error(
         "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
     )]
@@ -198,6 +204,15 @@ impl Manifest {
             return Ok(None);
         };
         text.parse().map(Some).map_err(ManifestError::InvalidSha256)
+    }
+
+    /// `server.sandbox`, parsed (empty when absent).
+    pub fn sandbox_request(&self) -> Result<crate::SandboxRequest, ManifestError> {
+        match self.server.as_ref().and_then(|s| s.sandbox.as_ref()) {
+            None => Ok(crate::SandboxRequest::default()),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| ManifestError::InvalidSandbox(e.to_string())),
+        }
     }
 
     /// The executable for `platform` (e.g. `linux-amd64`): `server.executables[platform]`

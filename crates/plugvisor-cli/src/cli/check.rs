@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use plugvisor::{Bundle, LaunchPlan, MANIFEST_FILE, check_pins, plan_launch};
+use plugvisor::{Bundle, LaunchPlan, MANIFEST_FILE, SandboxPolicy, check_pins, plan_launch};
 use serde::Serialize;
 
 use super::settings::Settings;
@@ -65,7 +65,41 @@ pub fn parent_dir(bundle_dir: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
 }
 
+/// The sandbox a start would make, as `check --sandbox` shows it.
+fn print_policy(policy: &SandboxPolicy) {
+    let paths = |paths: &[PathBuf]| {
+        let shown: Vec<String> = paths
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        shown.join(" ")
+    };
+    let ports = |ports: &[u16]| ports.iter().map(u16::to_string).collect::<Vec<_>>();
+    let mut bind = vec!["an ephemeral port (0)".to_string()];
+    bind.extend(ports(&policy.bind_ports));
+    let connect = match ports(&policy.connect_ports) {
+        ports if ports.is_empty() => "none".to_string(),
+        ports => ports.join(" "),
+    };
+    println!("      sandbox: read {}", paths(&policy.read));
+    println!(
+        "      sandbox: write {} and, at each start, its data directory (PLUGVISOR_DATA_DIR), socket directory and TMPDIR",
+        paths(&policy.write)
+    );
+    println!(
+        "      sandbox: tcp bind {}; tcp connect {connect}",
+        bind.join(" ")
+    );
+}
+
 pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    if settings.sandbox {
+        match plugvisor::require_landlock() {
+            Ok(status) => eprintln!("sandbox: {status}"),
+            Err(error) => eprintln!("sandbox: {error}"),
+        }
+    }
     let results: Vec<CheckResult> = expand(dirs)
         .into_iter()
         .map(|dir| {
@@ -125,6 +159,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                     );
                     for pin in &plan.pins {
                         println!("      pinned: {} by {}", pin.file, pin.source);
+                    }
+                    if let Some(policy) = &plan.sandbox {
+                        print_policy(policy);
                     }
                     for warning in &result.warnings {
                         println!("      warning: {warning}");

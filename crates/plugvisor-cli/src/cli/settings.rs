@@ -11,7 +11,7 @@ use clap::Args;
 use plugvisor::http::HttpLimits;
 use plugvisor::{
     EnvironmentConfig, HealthPolicy, HookTimeouts, InvalidConfig, KvLimits, LaunchOptions,
-    RestartPolicy, SupervisorConfig,
+    RestartPolicy, SupervisorConfig, TlsMode,
 };
 use serde::Deserialize;
 
@@ -108,10 +108,11 @@ pub struct Settings {
     pub python_start_timeout: Option<DurationArg>,
     pub magic_cookie: Option<Cookie>,
     pub app_versions: Option<Vec<u32>>,
-    #[serde(default)]
-    pub tls: bool,
+    pub tls: Option<TlsMode>,
     #[serde(default)]
     pub allow_remote_plugins: bool,
+    #[serde(default)]
+    pub sandbox: bool,
     pub stop_grace: Option<DurationArg>,
     pub health_interval: Option<DurationArg>,
     pub health_fail_limit: Option<u32>,
@@ -152,6 +153,14 @@ pub struct LaunchFlags {
         "The same for Python plugins, which pay for the interpreter and their imports",
         human(LaunchOptions::DEFAULT_PYTHON_START_TIMEOUT)))]
     python_start_timeout: Option<DurationArg>,
+    /// Run each plugin in a Landlock sandbox (with no_new_privs): it may read
+    /// its bundle, its interpreter and venv and the system's libraries and
+    /// certificates, write only its data directory (PLUGVISOR_DATA_DIR) and a
+    /// private TMPDIR, bind only an ephemeral TCP port and connect to no TCP
+    /// port, unless its plugin.json's server.sandbox asks for more. Fails at
+    /// start on a kernel without Landlock; `check --sandbox` shows each policy
+    #[arg(long)]
+    sandbox: bool,
 }
 
 /// How the host speaks to plugins: `run` and `ping`.
@@ -165,10 +174,14 @@ pub struct ProtocolFlags {
         "App protocol versions the host accepts; a plugin answers with the highest it speaks",
         SupervisorConfig::DEFAULT_APP_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(",")))]
     app_versions: Option<Vec<u32>>,
-    /// go-plugin AutoMTLS: give each plugin a client certificate and talk
-    /// TLS pinned to the certificate it answers with; plaintext tcp is refused.
-    #[arg(long)]
-    tls: bool,
+    /// go-plugin AutoMTLS. auto: every plugin is offered a client
+    /// certificate, and one that answers with its own is spoken to over
+    /// mutual TLS pinned to it; a plugin on its private unix socket needs
+    /// none; plaintext tcp is accepted with a warning. require: plaintext
+    /// outside the private socket directory is refused. off: no certificate
+    /// is offered [default: auto]
+    #[arg(long, value_name = "MODE")]
+    tls: Option<TlsMode>,
     /// Let plugins ask to be dialled at a TCP address that is not loopback
     /// (0.0.0.0 included). Without it such a plugin fails to start, since
     /// whatever listens there is reachable from other machines.
@@ -271,6 +284,7 @@ impl LaunchFlags {
             start_timeout,
             python_start_timeout
         );
+        settings.sandbox |= flags.sandbox;
         settings
     }
 }
@@ -278,8 +292,7 @@ impl LaunchFlags {
 impl ProtocolFlags {
     pub fn over(self, mut settings: Settings) -> Settings {
         let flags = self;
-        over!(settings, flags, magic_cookie, app_versions, stop_grace);
-        settings.tls |= flags.tls;
+        over!(settings, flags, magic_cookie, app_versions, stop_grace, tls);
         settings.allow_remote_plugins |= flags.allow_remote_plugins;
         settings
     }
@@ -365,7 +378,7 @@ impl Settings {
     }
 
     fn launch_builder(&self) -> plugvisor::LaunchOptionsBuilder {
-        let mut options = LaunchOptions::builder();
+        let mut options = LaunchOptions::builder().sandbox(self.sandbox);
         if let Some(interpreter) = &self.interpreter {
             options = options.interpreter(interpreter);
         }
@@ -380,7 +393,7 @@ impl Settings {
 
     pub fn supervisor_config(&self) -> anyhow::Result<SupervisorConfig> {
         let mut config = SupervisorConfig::builder()
-            .auto_mtls(self.tls)
+            .tls(self.tls.unwrap_or_default())
             .allow_remote(self.allow_remote_plugins);
         if let Some(cookie) = &self.magic_cookie {
             config = config.magic_cookie(&cookie.key, &cookie.value);
@@ -498,7 +511,7 @@ mod tests {
             max-failures = 5
             magic-cookie = "K=V"
             app-versions = [1, 2]
-            tls = true
+            tls = "require"
             allow-remote-plugins = true
             "#,
         )
@@ -517,7 +530,7 @@ mod tests {
             config.restart().initial_backoff(),
             RestartPolicy::DEFAULT_INITIAL_BACKOFF
         );
-        assert!(config.supervisor().auto_mtls());
+        assert_eq!(config.supervisor().tls(), TlsMode::Require);
         assert!(config.supervisor().allow_remote());
     }
 

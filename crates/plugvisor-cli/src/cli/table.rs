@@ -4,26 +4,28 @@ use std::time::{Duration, SystemTime};
 
 use plugvisor::{PluginState, PluginStatus};
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 10] = [
     "ID",
     "VERSION",
     "RUNTIME",
     "STATE",
     "PID",
+    "TRANSPORT",
+    "SANDBOX",
     "UPTIME",
     "RESTARTS",
     "LAST ERROR",
 ];
 
 pub fn render_table(statuses: &[PluginStatus], now: SystemTime, width: usize) -> Vec<String> {
-    let rows: Vec<[String; 8]> = statuses.iter().map(|s| row(s, now)).collect();
+    let rows: Vec<[String; 10]> = statuses.iter().map(|s| row(s, now)).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let format_row = |cells: [&str; 8]| {
+    let format_row = |cells: [&str; 10]| {
         let mut line = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i == cells.len() - 1 {
@@ -41,7 +43,7 @@ pub fn render_table(statuses: &[PluginStatus], now: SystemTime, width: usize) ->
     lines
 }
 
-fn row(status: &PluginStatus, now: SystemTime) -> [String; 8] {
+fn row(status: &PluginStatus, now: SystemTime) -> [String; 10] {
     let uptime = match status.state {
         PluginState::Running => {
             human_duration(now.duration_since(status.since).unwrap_or_default())
@@ -65,6 +67,8 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 8] {
             false => status.state.to_string(),
         },
         status.pid.map_or("-".into(), |p| p.to_string()),
+        status.transport.map_or("-".into(), |t| t.to_string()),
+        status.sandbox.map_or("-".into(), |s| format!("landlock v{}", s.abi)),
         uptime,
         status.restarts.to_string(),
         error,
@@ -109,6 +113,7 @@ mod tests {
             "since_unix_ms": 0,
             "restarts": 1,
             "last_error": error,
+            "transport": "unix+mtls",
         }))
         .unwrap()
     }
@@ -127,7 +132,7 @@ mod tests {
         assert!(lines[0].starts_with("ID            VERSION  RUNTIME  STATE"));
         assert!(lines[1].contains("Running"));
         assert!(lines[1].contains("1m15s"));
-        assert!(lines[1].contains("4242"));
+        assert!(lines[1].contains("4242  unix+mtls"), "{}", lines[1]);
         assert!(lines[1].ends_with("plugin crashed (exit status 3)"));
     }
 

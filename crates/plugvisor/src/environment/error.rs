@@ -18,6 +18,19 @@ pub enum EnvironmentError {
     /// The configuration cannot work.
     #[error("invalid configuration: {0}")]
     Config(#[from] InvalidConfig),
+    /// Plugins are to run sandboxed, and this kernel cannot sandbox them.
+    #[error(transparent)]
+    Sandbox(#[from] crate::SandboxError),
+    /// The plugin's own data directory could not be made.
+    #[error("cannot create the data directory {} of plugin {id:?}: {source}", path.display())]
+    DataDir {
+        /// The plugin.
+        id: String,
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No valid bundle has this id.
     #[error("no plugin with id {0:?} in the plugins directory")]
     UnknownPlugin(String),
@@ -148,13 +161,13 @@ impl EnvironmentError {
     /// Whether the plugin turned its activation down, or could not answer
     /// it: a refusal, a hook that timed out or that it claims but does not
     /// serve; or files that do not match their integrity pins, which stay
-    /// so until an operator acts. A restart would not change that.
+    /// so until an operator acts, or a sandbox this kernel cannot make. A restart would not change that.
     pub(crate) fn is_refusal(&self) -> bool {
         match self {
             EnvironmentError::Refused { .. } => true,
             EnvironmentError::Launch { source, .. } => source.is_integrity(),
             EnvironmentError::Start {
-                source: SupervisorError::Integrity(_),
+                source: SupervisorError::Integrity(_) | SupervisorError::Sandbox(_),
                 ..
             } => true,
             EnvironmentError::Hook { source, .. } => source.is_final(),

@@ -51,6 +51,9 @@ impl Instance {
         if slot.debugging() {
             plan.start_timeout = crate::LaunchOptions::DEBUG_START_TIMEOUT;
         }
+        if let Some(data_dir) = &config.data_dir {
+            plan.data_dir = Some(plugin_data_dir(data_dir, id)?);
+        }
         let supervisor = Supervisor::start(id, &plan, &config.supervisor)
             .await
             .map_err(|source| EnvironmentError::Start {
@@ -171,6 +174,14 @@ impl Instance {
         self.supervisor.pid()
     }
 
+    pub(crate) fn transport(&self) -> crate::Transport {
+        self.supervisor.transport()
+    }
+
+    pub(crate) fn sandbox(&self) -> Option<crate::SandboxStatus> {
+        self.supervisor.sandbox()
+    }
+
     pub(crate) fn channel(&self) -> Channel {
         self.supervisor.channel()
     }
@@ -276,4 +287,22 @@ fn current_json(slot: &Weak<Slot>, shared: &Weak<Shared>) -> String {
         }
         _ => "{}".to_string(),
     }
+}
+
+/// `DATA_DIR/plugins/ID`, made 0700 if missing: the plugin's own files, apart
+/// from the store (`DATA_DIR/plugvisor.db`), which a sandboxed plugin cannot
+/// open.
+fn plugin_data_dir(data_dir: &std::path::Path, id: &str) -> Result<std::path::PathBuf, EnvironmentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = data_dir.join("plugins").join(id);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&path)
+        .map_err(|source| EnvironmentError::DataDir {
+            id: id.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
 }

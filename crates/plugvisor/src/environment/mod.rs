@@ -102,6 +102,9 @@ impl Environment {
         config.plugin_configuration =
             configuration::check_file_values(&config.plugin_configuration, schema_of)
                 .map_err(|(id, source)| EnvironmentError::InvalidSetting { id, source })?;
+        if config.launch.sandbox() {
+            crate::require_landlock()?;
+        }
         let store = match &config.data_dir {
             Some(dir) => Store::open(dir, config.kv_limits)?,
             None => Store::in_memory(config.kv_limits),

@@ -210,9 +210,13 @@ impl Slot {
 
 impl SlotState {
     fn status(&self, slot: &Slot) -> PluginStatus {
-        let pid = match &self.life {
-            Life::Kept(_, Phase::Running(instance)) => Some(instance.pid()),
-            _ => None,
+        let (pid, transport, sandbox) = match &self.life {
+            Life::Kept(_, Phase::Running(instance)) => (
+                Some(instance.pid()),
+                Some(instance.transport()),
+                instance.sandbox(),
+            ),
+            _ => (None, None, None),
         };
         PluginStatus {
             id: slot.id().to_string(),
@@ -225,6 +229,8 @@ impl SlotState {
             last_error: self.last_error.clone(),
             note: self.note.clone(),
             debug: slot.debugging(),
+            transport,
+            sandbox,
         }
     }
 }

@@ -64,6 +64,13 @@ pub struct PluginStatus {
     /// take [`crate::LaunchOptions::DEBUG_START_TIMEOUT`].
     #[serde(default)]
     pub debug: bool,
+    /// How the host reaches the plugin, while Running: unix, unix+mtls,
+    /// tcp or tcp+mtls.
+    #[serde(default)]
+    pub transport: Option<crate::Transport>,
+    /// What its sandbox enforces, while Running sandboxed.
+    #[serde(default)]
+    pub sandbox: Option<crate::SandboxStatus>,
 }
 
 /// Times as milliseconds since the Unix epoch, in JSON.

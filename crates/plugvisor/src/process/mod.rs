@@ -25,6 +25,8 @@ pub struct SpawnSpec {
     /// The verified `program`, opened: exec'd through this descriptor, so
     /// that what runs is what was hashed (see `integrity.rs`).
     pub exec_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// A Landlock ruleset the child enforces on itself before the exec.
+    pub landlock: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// The environment variable that marks every process a plugin starts, so its
@@ -80,7 +82,14 @@ impl PluginProcess {
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
         let exec_fd = spec.exec_fd.as_deref();
-        let spawned = spawn::spawn(&spec.program, exec_fd, &spec.args, &spec.working_dir, &env)?;
+        let spawned = spawn::spawn(
+            &spec.program,
+            exec_fd,
+            &spec.args,
+            &spec.working_dir,
+            &env,
+            spec.landlock.as_deref(),
+        )?;
         let pid = spawned.pid;
         live().insert(pid);
         let stdout = pipe::Receiver::from_owned_fd(spawned.stdout)?;

@@ -40,6 +40,8 @@ struct Child {
     stdout: RawFd,
     stderr: RawFd,
     host_pid: libc::pid_t,
+    /// A Landlock ruleset to enforce (with no_new_privs) when not -1.
+    landlock: RawFd,
     /// The old signal mask, restored just before exec.
     mask: libc::sigset_t,
     /// Set by the child when a step failed: the errno, or -1 for "host gone".
@@ -68,13 +70,15 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Starts `program` with `args`, in `cwd`, with the host's environment plus
 /// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
-/// With `program_fd`, that open file is what is exec'd, not the path.
+/// With `program_fd`, that open file is what is exec'd, not the path; with
+/// `landlock`, the child enforces that ruleset on itself before the exec.
 pub(crate) fn spawn(
     program: &Path,
     program_fd: Option<&OwnedFd>,
     args: &[OsString],
     cwd: &Path,
     env: &[(OsString, OsString)],
+    landlock: Option<&OwnedFd>,
 ) -> io::Result<Spawned> {
     let program_c = cstring(program.as_os_str())?;
     let mut arg_strings = vec![program_c.clone()];
@@ -113,6 +117,7 @@ pub(crate) fn spawn(
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         host_pid: std::process::id() as libc::pid_t,
+        landlock: landlock.map_or(-1, |fd| fd.as_raw_fd()),
         // SAFETY: sigset_t is plain data; sigprocmask below fills it.
         mask: unsafe { std::mem::zeroed() },
         failed: AtomicI32::new(0),
@@ -216,6 +221,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(child.cwd.as_ptr()) != 0 {
             return fail(*libc::__errno_location());
         }
+        // Last, so that everything above still had the host's access; the
+        // ruleset's descriptor is close-on-exec.
+        if child.landlock >= 0
+            && (libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_landlock_restrict_self, child.landlock, 0) != 0)
+        {
+            return fail(*libc::__errno_location());
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &child.mask, std::ptr::null_mut());
         if child.program_fd >= 0 {
             libc::syscall(
@@ -280,6 +293,7 @@ mod tests {
             &["-c".into(), script.into()],
             Path::new("/"),
             &env,
+            None,
         )
         .unwrap()
     }
@@ -321,10 +335,19 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
+            None,
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
-        let spawned = spawn(Path::new("/bin/false"), None, &[], Path::new("/"), &[]).unwrap();
+        let spawned = spawn(
+            Path::new("/bin/false"),
+            None,
+            &[],
+            Path::new("/"),
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(wait(&spawned).code(), Some(1));
     }
 
@@ -336,6 +359,7 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
+            None,
         )
         .err()
         .expect("no such program");
@@ -346,6 +370,7 @@ mod tests {
             &[],
             Path::new("/nonexistent"),
             &[],
+            None,
         )
         .err()
         .expect("no such directory");

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::TlsMode;
 use crate::handshake::HandshakeConfig;
 use crate::invalid_config::{InvalidConfig, positive};
 
@@ -15,7 +16,7 @@ pub struct SupervisorConfig {
     pub(crate) ping_timeout: Duration,
     pub(crate) controller_grace: Duration,
     pub(crate) stop_grace: Duration,
-    pub(crate) auto_mtls: bool,
+    pub(crate) tls: TlsMode,
     pub(crate) allow_remote: bool,
 }
 
@@ -70,12 +71,13 @@ impl SupervisorConfig {
         self.stop_grace
     }
 
-    /// Whether go-plugin's AutoMTLS is offered: each start gets a throwaway
-    /// client certificate in `PLUGIN_CLIENT_CERT`, a plugin that answers with
-    /// its own certificate is spoken to over TLS pinned to it, and a plugin
-    /// that serves plaintext TCP is refused. Off by default.
-    pub fn auto_mtls(&self) -> bool {
-        self.auto_mtls
+    /// Whether go-plugin's AutoMTLS is offered: with [`TlsMode::Auto`] (the
+    /// default) and [`TlsMode::Require`] each start gets a throwaway client
+    /// certificate in `PLUGIN_CLIENT_CERT`, and a plugin that answers with its
+    /// own certificate is spoken to over TLS pinned to it. The mode says what
+    /// happens to a plugin that answers in plaintext.
+    pub fn tls(&self) -> TlsMode {
+        self.tls
     }
 
     /// Whether a plugin may ask to be dialled at a TCP address that is not
@@ -94,7 +96,7 @@ impl Default for SupervisorConfig {
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
             controller_grace: Self::DEFAULT_CONTROLLER_GRACE,
             stop_grace: Self::DEFAULT_STOP_GRACE,
-            auto_mtls: false,
+            tls: TlsMode::default(),
             allow_remote: false,
         }
     }
@@ -150,9 +152,9 @@ impl SupervisorConfigBuilder {
         self
     }
 
-    /// See [`SupervisorConfig::auto_mtls`].
-    pub fn auto_mtls(mut self, on: bool) -> Self {
-        self.0.auto_mtls = on;
+    /// See [`SupervisorConfig::tls`].
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.0.tls = mode;
         self
     }
 

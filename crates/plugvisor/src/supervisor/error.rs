@@ -81,6 +81,8 @@ pub enum SupervisorError {
     Integrity(Box<crate::integrity::IntegrityError>),
     #[error("cannot create the plugin's private socket directory: {0}")]
     SocketDir(std::io::Error),
+    #[error("cannot sandbox the plugin: {0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("cannot start {program}: {source}")]
     Spawn {
         program: String,
@@ -115,11 +117,11 @@ pub enum SupervisorError {
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(
-        "plugin announced a TLS certificate, but AutoMTLS is off; turn it on (--tls) to talk to this plugin{stderr}"
+        "plugin announced a TLS certificate, but AutoMTLS is off; turn it on (--tls auto) to talk to this plugin{stderr}"
     )]
     UnexpectedCertificate { stderr: StderrLines },
     #[error(
-        "plugin ignored PLUGIN_CLIENT_CERT and serves plaintext tcp, which AutoMTLS refuses; use a TLS-capable go-plugin or SDK{stderr}"
+        "plugin ignored PLUGIN_CLIENT_CERT and serves plaintext outside its private socket directory, which --tls require refuses; use a TLS-capable go-plugin or SDK, or --tls auto to accept it with a warning{stderr}"
     )]
     PlaintextRefused { stderr: StderrLines },
     #[error(

@@ -22,10 +22,13 @@ use tracing::Instrument;
 mod config;
 mod error;
 mod socket_dir;
+mod tls_mode;
 
 pub use config::{SupervisorConfig, SupervisorConfigBuilder};
 use error::PartialError;
 pub use error::{PingError, SkippedLines, SupervisorError};
+pub use tls_mode::{TlsMode, Transport};
+use tls_mode::{Plaintext, judge_plaintext};
 
 use crate::handshake::{Handshake, looks_like_handshake, parse_handshake_line};
 use crate::launch::LaunchPlan;
@@ -38,6 +41,7 @@ use crate::stdio::{
     relay_lines,
 };
 use crate::transport::connect;
+use crate::sandbox::{Ruleset, SandboxPolicy, SandboxStatus};
 
 /// The gRPC health service name go-plugin plugins report under.
 const HEALTH_SERVICE: &str = "plugin";
@@ -117,6 +121,7 @@ pub struct Supervisor {
     skipped: SkippedLines,
     /// The AutoMTLS client identity of this start, kept for brokered servers.
     identity: Option<crate::tls::ClientIdentity>,
+    sandbox: Option<SandboxStatus>,
     socket_dir: Mutex<Option<tempfile::TempDir>>,
     config: SupervisorConfig,
     stopped: tokio::sync::OnceCell<StopReport>,
@@ -180,7 +185,7 @@ impl Supervisor {
     ) -> Result<(Supervisor, Deadline), SupervisorError> {
         let span = crate::stdio::plugin_span(id);
         let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
-        let identity = match config.auto_mtls {
+        let identity = match config.tls.offers_certificate() {
             true => Some(crate::tls::ClientIdentity::generate()?),
             false => None,
         };
@@ -190,6 +195,16 @@ impl Supervisor {
         if let Some(identity) = &identity {
             env.push(("PLUGIN_CLIENT_CERT".into(), identity.cert_pem.clone()));
         }
+        if let Some(dir) = &plan.data_dir {
+            env.push((DATA_DIR_ENV.into(), dir.to_string_lossy().into_owned()));
+        }
+        let (landlock, sandbox) = match &plan.sandbox {
+            Some(policy) => {
+                let ruleset = sandbox_start(policy, plan, socket_dir.path(), &mut env)?;
+                (Some(Arc::new(ruleset.fd)), Some(ruleset.status))
+            }
+            None => (None, None),
+        };
         // Last before the spawn: the shorter the gap, the less a file
         // reopened by path (a Python script) can change in it.
         let exec_fd = verify_pins(plan).await?;
@@ -199,6 +214,7 @@ impl Supervisor {
             working_dir: plan.working_dir.clone(),
             env,
             exec_fd,
+            landlock,
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
@@ -237,7 +253,8 @@ impl Supervisor {
         if let Err(error) = dialable(&handshake, config.allow_remote) {
             return Err(kill_and_wrap(&process, &stderr, error).await);
         }
-        let tls = match span.in_scope(|| tls_for(&handshake, identity.as_ref())) {
+        let judged = judge_plaintext(config.tls, &handshake, socket_dir.path());
+        let tls = match span.in_scope(|| tls_for(&handshake, identity.as_ref(), judged)) {
             Ok(tls) => tls,
             Err(error) => return Err(kill_and_wrap(&process, &stderr, error).await),
         };
@@ -261,6 +278,7 @@ impl Supervisor {
             stderr,
             skipped,
             identity,
+            sandbox,
             socket_dir: Mutex::new(Some(socket_dir)),
             config: config.clone(),
             stopped: tokio::sync::OnceCell::new(),
@@ -282,6 +300,16 @@ impl Supervisor {
     /// What the plugin announced: its address, network and certificate.
     pub fn handshake(&self) -> &Handshake {
         &self.handshake
+    }
+
+    /// What the plugin's sandbox enforces, when it runs in one.
+    pub fn sandbox(&self) -> Option<SandboxStatus> {
+        self.sandbox
+    }
+
+    /// How the host reaches the plugin: unix or tcp, plaintext or mutual TLS.
+    pub fn transport(&self) -> Transport {
+        Transport::of(&self.handshake)
     }
 
     /// The plugin's private socket directory (`PLUGIN_UNIX_SOCKET_DIR`),
@@ -526,25 +554,54 @@ fn dialable(handshake: &Handshake, allow_remote: bool) -> Result<(), PartialErro
     }
 }
 
+/// The variable that names a plugin's own data directory.
+pub const DATA_DIR_ENV: &str = "PLUGVISOR_DATA_DIR";
+
+/// Makes a sandboxed start's private temporary directory (in the socket
+/// directory, so it goes with it) and its ruleset, and gives the plugin the
+/// port range its sandbox lets it bind: the ports the bundle asked for, or
+/// none (so that plugins bind an ephemeral port).
+fn sandbox_start(
+    policy: &SandboxPolicy,
+    plan: &LaunchPlan,
+    socket_dir: &std::path::Path,
+    env: &mut Vec<(String, String)>,
+) -> Result<Ruleset, SupervisorError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let tmp = socket_dir.join("tmp");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(SupervisorError::SocketDir)?;
+    env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    env.retain(|(key, _)| key != "PLUGIN_MIN_PORT" && key != "PLUGIN_MAX_PORT");
+    if let (Some(min), Some(max)) = (policy.bind_ports.first(), policy.bind_ports.last()) {
+        env.push(("PLUGIN_MIN_PORT".into(), min.to_string()));
+        env.push(("PLUGIN_MAX_PORT".into(), max.to_string()));
+    }
+    let mut writable = vec![socket_dir];
+    writable.extend(plan.data_dir.as_deref());
+    Ok(Ruleset::build(policy, &writable)?)
+}
+
 fn tls_for(
     handshake: &Handshake,
     identity: Option<&crate::tls::ClientIdentity>,
+    plaintext: Plaintext,
 ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, PartialError> {
     match (&handshake.server_cert, identity) {
         (Some(cert), Some(identity)) => crate::tls::client_config(cert, Some(identity))
             .map(Some)
             .map_err(PartialError::Tls),
         (Some(_), None) => Err(PartialError::UnexpectedCertificate),
-        (None, Some(_)) if handshake.network == crate::handshake::Network::Tcp => {
-            Err(PartialError::PlaintextRefused)
-        }
-        (None, Some(_)) => {
-            tracing::warn!(
-                "plugin ignored PLUGIN_CLIENT_CERT; its private unix socket stays plaintext"
-            );
-            Ok(None)
-        }
-        (None, None) => Ok(None),
+        (None, _) => match plaintext {
+            Plaintext::Fine => Ok(None),
+            Plaintext::Warn(warning) => {
+                tracing::warn!(address = %handshake.address, "{warning}");
+                Ok(None)
+            }
+            Plaintext::Refused => Err(PartialError::PlaintextRefused),
+        },
     }
 }
 
