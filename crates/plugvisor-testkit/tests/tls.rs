@@ -57,7 +57,11 @@ async fn health_over(
 /// Under AutoMTLS the plugin answers with its certificate, is healthy over
 /// TLS, and refuses clients without the host's certificate.
 async fn assert_mutual_tls(supervisor: Supervisor) {
-    assert!(supervisor.transport().is_mtls(), "{}", supervisor.transport());
+    assert!(
+        supervisor.transport().is_mtls(),
+        "{}",
+        supervisor.transport()
+    );
     let cert = supervisor
         .handshake()
         .server_cert

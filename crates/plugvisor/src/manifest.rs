@@ -97,7 +97,8 @@ const KNOWN_FIELDS: [&str; 14] = [
     "props",
 ];
 /// Fields of the `server` section.
-const KNOWN_SERVER_FIELDS: [&str; 5] = ["executables", "executable", "runtime", "sha256", "sandbox"];
+const KNOWN_SERVER_FIELDS: [&str; 5] =
+    ["executables", "executable", "runtime", "sha256", "sandbox"];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -68,7 +68,9 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 10] {
         },
         status.pid.map_or("-".into(), |p| p.to_string()),
         status.transport.map_or("-".into(), |t| t.to_string()),
-        status.sandbox.map_or("-".into(), |s| format!("landlock v{}", s.abi)),
+        status
+            .sandbox
+            .map_or("-".into(), |s| format!("landlock v{}", s.abi)),
         uptime,
         status.restarts.to_string(),
         error,

@@ -292,7 +292,10 @@ fn current_json(slot: &Weak<Slot>, shared: &Weak<Shared>) -> String {
 /// `DATA_DIR/plugins/ID`, made 0700 if missing: the plugin's own files, apart
 /// from the store (`DATA_DIR/plugvisor.db`), which a sandboxed plugin cannot
 /// open.
-fn plugin_data_dir(data_dir: &std::path::Path, id: &str) -> Result<std::path::PathBuf, EnvironmentError> {
+fn plugin_data_dir(
+    data_dir: &std::path::Path,
+    id: &str,
+) -> Result<std::path::PathBuf, EnvironmentError> {
     use std::os::unix::fs::DirBuilderExt;
     let path = data_dir.join("plugins").join(id);
     std::fs::DirBuilder::new()

@@ -106,7 +106,10 @@ pub(crate) struct Ruleset {
 impl Ruleset {
     /// The ruleset of `policy`, with the start's own directories (`writable`:
     /// the socket directory, the temporary and the data directory) writable.
-    pub(crate) fn build(policy: &SandboxPolicy, writable: &[&Path]) -> Result<Ruleset, SandboxError> {
+    pub(crate) fn build(
+        policy: &SandboxPolicy,
+        writable: &[&Path],
+    ) -> Result<Ruleset, SandboxError> {
         let status = require_landlock()?;
         let abi = ABI::from(status.abi as i32);
         let all = AccessFs::from_all(abi);
@@ -165,7 +168,10 @@ mod tests {
     #[test]
     fn the_status_names_what_the_abi_covers() {
         assert_eq!(SandboxStatus::for_abi(3).to_string(), "landlock v3 (files)");
-        assert_eq!(SandboxStatus::for_abi(4).to_string(), "landlock v4 (files, tcp)");
+        assert_eq!(
+            SandboxStatus::for_abi(4).to_string(),
+            "landlock v4 (files, tcp)"
+        );
         assert_eq!(
             SandboxStatus::for_abi(9).to_string(),
             "landlock v7 (files, tcp, signals)"

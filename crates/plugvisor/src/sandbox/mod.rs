@@ -196,7 +196,10 @@ mod tests {
         std::fs::create_dir_all(&editable).unwrap();
         std::fs::write(
             site.join("_editable.pth"),
-            format!("{}\nimport something\n/does/not/exist\n", editable.display()),
+            format!(
+                "{}\nimport something\n/does/not/exist\n",
+                editable.display()
+            ),
         )
         .unwrap();
         std::fs::write(venv.join("pyvenv.cfg"), "home = /opt/python/bin\n").unwrap();

@@ -27,8 +27,8 @@ mod tls_mode;
 pub use config::{SupervisorConfig, SupervisorConfigBuilder};
 use error::PartialError;
 pub use error::{PingError, SkippedLines, SupervisorError};
-pub use tls_mode::{TlsMode, Transport};
 use tls_mode::{Plaintext, judge_plaintext};
+pub use tls_mode::{TlsMode, Transport};
 
 use crate::handshake::{Handshake, looks_like_handshake, parse_handshake_line};
 use crate::launch::LaunchPlan;
@@ -36,12 +36,12 @@ use crate::process::{PluginProcess, SpawnSpec, describe_exit};
 use crate::proto::plugin::grpc_controller_client::GrpcControllerClient;
 use crate::proto::plugin::grpc_stdio_client::GrpcStdioClient;
 use crate::proto::plugin::stdio_data::Channel as StdioChannel;
+use crate::sandbox::{Ruleset, SandboxPolicy, SandboxStatus};
 use crate::stdio::{
     Line, MAX_LINE_BYTES, StderrLines, StderrTail, Stream, log_plugin_line, read_bounded_line,
     relay_lines,
 };
 use crate::transport::connect;
-use crate::sandbox::{Ruleset, SandboxPolicy, SandboxStatus};
 
 /// The gRPC health service name go-plugin plugins report under.
 const HEALTH_SERVICE: &str = "plugin";

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 mod hooks;
+mod probe;
 
 use plugvisor::proto::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use tonic_health::ServingStatus;
@@ -64,6 +65,27 @@ pub struct Flags {
     /// Write "controller" or "sigterm" here when told to stop.
     #[arg(long)]
     marker: Option<String>,
+    /// Before the handshake, try to read this file (see probe.rs).
+    #[arg(long)]
+    try_read: Vec<String>,
+    /// Try to list this directory.
+    #[arg(long)]
+    try_list: Vec<String>,
+    /// Try to write this file.
+    #[arg(long)]
+    try_write: Vec<String>,
+    /// Try to connect to this TCP address.
+    #[arg(long)]
+    try_connect: Vec<String>,
+    /// Try to bind this TCP port on 127.0.0.1.
+    #[arg(long)]
+    try_bind: Vec<u16>,
+    /// Try to signal the parent (signal 0).
+    #[arg(long)]
+    try_signal_parent: bool,
+    /// Where the outcomes of the attempts go.
+    #[arg(long)]
+    probe_report: Option<String>,
     /// Lines written to stderr at start.
     #[arg(long)]
     stderr: Vec<String>,
@@ -201,6 +223,7 @@ async fn main() {
     for line in &flags.stderr {
         eprintln!("{line}");
     }
+    probe::run(&flags);
     if let Some(code) = flags.exit_before {
         std::process::exit(code);
     }
