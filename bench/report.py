@@ -471,6 +471,30 @@ def issue_sections(get, data, run, notes):
     return rows, why, ctx
 
 
+def sandbox_section(w, get):
+    """Scenario 12: plugvisor's start -> healthy plain, sandboxed and under --tls auto, side by side."""
+    variants = (("startplain", "plain (--tls off)"), ("startsandbox", "--sandbox (--tls off)"),
+                ("starttls", "--tls auto (the default)"))
+    found = {(v, plugin): [r["healthy_ms"] for r in runs_of(get(v, plugin, "plugvisor")) if not r.get("error")]
+             for v, _ in variants for plugin in ("go", "sdk")}
+    if not any(found.values()):
+        return
+    w("\n## Sandbox and TLS (issue 17)\n\n")
+    w("Start -> healthy (activate until SERVING) in plugvisor alone, in three variants that take turns batch by "
+      "batch on the same plugin: plain, sandboxed with Landlock (the ruleset made by the host, no_new_privs and "
+      "landlock_restrict_self in the child before its exec), and with AutoMTLS offered (`--tls auto`, the "
+      "default since issue 17: the plugin answers with its certificate and every call is TLS). The other rows "
+      "of this file run plugvisor with `--tls off`, as go-plugin's host runs without AutoMTLS. Ratios are "
+      "against plain.\n\n")
+    w("| # | variant | plugin | start -> healthy | / plain |\n|---|---|---|---|---|\n")
+    for plugin in ("go", "sdk"):
+        plain = median(found[("startplain", plugin)])
+        for v, label in variants:
+            values = found[(v, plugin)]
+            r = "" if v == "startplain" else fmt_ratio(ratio(median(values), plain))
+            w(f"| 12 | {label} | {PLUGIN_NAMES[plugin]} | {cell(values)} | {r} |\n")
+
+
 def previous_rows(path):
     """(section, row, plugin) -> (plugvisor cell, ratio cell) from an earlier results.md's tables."""
     found = {}
@@ -852,6 +876,8 @@ def main(out_dir):
         w("\n")
         for line in ctx2:
             w(f"- {line}\n")
+
+    sandbox_section(w, get)
 
     w("\n## Floors and context\n\n")
     w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "

@@ -108,6 +108,13 @@ struct Cli {
     /// the plugvisor CLI uses (to see what cross-thread wake-ups cost).
     #[arg(long, global = true)]
     multi_thread: bool,
+    /// plugvisor's AutoMTLS mode. Off by default here, as go-plugin's host
+    /// runs without AutoMTLS, so that the two hosts do the same work.
+    #[arg(long, global = true, default_value = "off")]
+    tls: plugvisor::TlsMode,
+    /// Run the plugins in plugvisor's Landlock sandbox.
+    #[arg(long, global = true)]
+    sandbox: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -170,8 +177,28 @@ struct ScaleArgs {
     scrapes: usize,
 }
 
+/// The host settings every scenario's Environment gets (`--tls`, `--sandbox`).
+static HOST: std::sync::OnceLock<(plugvisor::TlsMode, bool)> = std::sync::OnceLock::new();
+
+/// An Environment builder for `plugins_dir` with the host settings.
+pub(crate) fn config_builder(plugins_dir: &std::path::Path) -> plugvisor::EnvironmentConfigBuilder {
+    let (tls, sandbox) = *HOST.get().expect("main sets the host settings");
+    let supervisor = plugvisor::SupervisorConfig::builder()
+        .tls(tls)
+        .build()
+        .expect("a TLS mode alone is valid");
+    let launch = plugvisor::LaunchOptions::builder()
+        .sandbox(sandbox)
+        .build()
+        .expect("the sandbox switch alone is valid");
+    EnvironmentConfig::builder(plugins_dir)
+        .supervisor(supervisor)
+        .launch(launch)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    HOST.set((cli.tls, cli.sandbox)).expect("set once");
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let log = (cli.log_level != "off").then(|| {
@@ -279,7 +306,7 @@ pub(crate) fn environment(config: EnvironmentConfig) -> anyhow::Result<Environme
 }
 
 pub(crate) fn single(args: &Single) -> anyhow::Result<(Environment, String)> {
-    let mut config = EnvironmentConfig::builder(&args.plugins_dir);
+    let mut config = config_builder(&args.plugins_dir);
     if let Some(dir) = &args.data_dir {
         config = config.data_dir(dir);
     }
@@ -609,9 +636,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         args.health_interval,
         plugvisor::HealthPolicy::DEFAULT_FAIL_LIMIT,
     )?;
-    let config = EnvironmentConfig::builder(&args.plugins_dir)
-        .health(health)
-        .build()?;
+    let config = config_builder(&args.plugins_dir).health(health).build()?;
     let env = environment(config)?;
     let ids = env.plugin_ids();
     let t0 = Instant::now();

@@ -336,7 +336,7 @@ pub(crate) struct FanoutArgs {
 /// all of them with `Environment::call_each`, the same on each in turn, the
 /// same on one; set_configuration on all at once and on one.
 pub(crate) async fn fanout(args: FanoutArgs) -> anyhow::Result<(Value, bool)> {
-    let mut config = EnvironmentConfig::builder(&args.plugins_dir);
+    let mut config = crate::config_builder(&args.plugins_dir);
     if let Some(dir) = &args.data_dir {
         config = config.data_dir(dir);
     }

@@ -43,7 +43,7 @@ pub(crate) struct ServeHttpArgs {
 pub(crate) async fn serve_http(args: ServeHttpArgs) -> anyhow::Result<(Value, bool)> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    let mut config = EnvironmentConfig::builder(&args.plugins_dir);
+    let mut config = crate::config_builder(&args.plugins_dir);
     if let Some(dir) = &args.data_dir {
         config = config.data_dir(dir);
     }

@@ -1180,3 +1180,60 @@ fn a_flood_of_idle_control_connections_does_not_hold_up_a_request() {
     let (code, _, stderr) = run.wait_exit();
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn run_sandbox_shows_each_plugins_sandbox_and_transport_and_check_shows_the_policy() {
+    let root = tempfile::tempdir().unwrap();
+    native_fake_bundle(root.path(), "tcp-plain", "--network tcp");
+    let checked = plugvisor(&["check", "--sandbox", root.path().to_str().unwrap()]);
+    let out = text(&checked.stdout);
+    assert!(checked.status.success(), "{out}{}", text(&checked.stderr));
+    assert!(
+        out.contains("sandbox: read ") && out.contains("/usr"),
+        "{out}"
+    );
+    assert!(out.contains("tcp connect none"), "{out}");
+    assert!(text(&checked.stderr).contains("sandbox: landlock v"));
+
+    // The fake plugin's wrapper runs the binary from the build directory,
+    // which its sandbox must be given.
+    let build_dir = Path::new(fake_plugin()).parent().unwrap().to_path_buf();
+    set_manifest_field(
+        &root.path().join("tcp-plain"),
+        "server",
+        serde_json::json!({"executable": "bin/plugin", "sandbox": {"read": [build_dir]}}),
+    );
+    let run = Running::start(root.path(), &["--sandbox"]);
+    let statuses = run.wait_until("Running", |s| all_running(s, 1));
+    assert_eq!(statuses[0]["transport"], "tcp", "{statuses:?}");
+    assert!(
+        statuses[0]["sandbox"]["abi"].as_u64().unwrap() >= 1,
+        "{statuses:?}"
+    );
+    let table = text(&run.ctl(&["status"]).stdout);
+    assert!(
+        table.contains("TRANSPORT") && table.contains("SANDBOX"),
+        "{table}"
+    );
+    assert!(
+        table.contains("tcp ") && table.contains("landlock v"),
+        "{table}"
+    );
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    // Plaintext tcp under the default --tls auto: accepted, with a warning.
+    assert!(stderr.contains("serves plaintext tcp"), "{stderr}");
+}
+
+#[test]
+fn tls_modes_are_named_and_checked() {
+    let output = plugvisor(&["run", "x", "--tls", "yes"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("expected auto, require or off"));
+    let help = text(&plugvisor(&["run", "--help"]).stdout);
+    assert!(
+        help.contains("--tls <MODE>") && help.contains("--sandbox"),
+        "{help}"
+    );
+}

@@ -88,7 +88,8 @@ def test_hello_python_activates_with_its_schema_defaults_and_stops_on_sigterm(ho
 
 def test_configuration_from_a_config_file_table(host, tmp_path):
     (tmp_path / "plugvisor.toml").write_text(
-        '[plugins.hello-python]\ngreeting = "Bonjour"\nshout = true\n\n[plugins.probe]\nlabel = "from-file"\nlimit = 7\n'
+        # tls in the file: AutoMTLS turned off (it is on by default).
+        'tls = "off"\n\n[plugins.hello-python]\ngreeting = "Bonjour"\nshout = true\n\n[plugins.probe]\nlabel = "from-file"\nlimit = 7\n'
     )
     pv = host("hello-python", "probe", args=("--config", str(tmp_path / "plugvisor.toml")))
     pv.wait_running("hello-python")
@@ -181,7 +182,7 @@ def test_a_host_api_log_line_reaches_plugvisors_log_with_the_plugin_id(host):
     pv = host("probe")
     pv.wait_running("probe")
     line = pv.wait_log(log_line("probe", "probe activated"))
-    assert line["fields"].split() == ["count=1", "label=plain", "limit=3", "tls=no"]
+    assert line["fields"].split() == ["count=1", "label=plain", "limit=3", "tls=yes"]
     # Through the host API: the SDK's stderr fallback would add host_log_error (and module=).
     assert "host_log_error" not in pv.stderr()
 
@@ -221,14 +222,14 @@ def test_a_plugin_raising_in_on_activate_ends_failed_to_start_with_its_message(h
     r = pv.ctl("start", "probe")
     assert r.returncode == 0, r.stderr
     assert pv.status_of("probe")["state"] == "Running"
-    assert events_of(host.plugins)[-1] == "activate 1 label=plain limit=3 tls=no"
+    assert events_of(host.plugins)[-1] == "activate 1 label=plain limit=3 tls=yes"
 
 
 # -- AutoMTLS ------------------------------------------------------------------------------------------
 
 
 def test_automtls_with_the_host_api(host):
-    pv = host("probe", "hello-python", args=("--tls",))
+    pv = host("probe", "hello-python", args=("--tls", "require"))
     pv.wait_running("probe")
     pv.wait_running("hello-python")
     # The host API (kv and log) works over the brokered TLS connection.
@@ -255,7 +256,7 @@ def test_on_deactivate_and_the_cleanup_around_run_on_stop_and_on_sigterm(host):
     assert pid_gone(first)
     _, stopped = pv.wait_event("probe", "stopped")
     assert (stopped["method"], stopped["exit"]) == ("controller", "exit status 0")
-    assert events_of(host.plugins) == ["activate 1 label=plain limit=3 tls=no", "deactivate 1", *cleanup]
+    assert events_of(host.plugins) == ["activate 1 label=plain limit=3 tls=yes", "deactivate 1", *cleanup]
 
     r = pv.ctl("start", "probe")
     assert r.returncode == 0, r.stderr
@@ -263,8 +264,8 @@ def test_on_deactivate_and_the_cleanup_around_run_on_stop_and_on_sigterm(host):
     r = pv.ctl("restart", "probe")
     assert r.returncode == 0, r.stderr
     assert pv.status_of("probe")["state"] == "Running"
-    assert events_of(host.plugins)[5:] == ["activate 2 label=plain limit=3 tls=no", "deactivate 2", *cleanup,
-                                            "activate 3 label=plain limit=3 tls=no"]
+    assert events_of(host.plugins)[5:] == ["activate 2 label=plain limit=3 tls=yes", "deactivate 2", *cleanup,
+                                            "activate 3 label=plain limit=3 tls=yes"]
     assert pv.terminate() == 0
     assert events_of(host.plugins)[11:] == ["deactivate 3", *cleanup]
     pv.assert_no_plugin_left()
@@ -296,4 +297,4 @@ def test_a_host_killed_with_sigkill_takes_its_plugins_along(host):
     pv.proc.kill()
     pv.proc.wait(10)
     wait_for(lambda: pid_gone(pid), 10, "the plugin to die with its host")
-    assert events_of(host.plugins) == ["activate 1 label=plain limit=3 tls=no"]
+    assert events_of(host.plugins) == ["activate 1 label=plain limit=3 tls=yes"]
