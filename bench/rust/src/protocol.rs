@@ -14,7 +14,7 @@ use plugvisor::proto::plugvisor::v1::{
     HttpRequestHead, HttpRequestPart, OnConfigurationChangeRequest, http_client::HttpClient,
     lifecycle_client::LifecycleClient,
 };
-use plugvisor::{ConfigApplied, ConfigChange, EnvironmentConfig};
+use plugvisor::{ConfigApplied, ConfigChange};
 use serde_json::{Value, json};
 
 use crate::{
