@@ -87,6 +87,7 @@ struct Scene {
     root: tempfile::TempDir,
     /// A file in the operator's home directory, removed at the end.
     home_file: tempfile::NamedTempFile,
+    _host_tmp_file: tempfile::NamedTempFile,
     listener: std::net::TcpListener,
     attempts: Vec<(String, bool)>,
 }
@@ -110,6 +111,11 @@ fn scene() -> Scene {
         .tempfile_in(home)
         .unwrap();
     std::fs::write(home_file.path(), "the operator's file").unwrap();
+    // Where the host makes the plugins' socket directories.
+    let host_tmp_file = tempfile::Builder::new()
+        .prefix("plugvisor-not-yours-")
+        .tempfile_in(std::env::temp_dir())
+        .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -134,6 +140,9 @@ fn scene() -> Scene {
             format!("write {}", p(&root.path().join("outside.txt"))),
             false,
         ),
+        // Beside its socket directory: the other plugins' socket directories.
+        ("list {sockets}/..".to_string(), false),
+        (format!("read {}", p(host_tmp_file.path())), false),
         (format!("connect 127.0.0.1:{port}"), false),
         (format!("bind {free_port}"), false),
         ("signal parent".to_string(), false),
@@ -144,6 +153,7 @@ fn scene() -> Scene {
     Scene {
         root,
         home_file,
+        _host_tmp_file: host_tmp_file,
         listener,
         attempts,
     }
