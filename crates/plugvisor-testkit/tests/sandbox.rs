@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plugvisor::{Environment, EnvironmentConfig, LaunchOptions, PluginState};
+use plugvisor::{Environment, EnvironmentConfig, LaunchOptions, PluginState, PluginStatus};
 use plugvisor_testkit::*;
 
 const EACCES: &str = "Permission denied (os error 13)";
@@ -159,6 +159,22 @@ fn scene() -> Scene {
     }
 }
 
+impl Scene {
+    /// Runs the probe with the scene's attempts: the environment, its
+    /// status (Running) and what it reported.
+    async fn probe(&self, sandbox: bool) -> (Environment, PluginStatus, BTreeMap<String, String>) {
+        let plugins = self.root.path().join("plugins");
+        let flags = probe_flags(&self.attempts);
+        self_contained_fake_bundle(&plugins, "probe", &flags, serde_json::json!({}));
+        let env = environment(self.root.path(), sandbox);
+        env.activate("probe").await.unwrap();
+        let status = env.status("probe").unwrap();
+        assert_eq!(status.state, PluginState::Running);
+        let report = report(self.root.path(), "probe");
+        (env, status, report)
+    }
+}
+
 /// The fake plugin's flags for the attempts.
 fn probe_flags(attempts: &[(String, bool)]) -> Vec<String> {
     let mut flags = Vec::new();
@@ -190,20 +206,9 @@ fn reported<'a>(report: &'a BTreeMap<String, String>, attempt: &str) -> &'a str 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases_29_to_33_a_sandboxed_plugin_reaches_only_what_is_its_own() {
     let scene = scene();
-    let plugins = scene.root.path().join("plugins");
-    self_contained_fake_bundle(
-        &plugins,
-        "probe",
-        &probe_flags(&scene.attempts),
-        serde_json::json!({}),
-    );
-    let env = environment(scene.root.path(), true);
-    env.activate("probe").await.unwrap();
-    let status = env.status("probe").unwrap();
-    assert_eq!(status.state, PluginState::Running);
+    let (env, status, report) = scene.probe(true).await;
     let sandbox = status.sandbox.expect("the status says it is sandboxed");
     assert!(sandbox.abi >= 1);
-    let report = report(scene.root.path(), "probe");
     for (attempt, allowed) in &scene.attempts {
         let outcome = reported(&report, attempt);
         let expected = match (allowed, attempt.as_str()) {
@@ -224,17 +229,8 @@ async fn cases_29_to_33_a_sandboxed_plugin_reaches_only_what_is_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_sandbox_the_same_plugin_reaches_everything() {
     let scene = scene();
-    let plugins = scene.root.path().join("plugins");
-    self_contained_fake_bundle(
-        &plugins,
-        "probe",
-        &probe_flags(&scene.attempts),
-        serde_json::json!({}),
-    );
-    let env = environment(scene.root.path(), false);
-    env.activate("probe").await.unwrap();
-    assert_eq!(env.status("probe").unwrap().sandbox, None);
-    let report = report(scene.root.path(), "probe");
+    let (env, status, report) = scene.probe(false).await;
+    assert_eq!(status.sandbox, None);
     for (attempt, _) in &scene.attempts {
         assert_eq!(reported(&report, attempt), "ok", "{attempt}");
     }
