@@ -1237,3 +1237,97 @@ fn tls_modes_are_named_and_checked() {
         "{help}"
     );
 }
+
+/// Makes the process (and what it execs) see a kernel without Landlock:
+/// a seccomp filter answers landlock_create_ruleset with ENOSYS.
+fn without_landlock(command: &mut Command) {
+    use nix::libc;
+    use std::os::unix::process::CommandExt;
+    const NR_OFFSET: u32 = 0; // seccomp_data.nr
+    let filter = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: NR_OFFSET,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_landlock_create_ruleset as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    // SAFETY: only prctl, which is async-signal-safe, between fork and exec;
+    // the filter lives until the exec (the closure owns it).
+    unsafe {
+        command.pre_exec(move || {
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn sandbox_on_a_kernel_without_landlock_fails_at_start_and_runs_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let spawn_log = root.path().join("spawns");
+    native_fake_bundle(
+        root.path(),
+        "never-started",
+        &format!("--spawn-log {}", spawn_log.display()),
+    );
+    let data = root.path().join("data");
+    let mut command = Command::new(PLUGVISOR);
+    command
+        .args(["run", "--sandbox", "--no-watch", "--data-dir"])
+        .arg(&data)
+        .arg("--control-socket")
+        .arg(root.path().join("control.sock"))
+        .arg(root.path())
+        .env("PLUGVISOR_LOG", "warn");
+    without_landlock(&mut command);
+    let output = command.output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the sandbox needs Landlock, which this kernel does not have"),
+        "{stderr}"
+    );
+    assert!(!spawn_log.exists(), "a plugin was started unsandboxed");
+
+    // check says so too (and run_sandbox_shows_each_plugins_sandbox... runs the same plugins without the filter).
+    let mut command = Command::new(PLUGVISOR);
+    command.args(["check", "--sandbox"]).arg(root.path());
+    without_landlock(&mut command);
+    let checked = command.output().unwrap();
+    assert!(
+        text(&checked.stderr).contains("needs Landlock"),
+        "{}",
+        text(&checked.stderr)
+    );
+}
