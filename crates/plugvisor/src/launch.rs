@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::integrity::{Pin, PinSource};
 use crate::invalid_config::{InvalidConfig, positive};
+use crate::limits::ResourceLimits;
 use crate::lock::Lock;
 use crate::manifest::{ManifestError, PLATFORM_KEYS, current_platform};
 
@@ -55,6 +56,7 @@ pub struct LaunchOptions {
     python_start_timeout: Duration,
     platform: String,
     lock_file: Option<PathBuf>,
+    limits: std::collections::BTreeMap<String, ResourceLimits>,
 }
 
 impl LaunchOptions {
@@ -101,6 +103,12 @@ impl LaunchOptions {
     pub fn lock_file(&self) -> Option<&Path> {
         self.lock_file.as_deref()
     }
+
+    /// The operator's resource limits for plugin `id`: each one set here
+    /// replaces the same limit of the manifest's `server.limits`.
+    pub fn limits_for(&self, id: &str) -> Option<&ResourceLimits> {
+        self.limits.get(id)
+    }
 }
 
 impl Default for LaunchOptions {
@@ -111,6 +119,7 @@ impl Default for LaunchOptions {
             python_start_timeout: Self::DEFAULT_PYTHON_START_TIMEOUT,
             platform: current_platform(),
             lock_file: None,
+            limits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -141,6 +150,12 @@ impl LaunchOptionsBuilder {
     /// See [`LaunchOptions::lock_file`].
     pub fn lock_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.0.lock_file = Some(path.into());
+        self
+    }
+
+    /// See [`LaunchOptions::limits_for`]; replaces earlier limits for `id`.
+    pub fn limits(mut self, id: impl Into<String>, limits: ResourceLimits) -> Self {
+        self.0.limits.insert(id.into(), limits);
         self
     }
 
@@ -191,9 +206,18 @@ pub struct LaunchPlan {
     /// From the spawn to the first SERVING health check.
     #[serde(serialize_with = "serialize_millis")]
     pub start_timeout: Duration,
+    /// The resource limits of the process: the manifest's, with the
+    /// operator's ([`LaunchOptions::limits_for`]) in their place.
+    #[serde(skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
 }
 
 impl LaunchPlan {
+    /// The plan's limits, each with how a spawn enforces it.
+    pub fn enforced_limits(&self) -> Vec<crate::EnforcedLimit> {
+        crate::limits::enforced(&self.limits)
+    }
+
     /// The command as a person would type it, from the bundle directory.
     pub fn command_line(&self) -> String {
         std::iter::once(self.program.as_os_str())
@@ -284,6 +308,10 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
     let (field, relative) = manifest.executable_for(&options.platform)?;
     let file = checked_bundle_file(&bundle.dir, &field, &relative)?;
     let working_dir = std::path::absolute(&bundle.dir).unwrap_or_else(|_| bundle.dir.clone());
+    let mut limits = manifest.limits()?;
+    if let Some(over) = options.limits_for(bundle.id()) {
+        limits = limits.overridden_by(over);
+    }
 
     if manifest.is_python(&options.platform) {
         let search_path = std::env::var_os("PATH").unwrap_or_default();
@@ -303,6 +331,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
             bundle_file: relative,
             pins,
             start_timeout: options.python_start_timeout,
+            limits,
         });
     }
     let mode = std::fs::metadata(&file)
@@ -324,6 +353,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
         bundle_file: relative,
         pins,
         start_timeout: options.native_start_timeout,
+        limits,
     })
 }
 

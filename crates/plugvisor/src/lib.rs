@@ -36,6 +36,7 @@ pub mod http;
 mod integrity;
 mod invalid_config;
 mod launch;
+mod limits;
 mod lock;
 mod manifest;
 mod policy;
@@ -62,6 +63,7 @@ pub use invalid_config::InvalidConfig;
 pub use launch::{
     LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
 };
+pub use limits::{EnforcedLimit, Enforcement, LimitKind, LimitsError, ResourceLimits};
 pub use lock::{LOCK_FILE, Lock, LockError, LockedInterpreter, LockedPlugin};
 pub use manifest::{Manifest, ManifestError, ServerSection};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};

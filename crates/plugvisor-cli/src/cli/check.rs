@@ -18,6 +18,9 @@ struct CheckResult {
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     launch: Option<LaunchPlan>,
+    /// The plan's limits and how a start enforces each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    limits: Vec<plugvisor::EnforcedLimit>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +90,7 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                     ok: true,
                     id: Some(bundle.id().to_string()),
                     version: bundle.manifest.version.clone(),
+                    limits: plan.enforced_limits(),
                     launch: Some(plan),
                     warnings: bundle.manifest.unknown_field_hints(),
                     error: None,
@@ -98,6 +102,7 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                     id: None,
                     version: None,
                     launch: None,
+                    limits: Vec::new(),
                     warnings: Vec::new(),
                     error: Some(error),
                 },
@@ -125,6 +130,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                     );
                     for pin in &plan.pins {
                         println!("      pinned: {} by {}", pin.file, pin.source);
+                    }
+                    for limit in &result.limits {
+                        println!("      limit: {limit}");
                     }
                     for warning in &result.warnings {
                         println!("      warning: {warning}");

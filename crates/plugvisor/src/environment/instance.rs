@@ -189,6 +189,15 @@ impl Instance {
         self.supervisor.stderr_tail()
     }
 
+    pub(crate) fn limits(&self) -> Vec<crate::EnforcedLimit> {
+        self.supervisor.limits()
+    }
+
+    /// After the exit: the resource limit that ended the process, if one did.
+    pub(crate) async fn limit_reached(&self) -> Option<String> {
+        self.supervisor.limit_reached().await
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), PingError> {
         self.supervisor.ping().await
     }

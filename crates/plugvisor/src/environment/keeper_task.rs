@@ -200,7 +200,12 @@ impl KeeperTask {
             _ = self.stop.cancelled() => Watch::StopRequested,
             status = instance.exited() => {
                 let exit = describe_exit(status);
-                let message = format!("plugin crashed ({exit}){}", instance.stderr_tail());
+                let limit = instance.limit_reached().await;
+                let tail = instance.stderr_tail();
+                let message = match limit {
+                    Some(limit) => format!("plugin crashed {limit} ({exit}){tail}"),
+                    None => format!("plugin crashed ({exit}){tail}"),
+                };
                 Watch::Failed(Failure::Crashed { exit, message })
             }
             reason = checks => Watch::Failed(Failure::Unhealthy(reason)),

@@ -214,6 +214,12 @@ impl SlotState {
             Life::Kept(_, Phase::Running(instance)) => Some(instance.pid()),
             _ => None,
         };
+        let limits = match &self.life {
+            Life::Kept(_, Phase::Running(instance) | Phase::Stopping(instance)) => {
+                instance.limits()
+            }
+            _ => Vec::new(),
+        };
         PluginStatus {
             id: slot.id().to_string(),
             version: slot.version().bundle.manifest.display_version().to_string(),
@@ -225,6 +231,7 @@ impl SlotState {
             last_error: self.last_error.clone(),
             note: self.note.clone(),
             debug: slot.debugging(),
+            limits,
         }
     }
 }

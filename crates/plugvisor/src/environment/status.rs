@@ -64,6 +64,12 @@ pub struct PluginStatus {
     /// take [`crate::LaunchOptions::DEBUG_START_TIMEOUT`].
     #[serde(default)]
     pub debug: bool,
+    /// The resource limits in force on the running process, and how each is
+    /// enforced (from the manifest's `server.limits` and the operator's
+    /// [`crate::LaunchOptionsBuilder::limits`]); empty when none is set or
+    /// nothing runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<crate::EnforcedLimit>,
 }
 
 /// Times as milliseconds since the Unix epoch, in JSON.

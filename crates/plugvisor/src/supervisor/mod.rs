@@ -114,6 +114,10 @@ pub struct Supervisor {
     handshake: Handshake,
     channel: Channel,
     stderr: StderrTail,
+    /// The stderr relay, until an exit waits for its last lines.
+    stderr_relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The resource limits the process was started with.
+    limits: crate::ResourceLimits,
     skipped: SkippedLines,
     /// The AutoMTLS client identity of this start, kept for brokered servers.
     identity: Option<crate::tls::ClientIdentity>,
@@ -199,6 +203,7 @@ impl Supervisor {
             working_dir: plan.working_dir.clone(),
             env,
             exec_fd,
+            limits: plan.limits,
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
@@ -259,6 +264,8 @@ impl Supervisor {
             handshake,
             channel,
             stderr,
+            stderr_relay: Mutex::new(Some(stderr_relay)),
+            limits: plan.limits,
             skipped,
             identity,
             socket_dir: Mutex::new(Some(socket_dir)),
@@ -317,6 +324,38 @@ impl Supervisor {
     /// The last lines the plugin wrote to stderr.
     pub fn stderr_tail(&self) -> StderrLines {
         StderrLines(self.stderr.lines())
+    }
+
+    /// The resource limits in force on the process, and how.
+    pub fn limits(&self) -> Vec<crate::EnforcedLimit> {
+        crate::limits::enforced(&self.limits)
+    }
+
+    /// Once the process has exited: which of its resource limits ended it,
+    /// if one did (see [`crate::ResourceLimits`] for how each is told). Waits
+    /// a moment for the last stderr lines, where a runtime says it ran out
+    /// of memory.
+    pub async fn limit_reached(&self) -> Option<String> {
+        let status = self.exit_status()?;
+        if self.limits.is_empty() {
+            return None;
+        }
+        let relay = self
+            .stderr_relay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(relay) = relay {
+            // A descendant may hold the pipe open: bounded.
+            let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
+        }
+        use std::os::unix::process::ExitStatusExt;
+        crate::limits::exit_reason(
+            &self.limits,
+            status.signal(),
+            self.process.cpu_time(),
+            self.stderr.out_of_memory().as_deref(),
+        )
     }
 
     /// `grpc.health.v1.Health/Check` for service "plugin", within the ping
