@@ -231,3 +231,23 @@ async fn a_crash_with_no_limit_reached_names_no_limit() {
     );
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_memory_limit_too_small_for_the_runtime_fails_the_start_and_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    go_bundle(
+        root.path(),
+        "go-cramped",
+        serde_json::json!({"memory": "300MiB"}),
+    );
+    let env = environment(root.path(), LaunchOptions::builder());
+    let error = env.activate("go-cramped").await.unwrap_err().to_string();
+    assert!(
+        error.contains("plugin stopped at its memory limit (300 MiB, RLIMIT_AS: its stderr says \"fatal error: failed to reserve page summary memory\") during its start: plugin exited before its handshake (exit status 2)"),
+        "{error}"
+    );
+    let status = env.status("go-cramped").unwrap();
+    assert_eq!(status.state, PluginState::FailedToStart);
+    assert!(status.last_error.unwrap().contains("at its memory limit"));
+    env.shutdown().await;
+}

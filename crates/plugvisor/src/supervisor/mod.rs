@@ -6,6 +6,7 @@
 //! the controller (UNIMPLEMENTED) goes to SIGTERM at once.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -171,6 +172,12 @@ impl Supervisor {
         let (supervisor, deadline) = Supervisor::connect(id, plan, config).await?;
         if let Err(error) = supervisor.wait_healthy(deadline).await {
             supervisor.stop().await;
+            if error.is_exit()
+                && let Some(limit) = supervisor.limit_reached().await
+            {
+                let source = Box::new(error);
+                return Err(SupervisorError::AtLimit { limit, source });
+            }
             return Err(error);
         }
         Ok(supervisor)
@@ -234,7 +241,20 @@ impl Supervisor {
                 let error = handshake_failure(failed, deadline.timeout, skipped, &process).await;
                 // Let the stderr relay catch the last lines of an exited plugin.
                 let _ = tokio::time::timeout(Duration::from_millis(200), stderr_relay).await;
-                return Err(kill_and_wrap(&process, &stderr, error).await);
+                let error = kill_and_wrap(&process, &stderr, error).await;
+                let limit = crate::limits::exit_reason(
+                    &plan.limits,
+                    process.exit_status().and_then(|s| s.signal()),
+                    process.cpu_time(),
+                    stderr.out_of_memory().as_deref(),
+                );
+                return Err(match limit {
+                    Some(limit) if error.is_exit() => SupervisorError::AtLimit {
+                        limit,
+                        source: Box::new(error),
+                    },
+                    _ => error,
+                });
             }
         };
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
@@ -349,7 +369,6 @@ impl Supervisor {
             // A descendant may hold the pipe open: bounded.
             let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
         }
-        use std::os::unix::process::ExitStatusExt;
         crate::limits::exit_reason(
             &self.limits,
             status.signal(),
