@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod bundle;
+mod cgroup;
 mod digest;
 mod environment;
 mod handshake;
@@ -50,6 +51,7 @@ mod tls;
 mod transport;
 
 pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
+pub use cgroup::{CgroupSupport, cgroup_support};
 pub use digest::{InvalidSha256, Sha256};
 pub use environment::{
     Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,

@@ -68,6 +68,18 @@ pub fn parent_dir(bundle_dir: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
 }
 
+/// Why the limits are not in a cgroup of the plugin's own.
+fn cgroup_note() -> String {
+    match plugvisor::cgroup_support() {
+        plugvisor::CgroupSupport::Delegated(dir) => format!(
+            "a delegated cgroup v2 is available at {}, but plugvisor does not use cgroups yet",
+            dir.display()
+        ),
+        plugvisor::CgroupSupport::Unavailable(why) => format!("no cgroup v2 of their own: {why}"),
+        _ => "no cgroup v2 of their own".to_string(),
+    }
+}
+
 pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let results: Vec<CheckResult> = expand(dirs)
         .into_iter()
@@ -86,16 +98,25 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                 Ok((bundle, plan))
             });
             match loaded {
-                Ok((bundle, plan)) => CheckResult {
-                    ok: true,
-                    id: Some(bundle.id().to_string()),
-                    version: bundle.manifest.version.clone(),
-                    limits: plan.enforced_limits(),
-                    launch: Some(plan),
-                    warnings: bundle.manifest.unknown_field_hints(),
-                    error: None,
-                    dir,
-                },
+                Ok((bundle, plan)) => {
+                    let mut warnings = bundle.manifest.unknown_field_hints();
+                    if plan.limits.processes.is_some() && nix::unistd::geteuid().is_root() {
+                        warnings.push(
+                            "limit `processes` (RLIMIT_NPROC) has no effect: the kernel does not enforce it for root"
+                                .to_string(),
+                        );
+                    }
+                    CheckResult {
+                        ok: true,
+                        id: Some(bundle.id().to_string()),
+                        version: bundle.manifest.version.clone(),
+                        limits: plan.enforced_limits(),
+                        launch: Some(plan),
+                        warnings,
+                        error: None,
+                        dir,
+                    }
+                }
                 Err(error) => CheckResult {
                     dir,
                     ok: false,
@@ -141,6 +162,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                 (None, Some(error)) => println!("FAIL  {error}"),
                 (None, None) => unreachable!("a result is a plan or an error"),
             }
+        }
+        if results.iter().any(|r| !r.limits.is_empty()) {
+            println!("limits are set with setrlimit; {}", cgroup_note());
         }
     }
     Ok(if results.iter().all(|r| r.ok) {

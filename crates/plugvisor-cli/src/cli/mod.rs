@@ -67,11 +67,14 @@ refused part-way (say, its executable is not there yet) and is loaded once it is
 `plugvisor reload` does the same on demand; --no-watch turns the watching off.
 
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
-and each plugin's configuration values in a [plugins.ID] table:
+each plugin's configuration values in a [plugins.ID] table, and resource limits that replace
+those of its plugin.json (server.limits) in a [limits.ID] table:
   health-interval = \"5s\"
   max-failures = 5
   [plugins.hello-python]
   greeting = \"Bonjour\"
+  [limits.hello-python]
+  memory = \"2GiB\"       # RLIMIT_AS: address space; also open_files, processes, cpu_seconds
 Flags win over the file; `plugvisor config set` wins over both and is kept in --data-dir.
 
 Examples:
@@ -197,6 +200,8 @@ Examples:
     /// Validate bundles and print how each would be launched; start nothing.
     #[command(
         after_help = "Exits 0 when every bundle is valid, 1 otherwise, 2 on a usage error.
+Each resource limit (server.limits, or [limits.ID] in ./plugvisor.toml) is printed with the
+setrlimit that enforces it; bad limit values fail the bundle.
 
 Examples:
   plugvisor check examples/plugins/*
