@@ -73,8 +73,8 @@ pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, S
 pub use stdio::StderrLines;
 pub use store::{KvLimits, KvLimitsBuilder, StoreError};
 pub use supervisor::{
-    PingError, SkippedLines, StopMethod, StopReport, Supervisor, SupervisorConfig,
-    SupervisorConfigBuilder, SupervisorError,
+    AttachTarget, Ended, PingError, SkippedLines, StopMethod, StopReport, Supervisor,
+    SupervisorConfig, SupervisorConfigBuilder, SupervisorError,
 };
 pub use tls::TlsError;
 pub use transport::ConnectError;

@@ -138,6 +138,10 @@ pub struct Settings {
     /// cpu_seconds).
     #[serde(default)]
     pub limits: std::collections::BTreeMap<String, toml::Table>,
+    /// `[attach]`: `ID = "unix:/path"`: plugins started by hand that `run`
+    /// attaches to instead of spawning (see `plugvisor attach --help`).
+    #[serde(default)]
+    pub attach: std::collections::BTreeMap<String, String>,
 }
 
 /// How plugins are launched: `run`, `ping` and `check`.
@@ -463,6 +467,12 @@ impl Settings {
             .data_dir(data_dir);
         if let Some(DurationArg(deadline)) = self.shutdown_deadline {
             config = config.shutdown_deadline(deadline);
+        }
+        for (id, address) in &self.attach {
+            let target = plugvisor::AttachTarget::new(address, None).map_err(|problem| {
+                anyhow::anyhow!("invalid [attach] {id} in the config file: {problem}")
+            })?;
+            config = config.attach(id, target);
         }
         for (id, table) in &self.plugins {
             let values =

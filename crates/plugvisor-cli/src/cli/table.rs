@@ -61,9 +61,15 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 9] {
         status.id.clone(),
         status.version.clone(),
         status.runtime.map_or("-".into(), |r| r.to_string()),
-        match status.debug {
-            true => format!("{} (debug)", status.state),
-            false => status.state.to_string(),
+        {
+            let mut state = status.state.to_string();
+            if status.attached.is_some() {
+                state.push_str(" (attached)");
+            }
+            if status.debug {
+                state.push_str(" (debug)");
+            }
+            state
         },
         status.pid.map_or("-".into(), |p| p.to_string()),
         uptime,

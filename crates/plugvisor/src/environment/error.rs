@@ -154,7 +154,7 @@ impl EnvironmentError {
             EnvironmentError::Refused { .. } => true,
             EnvironmentError::Launch { source, .. } => source.is_integrity(),
             EnvironmentError::Start {
-                source: SupervisorError::Integrity(_),
+                source: SupervisorError::Integrity(_) | SupervisorError::Attach { .. },
                 ..
             } => true,
             EnvironmentError::Hook { source, .. } => source.is_final(),

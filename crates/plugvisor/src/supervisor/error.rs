@@ -145,6 +145,10 @@ pub enum SupervisorError {
         last: PingError,
         stderr: StderrLines,
     },
+    /// An attached plugin ([`crate::Supervisor::attach`]) could not be reached,
+    /// or went away before it answered SERVING.
+    #[error("cannot attach to the plugin at {address}: {problem}")]
+    Attach { address: String, problem: String },
     /// An exit during the start that one of the plugin's resource limits
     /// caused ([`crate::ResourceLimits`] says how that is told).
     #[error("plugin stopped {limit} during its start: {source}")]
