@@ -1331,3 +1331,102 @@ fn sandbox_on_a_kernel_without_landlock_fails_at_start_and_runs_nothing() {
         text(&checked.stderr)
     );
 }
+/// A Go bundle whose plugin.json sets `server.limits`.
+fn limited_bundle(root: &Path, id: &str, limits: Value) -> PathBuf {
+    let dir = go_bundle(root, id);
+    let manifest = serde_json::json!({
+        "id": id,
+        "server": {"executable": "plugin", "limits": limits},
+    });
+    std::fs::write(dir.join("plugin.json"), manifest.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn check_prints_the_limits_the_config_file_overrides_and_refuses_bad_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let good = limited_bundle(
+        &plugins,
+        "limited",
+        serde_json::json!({"memory": "1GiB", "open_files": 64, "cpu_seconds": 600}),
+    );
+    let output = plugvisor(&["check", good.to_str().unwrap()]);
+    let report = text(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    for line in [
+        "      limit: memory 1 GiB (RLIMIT_AS)",
+        "      limit: open files 64 (RLIMIT_NOFILE)",
+        "      limit: cpu seconds 600 s (RLIMIT_CPU)",
+    ] {
+        assert!(report.contains(line), "{line:?} in {report}");
+    }
+
+    // ./plugvisor.toml replaces the limits it names.
+    let cwd = root.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(
+        cwd.join("plugvisor.toml"),
+        "[limits.limited]\nopen_files = 32\nprocesses = 500\n",
+    )
+    .unwrap();
+    let output = Command::new(PLUGVISOR)
+        .args(["check", "--json", good.to_str().unwrap()])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        results[0]["limits"],
+        serde_json::json!([
+            {"limit": "memory", "value": 1u64 << 30, "by": "setrlimit"},
+            {"limit": "open_files", "value": 32, "by": "setrlimit"},
+            {"limit": "processes", "value": 500, "by": "setrlimit"},
+            {"limit": "cpu_seconds", "value": 600, "by": "setrlimit"},
+        ])
+    );
+    std::fs::write(
+        cwd.join("plugvisor.toml"),
+        "[limits.limited]\nmemory = \"huge\"\n",
+    )
+    .unwrap();
+    let output = Command::new(PLUGVISOR)
+        .args(["check", good.to_str().unwrap()])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stdout).contains(
+            "invalid [limits.limited] in the config file: `memory`: \"huge\" is not a size"
+        ),
+        "{}",
+        text(&output.stdout)
+    );
+
+    for (id, limits, message) in [
+        (
+            "bad-size",
+            serde_json::json!({"memory": "lots"}),
+            "field `server.limits.memory`: \"lots\" is not a size; write bytes or a number with a unit",
+        ),
+        (
+            "bad-zero",
+            serde_json::json!({"open_files": 0}),
+            "field `server.limits.open_files`: must be more than 0 (omit it for no limit)",
+        ),
+        (
+            "bad-name",
+            serde_json::json!({"cpu_second": 5}),
+            "field `server.limits.cpu_second`: unknown limit (did you mean `cpu_seconds`?)",
+        ),
+    ] {
+        let dir = limited_bundle(&plugins, id, limits);
+        let output = plugvisor(&["check", dir.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1));
+        let report = text(&output.stdout);
+        assert!(report.starts_with("FAIL  "), "{report}");
+        assert!(report.contains(message), "{message:?} in {report}");
+    }
+}

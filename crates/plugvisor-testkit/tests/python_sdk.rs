@@ -94,10 +94,10 @@ async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio(
         "the plugin id is missing: {line}"
     );
 
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
-    assert_eq!(report.status.code(), Some(0));
+    assert_eq!(report.status.unwrap().code(), Some(0));
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleanup ran");
     assert_no_leftovers(pid);
 }
@@ -111,7 +111,7 @@ async fn sdk_plugin_runs_its_cleanup_on_sigterm() {
         &SupervisorConfig::default(),
     )
     .await;
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -46,7 +46,7 @@ async fn seed_fake_interpreter_serves_health_and_is_reaped() {
         .await
         .unwrap();
     supervisor.ping().await.unwrap();
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     assert!(exists(pid));
     let report = supervisor.stop().await;
     // No controller: straight to SIGTERM, which the fake honours.
@@ -78,7 +78,7 @@ async fn unix_socket_plugin_stops_through_the_controller() {
         nix::unistd::geteuid().as_raw(),
         "socket dir owner"
     );
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "controller");
@@ -112,7 +112,7 @@ async fn garbage_before_the_handshake_is_skipped() {
         supervisor.skipped_lines().first.as_deref(),
         Some("garbage line 0")
     );
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     supervisor.stop().await;
     assert_no_leftovers(pid);
 }
@@ -211,11 +211,15 @@ async fn sigterm_ignored_escalates_to_sigkill() {
     let supervisor = Supervisor::start("stubborn", &short_timeout(&dir), &config)
         .await
         .unwrap();
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Kill);
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(report.status.signal(), Some(9), "it ended by SIGKILL");
+    assert_eq!(
+        report.status.unwrap().signal(),
+        Some(9),
+        "it ended by SIGKILL"
+    );
     assert_no_leftovers(pid);
 }
 
@@ -228,7 +232,7 @@ async fn grandchildren_in_the_group_die_with_the_plugin() {
     let supervisor = start(&dir).await.unwrap();
     let grandchild = read_pids(&pid_file)[0];
     assert!(exists(grandchild));
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     supervisor.stop().await;
     assert_no_leftovers(pid);
     assert!(
@@ -266,11 +270,11 @@ async fn real_python_plugin_on_grpcio_without_sdk() {
     let supervisor = Supervisor::start("raw-grpcio", &plan, &SupervisorConfig::default())
         .await
         .unwrap();
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     // No controller in a raw grpcio plugin: SIGTERM at once, and it exits cleanly.
     assert_eq!(report.method, StopMethod::Terminate);
-    assert_eq!(report.status.code(), Some(0));
+    assert_eq!(report.status.unwrap().code(), Some(0));
     assert_no_leftovers(pid);
 }
 
@@ -289,7 +293,7 @@ async fn real_go_plugin_built_with_go_plugin() {
     std::fs::copy(&binary, dir.join("plugin")).unwrap();
     let supervisor = start(&dir).await.unwrap();
     assert_eq!(supervisor.handshake().network, plugvisor::Network::Unix);
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
     assert_no_leftovers(pid);

@@ -86,10 +86,10 @@ async fn assert_mutual_tls(supervisor: Supervisor) {
         "a plaintext client got in"
     );
 
-    let pid = supervisor.pid();
+    let pid = supervisor.pid().unwrap();
     let report = supervisor.stop().await;
     assert_eq!(report.method, StopMethod::Controller);
-    assert_eq!(report.status.code(), Some(0));
+    assert_eq!(report.status.unwrap().code(), Some(0));
     assert_no_leftovers(pid);
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::integrity::{Pin, PinSource};
 use crate::invalid_config::{InvalidConfig, positive};
+use crate::limits::ResourceLimits;
 use crate::lock::Lock;
 use crate::manifest::{ManifestError, PLATFORM_KEYS, current_platform};
 use crate::sandbox::SandboxPolicy;
@@ -57,6 +58,7 @@ pub struct LaunchOptions {
     platform: String,
     lock_file: Option<PathBuf>,
     sandbox: bool,
+    limits: std::collections::BTreeMap<String, ResourceLimits>,
 }
 
 impl LaunchOptions {
@@ -109,6 +111,12 @@ impl LaunchOptions {
     pub fn sandbox(&self) -> bool {
         self.sandbox
     }
+
+    /// The operator's resource limits for plugin `id`: each one set here
+    /// replaces the same limit of the manifest's `server.limits`.
+    pub fn limits_for(&self, id: &str) -> Option<&ResourceLimits> {
+        self.limits.get(id)
+    }
 }
 
 impl Default for LaunchOptions {
@@ -120,6 +128,7 @@ impl Default for LaunchOptions {
             platform: current_platform(),
             lock_file: None,
             sandbox: false,
+            limits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -156,6 +165,12 @@ impl LaunchOptionsBuilder {
     /// See [`LaunchOptions::sandbox`].
     pub fn sandbox(mut self, on: bool) -> Self {
         self.0.sandbox = on;
+        self
+    }
+
+    /// See [`LaunchOptions::limits_for`]; replaces earlier limits for `id`.
+    pub fn limits(mut self, id: impl Into<String>, limits: ResourceLimits) -> Self {
+        self.0.limits.insert(id.into(), limits);
         self
     }
 
@@ -213,9 +228,18 @@ pub struct LaunchPlan {
     /// environment creates and a sandboxed plugin may write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// The resource limits of the process: the manifest's, with the
+    /// operator's ([`LaunchOptions::limits_for`]) in their place.
+    #[serde(skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
 }
 
 impl LaunchPlan {
+    /// The plan's limits, each with how a spawn enforces it.
+    pub fn enforced_limits(&self) -> Vec<crate::EnforcedLimit> {
+        crate::limits::enforced(&self.limits)
+    }
+
     /// The command as a person would type it, from the bundle directory.
     pub fn command_line(&self) -> String {
         std::iter::once(self.program.as_os_str())
@@ -306,6 +330,10 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
     let (field, relative) = manifest.executable_for(&options.platform)?;
     let file = checked_bundle_file(&bundle.dir, &field, &relative)?;
     let working_dir = std::path::absolute(&bundle.dir).unwrap_or_else(|_| bundle.dir.clone());
+    let mut limits = manifest.limits()?;
+    if let Some(over) = options.limits_for(bundle.id()) {
+        limits = limits.overridden_by(over);
+    }
 
     let request = manifest.sandbox_request()?;
     let bundle_dir = working_dir.clone();
@@ -334,6 +362,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
             sandbox: sandbox(&bundle_dir, &interpreter, true),
             data_dir: None,
             program: interpreter,
+            limits,
         });
     }
     let mode = std::fs::metadata(&file)
@@ -357,6 +386,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
         sandbox: sandbox(&bundle_dir, &program, false),
         data_dir: None,
         program,
+        limits,
     })
 }
 

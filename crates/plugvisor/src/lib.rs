@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod bundle;
+mod cgroup;
 mod digest;
 mod environment;
 mod handshake;
@@ -36,6 +37,7 @@ pub mod http;
 mod integrity;
 mod invalid_config;
 mod launch;
+mod limits;
 mod lock;
 mod manifest;
 mod policy;
@@ -50,6 +52,7 @@ mod tls;
 mod transport;
 
 pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
+pub use cgroup::{CgroupSupport, cgroup_support};
 pub use digest::{InvalidSha256, Sha256};
 pub use environment::{
     Available, CallError, ConfigApplied, ConfigChange, ConfigSource, ConfigValue, Environment,
@@ -63,6 +66,7 @@ pub use invalid_config::InvalidConfig;
 pub use launch::{
     LaunchError, LaunchOptions, LaunchOptionsBuilder, LaunchPlan, RuntimeKind, plan_launch,
 };
+pub use limits::{EnforcedLimit, Enforcement, LimitKind, LimitsError, ResourceLimits};
 pub use lock::{LOCK_FILE, Lock, LockError, LockedInterpreter, LockedPlugin};
 pub use manifest::{Manifest, ManifestError, ServerSection};
 pub use policy::{HealthPolicy, RestartPolicy, RestartPolicyBuilder};
@@ -73,8 +77,8 @@ pub use settings_schema::{InvalidSetting, Setting, SettingOption, SettingType, S
 pub use stdio::StderrLines;
 pub use store::{KvLimits, KvLimitsBuilder, StoreError};
 pub use supervisor::{
-    PingError, SkippedLines, StopMethod, StopReport, Supervisor, SupervisorConfig,
-    SupervisorConfigBuilder, SupervisorError, TlsMode, Transport,
+    AttachTarget, Ended, PingError, SkippedLines, StopMethod, StopReport, Supervisor,
+    SupervisorConfig, SupervisorConfigBuilder, SupervisorError, TlsMode, Transport,
 };
 pub use tls::TlsError;
 pub use transport::ConnectError;

@@ -74,6 +74,11 @@ pub struct ServerSection {
     /// runs it sandboxed ([`crate::SandboxRequest`]), as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<Value>,
+    /// plugvisor's resource limits of the plugin process, as written
+    /// ([`crate::ResourceLimits::from_json`]; read with [`Manifest::limits`]).
+    /// Mattermost ignores the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Value>,
     /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -97,8 +102,14 @@ const KNOWN_FIELDS: [&str; 14] = [
     "props",
 ];
 /// Fields of the `server` section.
-const KNOWN_SERVER_FIELDS: [&str; 5] =
-    ["executables", "executable", "runtime", "sha256", "sandbox"];
+const KNOWN_SERVER_FIELDS: [&str; 6] = [
+    "executables",
+    "executable",
+    "runtime",
+    "sha256",
+    "sandbox",
+    "limits",
+];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +153,8 @@ pub enum ManifestError {
     InvalidSha256(crate::digest::InvalidSha256),
     #[error("field `server.sandbox`: {0}")]
     InvalidSandbox(String),
+    #[error("field `server.limits{}`: {}", .0.dotted_field(), .0.problem)]
+    InvalidLimits(crate::limits::LimitsError),
     #[error(
         "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
     )]
@@ -196,7 +209,18 @@ impl Manifest {
             clean_bundle_path("server.executable", path)?;
         }
         self.pinned_sha256()?;
+        self.limits()?;
         Ok(())
+    }
+
+    /// `server.limits`, parsed; none set when the field is absent.
+    pub fn limits(&self) -> Result<crate::ResourceLimits, ManifestError> {
+        match self.server.as_ref().and_then(|s| s.limits.as_ref()) {
+            None => Ok(crate::ResourceLimits::default()),
+            Some(value) => {
+                crate::ResourceLimits::from_json(value).map_err(ManifestError::InvalidLimits)
+            }
+        }
     }
 
     /// `server.sha256`, parsed.
@@ -497,6 +521,26 @@ mod tests {
         let err = parse(r#"{"id":"abc","server":{"executable":"p","sha256":"abc"}}"#).unwrap_err();
         assert!(matches!(err, ManifestError::InvalidSha256(_)), "{err:?}");
         assert!(err.to_string().contains("server.sha256"), "{err}");
+    }
+
+    #[test]
+    fn server_limits_are_checked_with_the_manifest() {
+        let m = parse(
+            r#"{"id":"abc","server":{"executable":"p","limits":{"memory":"64MiB","cpu_seconds":5}}}"#,
+        )
+        .unwrap();
+        let limits = m.limits().unwrap();
+        assert_eq!(limits.memory, Some(64 << 20));
+        assert_eq!(limits.cpu_seconds, Some(5));
+        let err =
+            parse(r#"{"id":"abc","server":{"executable":"p","limits":{"memory":"64 megs"}}}"#)
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("field `server.limits.memory`: \"64 megs\" is not a size"),
+            "{err}"
+        );
+        assert!(m.unknown_field_hints().is_empty());
     }
 
     #[test]

@@ -70,22 +70,52 @@ pub async fn read_bounded_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// The last lines a plugin wrote to stderr, for error messages.
+/// The last lines a plugin wrote to stderr, for error messages, and the
+/// last line that said it ran out of memory, which a Go stack trace after it
+/// would push out of the tail.
 #[derive(Debug, Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+pub struct StderrTail(Arc<Mutex<Tail>>);
+
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    /// Lines seen so far.
+    count: u64,
+    /// The last out-of-memory line, and its number.
+    out_of_memory: Option<(u64, String)>,
+}
+
+/// An out-of-memory line counts as the reason of an exit this many lines
+/// later at most: the Go runtime's stack traces follow it (a few hundred
+/// lines for a plugin with a handful of goroutines).
+const OUT_OF_MEMORY_RECENT: u64 = 5000;
 
 impl StderrTail {
     pub fn push(&self, line: String) {
-        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() == STDERR_TAIL_LINES {
-            lines.pop_front();
+        let mut tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tail.count += 1;
+        if crate::limits::says_out_of_memory(&line) {
+            tail.out_of_memory = Some((tail.count, line.clone()));
         }
-        lines.push_back(line);
+        if tail.lines.len() == STDERR_TAIL_LINES {
+            tail.lines.pop_front();
+        }
+        tail.lines.push_back(line);
     }
 
     pub fn lines(&self) -> Vec<String> {
-        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        lines.iter().cloned().collect()
+        let tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tail.lines.iter().cloned().collect()
+    }
+
+    /// The last line that said the plugin ran out of memory, if it is
+    /// among its last stderr lines.
+    pub fn out_of_memory(&self) -> Option<String> {
+        let tail = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &tail.out_of_memory {
+            Some((at, line)) if tail.count - at < OUT_OF_MEMORY_RECENT => Some(line.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -262,6 +292,24 @@ pub(crate) async fn relay_lines<R: AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_memory_line_outlives_the_tail_but_not_much_more() {
+        let tail = StderrTail::default();
+        tail.push("fatal error: out of memory".into());
+        for n in 0..300 {
+            tail.push(format!("goroutine trace line {n}"));
+        }
+        assert_eq!(
+            tail.out_of_memory().as_deref(),
+            Some("fatal error: out of memory")
+        );
+        assert_eq!(tail.lines().len(), STDERR_TAIL_LINES);
+        for n in 0..OUT_OF_MEMORY_RECENT {
+            tail.push(format!("later line {n}"));
+        }
+        assert_eq!(tail.out_of_memory(), None);
+    }
 
     #[tokio::test]
     async fn bounded_lines_truncate_and_resync() {

@@ -7,6 +7,12 @@
 //	                                 handshake line).
 //	PLUGVISOR_TEST_MARKER=PATH       write "stopped" to PATH when the plugin
 //	                                 stops cleanly, by either path below.
+//	PLUGVISOR_TEST_TRIGGER=PATH      once serving, look for PATH every 10 ms;
+//	                                 when it appears, remove it (so a restarted
+//	                                 plugin does not see it) and do what it
+//	                                 says: "allocate" (1 MiB at a time, touched
+//	                                 and kept, until the runtime fails) or
+//	                                 "spin" (burn CPU on every core).
 //	PLUGVISOR_BENCH_HANDSHAKE_FILE=PATH  append "PID UNIX_NS" to PATH when
 //	                                 serving starts, just before the handshake
 //	                                 line is printed (bench/ uses it).
@@ -38,7 +44,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -138,6 +146,9 @@ func main() {
 			fmt.Fprintf(handshakeFile, "%d %d\n", os.Getpid(), time.Now().UnixNano())
 			handshakeFile.Close()
 		}
+		if path := os.Getenv("PLUGVISOR_TEST_TRIGGER"); path != "" {
+			go misbehaveOn(path, logger)
+		}
 		if crashAfter >= 0 {
 			logger.Info("will crash", "after_ms", crashAfter.Milliseconds())
 			time.AfterFunc(crashAfter, func() {
@@ -164,5 +175,39 @@ func main() {
 		stopped(reason)
 	} else {
 		stopped("controller shutdown")
+	}
+}
+
+// misbehaveOn waits for the trigger file, removes it and does what it says.
+func misbehaveOn(path string, logger hclog.Logger) {
+	for {
+		text, err := os.ReadFile(path)
+		if err == nil && os.Remove(path) == nil {
+			switch what := strings.TrimSpace(string(text)); what {
+			case "allocate":
+				logger.Info("allocating until the memory runs out")
+				var kept [][]byte
+				for {
+					chunk := make([]byte, 1<<20)
+					for i := 0; i < len(chunk); i += 4096 {
+						chunk[i] = 1
+					}
+					kept = append(kept, chunk)
+				}
+			case "spin":
+				logger.Info("spinning on every core")
+				for i := 0; i < runtime.NumCPU(); i++ {
+					go func() {
+						for n := 0; ; n++ {
+							_ = n * n
+						}
+					}()
+				}
+				return
+			default:
+				logger.Error("unknown trigger", "text", what)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -18,6 +18,9 @@ struct CheckResult {
     version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     launch: Option<LaunchPlan>,
+    /// The plan's limits and how a start enforces each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    limits: Vec<plugvisor::EnforcedLimit>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +96,18 @@ fn print_policy(policy: &SandboxPolicy) {
     );
 }
 
+/// Why the limits are not in a cgroup of the plugin's own.
+fn cgroup_note() -> String {
+    match plugvisor::cgroup_support() {
+        plugvisor::CgroupSupport::Delegated(dir) => format!(
+            "a delegated cgroup v2 is available at {}, but plugvisor does not use cgroups yet",
+            dir.display()
+        ),
+        plugvisor::CgroupSupport::Unavailable(why) => format!("no cgroup v2 of their own: {why}"),
+        _ => "no cgroup v2 of their own".to_string(),
+    }
+}
+
 pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     if settings.sandbox {
         match plugvisor::require_landlock() {
@@ -117,21 +132,32 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                 Ok((bundle, plan))
             });
             match loaded {
-                Ok((bundle, plan)) => CheckResult {
-                    ok: true,
-                    id: Some(bundle.id().to_string()),
-                    version: bundle.manifest.version.clone(),
-                    launch: Some(plan),
-                    warnings: bundle.manifest.unknown_field_hints(),
-                    error: None,
-                    dir,
-                },
+                Ok((bundle, plan)) => {
+                    let mut warnings = bundle.manifest.unknown_field_hints();
+                    if plan.limits.processes.is_some() && nix::unistd::geteuid().is_root() {
+                        warnings.push(
+                            "limit `processes` (RLIMIT_NPROC) has no effect: the kernel does not enforce it for root"
+                                .to_string(),
+                        );
+                    }
+                    CheckResult {
+                        ok: true,
+                        id: Some(bundle.id().to_string()),
+                        version: bundle.manifest.version.clone(),
+                        limits: plan.enforced_limits(),
+                        launch: Some(plan),
+                        warnings,
+                        error: None,
+                        dir,
+                    }
+                }
                 Err(error) => CheckResult {
                     dir,
                     ok: false,
                     id: None,
                     version: None,
                     launch: None,
+                    limits: Vec::new(),
                     warnings: Vec::new(),
                     error: Some(error),
                 },
@@ -163,6 +189,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                     if let Some(policy) = &plan.sandbox {
                         print_policy(policy);
                     }
+                    for limit in &result.limits {
+                        println!("      limit: {limit}");
+                    }
                     for warning in &result.warnings {
                         println!("      warning: {warning}");
                     }
@@ -170,6 +199,9 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
                 (None, Some(error)) => println!("FAIL  {error}"),
                 (None, None) => unreachable!("a result is a plan or an error"),
             }
+        }
+        if results.iter().any(|r| !r.limits.is_empty()) {
+            println!("limits are set with setrlimit; {}", cgroup_note());
         }
     }
     Ok(if results.iter().all(|r| r.ok) {

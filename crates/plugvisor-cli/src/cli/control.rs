@@ -36,6 +36,12 @@ pub enum Request {
         id: String,
         on: bool,
     },
+    /// Attach to a plugin started by hand at `address`; `None` detaches.
+    Attach {
+        id: String,
+        address: Option<String>,
+        pid: Option<u32>,
+    },
     ConfigGet {
         id: String,
     },
@@ -208,6 +214,20 @@ async fn answer(
         Request::Stop { id } => env.deactivate(&id).await,
         Request::Restart { id } => env.restart(&id).await.map(drop),
         Request::Debug { id, on } => env.set_debugging(&id, on).map(drop),
+        Request::Attach {
+            id,
+            address: Some(address),
+            pid,
+        } => match plugvisor::AttachTarget::new(&address, pid) {
+            Ok(target) => env.attach(&id, target).await.map(drop),
+            Err(problem) => Err(plugvisor::EnvironmentError::Start {
+                id,
+                source: plugvisor::SupervisorError::Attach { address, problem },
+            }),
+        },
+        Request::Attach {
+            id, address: None, ..
+        } => env.detach(&id).await.map(drop),
         Request::ConfigGet { id } => env.configuration(&id).map(|values| {
             response.configuration = Some(values);
         }),

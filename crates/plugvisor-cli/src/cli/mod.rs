@@ -31,6 +31,7 @@ use settings::{LaunchFlags, ProtocolFlags, Settings, SupervisionFlags};
   plugvisor status                           the status table of a running `run`
   plugvisor restart hello-python             restart one plugin of a running `run`
   plugvisor debug hello-go                   no health kills or restarts: pause it in a debugger
+  plugvisor attach hello-go unix:/tmp/p.sock supervise a plugin you started by hand
   plugvisor reload                           apply what changed in the plugins folder now
   plugvisor config set hello-python greeting=Bonjour   change its configuration live
   plugvisor ping examples/plugins/hello-go   does this plugin start and answer?
@@ -67,11 +68,14 @@ refused part-way (say, its executable is not there yet) and is loaded once it is
 `plugvisor reload` does the same on demand; --no-watch turns the watching off.
 
 Settings may also come from a TOML file (--config, or ./plugvisor.toml), with the flags' names,
-and each plugin's configuration values in a [plugins.ID] table:
+each plugin's configuration values in a [plugins.ID] table, and resource limits that replace
+those of its plugin.json (server.limits) in a [limits.ID] table:
   health-interval = \"5s\"
   max-failures = 5
   [plugins.hello-python]
   greeting = \"Bonjour\"
+  [limits.hello-python]
+  memory = \"2GiB\"       # RLIMIT_AS: address space; also open_files, processes, cpu_seconds
 Flags win over the file; `plugvisor config set` wins over both and is kept in --data-dir.
 
 Examples:
@@ -155,6 +159,43 @@ Examples:
         #[command(flatten)]
         control: ControlSocket,
     },
+    /// Supervise a plugin you started by hand (under a debugger, say) in place of ID's own process.
+    #[command(
+        after_help = "go-plugin's reattach. Start the plugin yourself with the handshake environment a
+host would give it, read the address from its handshake line (CORE|APP|NETWORK|ADDRESS|PROTOCOL),
+and attach it; `plugvisor run` stops ID's own process first. The attached plugin gets health
+checks, Implemented, OnActivate, configuration changes and HTTP as usual, but plugvisor never
+signals, kills or restarts it: `plugvisor stop ID` calls OnDeactivate and disconnects (the
+process keeps running), and when it goes away ID ends FailedToStayRunning, not restarted.
+Until `plugvisor attach ID --off`, every start of ID attaches again. With --pid, its exit is
+seen at once and the host API accepts only its process group; without, its end is told by its
+GRPCStdio stream closing (go-plugin always serves it). ADDR is unix:/path (or /path), or
+tcp:127.0.0.1:PORT (or 127.0.0.1:PORT): loopback only, unless run has --allow-remote-plugins.
+No TLS. In plugvisor.toml, `[attach]` then `ID = \"unix:/path\"` attaches from the start.
+Pair it with `plugvisor debug ID` so that failed health checks of a paused plugin are not counted.
+
+Examples:
+  MATTERMOST_PLUGIN='Securely message teams, anywhere.' PLUGIN_PROTOCOL_VERSIONS=1 \\
+    PLUGIN_UNIX_SOCKET_DIR=/tmp/dev dlv exec --headless -l 127.0.0.1:2345 ./plugin
+  #  -> prints 1|1|unix|/tmp/dev/plugin123456|grpc|
+  plugvisor attach hello-go unix:/tmp/dev/plugin123456 --pid $(pgrep -n plugin)
+  plugvisor attach hello-go --off"
+    )]
+    Attach {
+        /// The plugin's id (as `plugvisor status` lists them); its bundle must be in the plugins folder.
+        id: String,
+        /// Where the plugin listens: unix:/path or tcp:127.0.0.1:PORT, as its handshake line says.
+        #[arg(required_unless_present = "off")]
+        address: Option<String>,
+        /// The plugin's process id, to see its exit at once (it is never signalled).
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Stop attaching: disconnect (its process keeps running); ID's next start spawns its bundle again.
+        #[arg(long, conflicts_with_all = ["address", "pid"])]
+        off: bool,
+        #[command(flatten)]
+        control: ControlSocket,
+    },
     /// Rescan the plugins folder of a running `plugvisor run` and apply what changed.
     #[command(
         after_help = "New bundles are activated, bundles whose plugin.json or executable changed are
@@ -197,6 +238,8 @@ Examples:
     /// Validate bundles and print how each would be launched; start nothing.
     #[command(
         after_help = "Exits 0 when every bundle is valid, 1 otherwise, 2 on a usage error.
+Each resource limit (server.limits, or [limits.ID] in ./plugvisor.toml) is printed with the
+setrlimit that enforces it; bad limit values fail the bundle.
 
 Examples:
   plugvisor check examples/plugins/*
@@ -331,6 +374,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { id, control } => send(control, Request::Stop { id }).await,
         Command::Restart { id, control } => send(control, Request::Restart { id }).await,
         Command::Debug { id, off, control } => send(control, Request::Debug { id, on: !off }).await,
+        Command::Attach {
+            id,
+            address,
+            pid,
+            off,
+            control,
+        } => {
+            let address = if off { None } else { address };
+            send(control, Request::Attach { id, address, pid }).await
+        }
         Command::Reload { json, control } => {
             let response = control::request(&control.path(), &Request::Reload).await?;
             reload::print(response, json)

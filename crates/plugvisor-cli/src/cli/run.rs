@@ -341,7 +341,12 @@ pub fn describe_event(event: &Event) -> String {
             method: Some(method),
             exit: Some(exit),
         } => format!("stopped {method} ({exit})"),
+        EventKind::Stopped {
+            method: Some(method),
+            exit: None,
+        } => format!("stopped {method}"),
         EventKind::Stopped { .. } => "stopped".to_string(),
+        EventKind::Detached => "detached: its next start spawns its bundle".to_string(),
         EventKind::Added => "new bundle".to_string(),
         EventKind::Reloaded { previous_version } => {
             format!("new version {} (was {previous_version})", s.version)

@@ -134,6 +134,15 @@ pub struct Settings {
     /// `[plugins.ID]` tables: each plugin's configuration values.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, toml::Table>,
+    /// `[limits.ID]` tables: resource limits that replace the same limits
+    /// of the plugin's `server.limits` (memory, open_files, processes,
+    /// cpu_seconds).
+    #[serde(default)]
+    pub limits: std::collections::BTreeMap<String, toml::Table>,
+    /// `[attach]`: `ID = "unix:/path"`: plugins started by hand that `run`
+    /// attaches to instead of spawning (see `plugvisor attach --help`).
+    #[serde(default)]
+    pub attach: std::collections::BTreeMap<String, String>,
 }
 
 /// How plugins are launched: `run`, `ping` and `check`.
@@ -360,7 +369,7 @@ impl Settings {
 
     /// Launch options with the lock of `plugins_dir` in force (see [`Self::lock_path`]).
     pub fn launch_options_for(&self, plugins_dir: &Path) -> anyhow::Result<LaunchOptions> {
-        let mut options = self.launch_builder();
+        let mut options = self.launch_builder()?;
         if let Some(lock) = self.lock_path(plugins_dir) {
             anyhow::ensure!(
                 lock.is_file(),
@@ -374,11 +383,23 @@ impl Settings {
 
     /// Launch options with no lock in force.
     pub fn launch_options(&self) -> anyhow::Result<LaunchOptions> {
-        self.launch_builder().build().map_err(invalid)
+        self.launch_builder()?.build().map_err(invalid)
     }
 
-    fn launch_builder(&self) -> plugvisor::LaunchOptionsBuilder {
+    fn launch_builder(&self) -> anyhow::Result<plugvisor::LaunchOptionsBuilder> {
         let mut options = LaunchOptions::builder().sandbox(self.sandbox);
+        for (id, table) in &self.limits {
+            let value =
+                serde_json::to_value(table).context("a [limits] table is not plain data")?;
+            let limits = plugvisor::ResourceLimits::from_json(&value).map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid [limits.{id}] in the config file: `{}`: {}",
+                    e.field,
+                    e.problem
+                )
+            })?;
+            options = options.limits(id, limits);
+        }
         if let Some(interpreter) = &self.interpreter {
             options = options.interpreter(interpreter);
         }
@@ -388,7 +409,7 @@ impl Settings {
         if let Some(DurationArg(timeout)) = self.python_start_timeout {
             options = options.python_start_timeout(timeout);
         }
-        options
+        Ok(options)
     }
 
     pub fn supervisor_config(&self) -> anyhow::Result<SupervisorConfig> {
@@ -459,6 +480,12 @@ impl Settings {
             .data_dir(data_dir);
         if let Some(DurationArg(deadline)) = self.shutdown_deadline {
             config = config.shutdown_deadline(deadline);
+        }
+        for (id, address) in &self.attach {
+            let target = plugvisor::AttachTarget::new(address, None).map_err(|problem| {
+                anyhow::anyhow!("invalid [attach] {id} in the config file: {problem}")
+            })?;
+            config = config.attach(id, target);
         }
         for (id, table) in &self.plugins {
             let values =
@@ -658,6 +685,31 @@ mod tests {
         assert_eq!(values["greeting"], "Hi");
         assert_eq!(values["shout"], true);
         assert_eq!(config.data_dir(), Some(Path::new("/var/lib/plugvisor")));
+    }
+
+    #[test]
+    fn limits_tables_override_a_plugins_limits() {
+        let file: Settings = toml::from_str(
+            r#"
+            [limits.hello-go]
+            memory = "512MiB"
+            open_files = 256
+            "#,
+        )
+        .unwrap();
+        let options = file.launch_options().unwrap();
+        let limits = options.limits_for("hello-go").unwrap();
+        assert_eq!(limits.memory, Some(512 << 20));
+        assert_eq!(limits.open_files, Some(256));
+        assert_eq!(options.limits_for("other"), None);
+        let bad: Settings = toml::from_str("[limits.hello-go]\nmemory = \"lots\"").unwrap();
+        let error = bad.launch_options().unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "invalid [limits.hello-go] in the config file: `memory`: \"lots\" is not a size"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

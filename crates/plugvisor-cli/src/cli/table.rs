@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use plugvisor::{PluginState, PluginStatus};
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "ID",
     "VERSION",
     "RUNTIME",
@@ -14,18 +14,19 @@ const HEADERS: [&str; 10] = [
     "SANDBOX",
     "UPTIME",
     "RESTARTS",
+    "LIMITS",
     "LAST ERROR",
 ];
 
 pub fn render_table(statuses: &[PluginStatus], now: SystemTime, width: usize) -> Vec<String> {
-    let rows: Vec<[String; 10]> = statuses.iter().map(|s| row(s, now)).collect();
+    let rows: Vec<[String; 11]> = statuses.iter().map(|s| row(s, now)).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let format_row = |cells: [&str; 10]| {
+    let format_row = |cells: [&str; 11]| {
         let mut line = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i == cells.len() - 1 {
@@ -43,7 +44,7 @@ pub fn render_table(statuses: &[PluginStatus], now: SystemTime, width: usize) ->
     lines
 }
 
-fn row(status: &PluginStatus, now: SystemTime) -> [String; 10] {
+fn row(status: &PluginStatus, now: SystemTime) -> [String; 11] {
     let uptime = match status.state {
         PluginState::Running => {
             human_duration(now.duration_since(status.since).unwrap_or_default())
@@ -62,9 +63,15 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 10] {
         status.id.clone(),
         status.version.clone(),
         status.runtime.map_or("-".into(), |r| r.to_string()),
-        match status.debug {
-            true => format!("{} (debug)", status.state),
-            false => status.state.to_string(),
+        {
+            let mut state = status.state.to_string();
+            if status.attached.is_some() {
+                state.push_str(" (attached)");
+            }
+            if status.debug {
+                state.push_str(" (debug)");
+            }
+            state
         },
         status.pid.map_or("-".into(), |p| p.to_string()),
         status.transport.map_or("-".into(), |t| t.to_string()),
@@ -73,8 +80,45 @@ fn row(status: &PluginStatus, now: SystemTime) -> [String; 10] {
             .map_or("-".into(), |s| format!("landlock v{}", s.abi)),
         uptime,
         status.restarts.to_string(),
+        limits(&status.limits),
         error,
     ]
+}
+
+/// `mem 256 MiB, files 1024 (setrlimit)`: short, with the mechanism once
+/// per kind of enforcement.
+fn limits(limits: &[plugvisor::EnforcedLimit]) -> String {
+    if limits.is_empty() {
+        return "-".into();
+    }
+    let mut parts = Vec::new();
+    for by in [
+        plugvisor::Enforcement::Setrlimit,
+        plugvisor::Enforcement::Cgroup,
+    ] {
+        let these: Vec<String> = limits
+            .iter()
+            .filter(|l| l.by == by)
+            .map(|l| {
+                let name = match l.limit {
+                    plugvisor::LimitKind::Memory => "mem",
+                    plugvisor::LimitKind::OpenFiles => "files",
+                    plugvisor::LimitKind::Processes => "procs",
+                    plugvisor::LimitKind::CpuSeconds => "cpu",
+                    _ => "?",
+                };
+                format!("{name} {}", l.limit.show(l.value))
+            })
+            .collect();
+        if !these.is_empty() {
+            let how = match by {
+                plugvisor::Enforcement::Cgroup => "cgroup",
+                _ => "setrlimit",
+            };
+            parts.push(format!("{} ({how})", these.join(", ")));
+        }
+    }
+    parts.join("; ")
 }
 
 /// `4s`, `3m12s`, `2h05m`.
@@ -136,6 +180,29 @@ mod tests {
         assert!(lines[1].contains("1m15s"));
         assert!(lines[1].contains("4242  unix+mtls"), "{}", lines[1]);
         assert!(lines[1].ends_with("plugin crashed (exit status 3)"));
+    }
+
+    #[test]
+    fn limits_show_in_their_column() {
+        let mut with_limits = status(PluginState::Running, None);
+        with_limits.limits = serde_json::from_value(serde_json::json!([
+            {"limit": "memory", "value": 268435456, "by": "setrlimit"},
+            {"limit": "open_files", "value": 64, "by": "setrlimit"},
+        ]))
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH;
+        let lines = render_table(
+            &[with_limits, status(PluginState::NotRunning, None)],
+            now,
+            200,
+        );
+        assert!(lines[0].contains("RESTARTS  LIMITS"), "{}", lines[0]);
+        assert!(
+            lines[1].contains("mem 256 MiB, files 64 (setrlimit)"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].trim_end().ends_with('-'), "{}", lines[2]);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct EnvironmentConfig {
     pub(crate) kv_limits: KvLimits,
     pub(crate) plugin_configuration: FileValues,
     pub(crate) host_services: Routes,
+    pub(crate) attach: std::collections::BTreeMap<String, crate::AttachTarget>,
 }
 
 impl EnvironmentConfig {
@@ -53,6 +54,7 @@ impl EnvironmentConfig {
             kv_limits: KvLimits::default(),
             plugin_configuration: FileValues::new(),
             host_services: Routes::default(),
+            attach: std::collections::BTreeMap::new(),
         }
     }
 
@@ -106,6 +108,12 @@ impl EnvironmentConfig {
     /// Size limits of each plugin's key-value store.
     pub fn kv_limits(&self) -> &KvLimits {
         &self.kv_limits
+    }
+
+    /// Where plugin `id`'s starts attach to a plugin someone else started
+    /// (see [`crate::Environment::attach`]), from the start.
+    pub fn attach_target(&self, id: &str) -> Option<&crate::AttachTarget> {
+        self.attach.get(id)
     }
 
     /// The host's configuration values for plugin `id`, between its
@@ -180,6 +188,13 @@ impl EnvironmentConfigBuilder {
         values: Map<String, Value>,
     ) -> Self {
         self.0.plugin_configuration.insert(id.into(), values);
+        self
+    }
+
+    /// See [`EnvironmentConfig::attach_target`]; an id with no bundle fails
+    /// [`crate::Environment::new`].
+    pub fn attach(mut self, id: impl Into<String>, target: crate::AttachTarget) -> Self {
+        self.0.attach.insert(id.into(), target);
         self
     }
 

@@ -167,7 +167,10 @@ impl EnvironmentError {
             EnvironmentError::Refused { .. } => true,
             EnvironmentError::Launch { source, .. } => source.is_integrity(),
             EnvironmentError::Start {
-                source: SupervisorError::Integrity(_) | SupervisorError::Sandbox(_),
+                source:
+                    SupervisorError::Integrity(_)
+                    | SupervisorError::Sandbox(_)
+                    | SupervisorError::Attach { .. },
                 ..
             } => true,
             EnvironmentError::Hook { source, .. } => source.is_final(),

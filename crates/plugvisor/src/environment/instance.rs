@@ -2,7 +2,6 @@
 //! that owns the process, what the plugin said it implements, and the host
 //! API and broker stream that serve it.
 
-use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
@@ -17,7 +16,7 @@ use crate::hooks::host_api::{HostApi, HostApiContext};
 use crate::hooks::lifecycle::{self, BROKER_SERVICE, HookError, Implemented};
 use crate::launch::plan_launch;
 use crate::proto::plugvisor::v1::OnActivateRequest;
-use crate::supervisor::{PingError, StopReport, Supervisor};
+use crate::supervisor::{Ended, PingError, StopReport, Supervisor};
 
 /// What the host says it is, in OnActivate.
 const HOST_VERSION: &str = concat!("plugvisor ", env!("CARGO_PKG_VERSION"));
@@ -42,24 +41,33 @@ impl Instance {
     ) -> Result<Instance, EnvironmentError> {
         let id = slot.id();
         let config = &shared.config;
-        let mut plan = plan_launch(&slot.version().bundle, &config.launch).map_err(|source| {
-            EnvironmentError::Launch {
-                id: id.to_string(),
-                source,
+        let started = match slot.attach_target() {
+            // Someone else's process: no plan, nothing spawned.
+            Some(target) => {
+                let timeout = slot.start_timeout(&config.launch);
+                Supervisor::attach(id, &target, &config.supervisor, timeout).await
             }
+            None => {
+                let mut plan =
+                    plan_launch(&slot.version().bundle, &config.launch).map_err(|source| {
+                        EnvironmentError::Launch {
+                            id: id.to_string(),
+                            source,
+                        }
+                    })?;
+                if slot.debugging() {
+                    plan.start_timeout = crate::LaunchOptions::DEBUG_START_TIMEOUT;
+                }
+                if let Some(data_dir) = &config.data_dir {
+                    plan.data_dir = Some(plugin_data_dir(data_dir, id)?);
+                }
+                Supervisor::start(id, &plan, &config.supervisor).await
+            }
+        };
+        let supervisor = started.map_err(|source| EnvironmentError::Start {
+            id: id.to_string(),
+            source,
         })?;
-        if slot.debugging() {
-            plan.start_timeout = crate::LaunchOptions::DEBUG_START_TIMEOUT;
-        }
-        if let Some(data_dir) = &config.data_dir {
-            plan.data_dir = Some(plugin_data_dir(data_dir, id)?);
-        }
-        let supervisor = Supervisor::start(id, &plan, &config.supervisor)
-            .await
-            .map_err(|source| EnvironmentError::Start {
-                id: id.to_string(),
-                source,
-            })?;
         match Instance::activate(supervisor, slot, shared).await {
             Ok(instance) => Ok(instance),
             Err((supervisor, error)) => {
@@ -158,7 +166,8 @@ impl Instance {
             configuration: Arc::new(move || current_json(&slot_ref, &shared_ref)),
             embedder: shared.config.host_services.clone(),
         };
-        let host_api = HostApi::serve(context, &socket_dir, self.supervisor.pid(), tls)
+        let group = self.supervisor.process_group();
+        let host_api = HostApi::serve(context, &socket_dir, group, tls)
             .map_err(|e| unavailable(format!("cannot listen in {}: {e}", socket_dir.display())))?;
         let broker = Broker::open(self.supervisor.channel(), crate::stdio::plugin_span(id));
         let address = host_api.address().to_string_lossy().into_owned();
@@ -170,7 +179,7 @@ impl Instance {
         Ok(HOST_API_SERVICE_ID)
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.supervisor.pid()
     }
 
@@ -200,12 +209,22 @@ impl Instance {
         self.supervisor.stderr_tail()
     }
 
+    pub(crate) fn limits(&self) -> Vec<crate::EnforcedLimit> {
+        self.supervisor.limits()
+    }
+
+    /// After the exit: the resource limit that ended the process, if one did.
+    pub(crate) async fn limit_reached(&self) -> Option<String> {
+        self.supervisor.limit_reached().await
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), PingError> {
         self.supervisor.ping().await
     }
 
-    pub(crate) async fn exited(&self) -> ExitStatus {
-        self.supervisor.exited().await
+    /// Resolves when the process exits, or the attached plugin goes away.
+    pub(crate) async fn ended(&self) -> Ended {
+        self.supervisor.ended().await
     }
 
     /// `OnConfigurationChange`, if the plugin implements it: `None` when it
@@ -227,7 +246,7 @@ impl Instance {
     /// A deactivation: OnDeactivate (bounded by its timeout, never blocking
     /// the stop), then the stop sequence.
     pub(crate) async fn stop(&self) -> StopReport {
-        if self.implements(lifecycle::ON_DEACTIVATE) && self.supervisor.exit_status().is_none() {
+        if self.implements(lifecycle::ON_DEACTIVATE) && !self.supervisor.has_ended() {
             let timeout = self.shared.config.hooks.on_deactivate;
             let channel = self.channel();
             let call = lifecycle::on_deactivate(&channel, timeout);
@@ -257,13 +276,12 @@ async fn hook_failed(supervisor: &Supervisor, source: HookError) -> EnvironmentE
     let id = supervisor.id().to_string();
     let hook = source.hook();
     if !source.is_final() {
-        let exited =
-            tokio::time::timeout(std::time::Duration::from_millis(200), supervisor.exited());
-        if let Ok(status) = exited.await {
+        let ended = tokio::time::timeout(std::time::Duration::from_millis(200), supervisor.ended());
+        if let Ok(ended) = ended.await {
             return EnvironmentError::ExitedDuringHook {
                 id,
                 hook,
-                exit: crate::process::describe_exit(status),
+                exit: ended.to_string(),
                 stderr: supervisor.stderr_tail(),
             };
         }

@@ -23,6 +23,9 @@ pub(crate) enum Failure {
     /// The plugin refused its activation: a configuration error, which no
     /// restart fixes.
     Refused(String),
+    /// An attached plugin went away (why). Its process was never plugvisor's
+    /// to restart.
+    Gone(String),
 }
 
 impl Failure {
@@ -31,6 +34,7 @@ impl Failure {
             Failure::Crashed { message, .. }
             | Failure::Unhealthy(message)
             | Failure::Refused(message)
+            | Failure::Gone(message)
             | Failure::StartFailed { message, .. } => message,
         }
     }
@@ -100,9 +104,20 @@ impl Keeper {
         debugging: bool,
     ) -> Next {
         let message = failure.message();
+        if let Failure::Gone(why) = failure {
+            let reason = format!(
+                "attached plugin went away: {why}; not restarted: plugvisor does not own its process (start it again, then `plugvisor attach` it)"
+            );
+            return Next::GiveUp {
+                state: PluginState::FailedToStayRunning,
+                reason,
+            };
+        }
         if debugging {
             let state = match failure {
-                Failure::Crashed { .. } | Failure::Unhealthy(_) => PluginState::FailedToStayRunning,
+                Failure::Crashed { .. } | Failure::Unhealthy(_) | Failure::Gone(_) => {
+                    PluginState::FailedToStayRunning
+                }
                 Failure::StartFailed { .. } | Failure::Refused(_) => PluginState::FailedToStart,
             };
             let reason = format!("not restarted in debug mode: {message}");
@@ -180,6 +195,25 @@ mod tests {
         match next {
             Next::Restart { delay, .. } => delay,
             other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attached_plugin_that_went_away_is_never_restarted() {
+        let mut keeper = keeper();
+        keeper.started(Instant::now());
+        let gone = Failure::Gone("its process 42 exited".into());
+        match keeper.failed(Instant::now(), &gone, 0.5, false) {
+            Next::GiveUp { state, reason } => {
+                assert_eq!(state, PluginState::FailedToStayRunning);
+                assert!(
+                    reason.starts_with(
+                        "attached plugin went away: its process 42 exited; not restarted"
+                    ),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected to give up, got {other:?}"),
         }
     }
 

@@ -17,7 +17,7 @@ use super::keeper::{Failure, Keeper, Next};
 use super::slot::{Life, Phase, Slot};
 use super::status::{EventKind, PluginState, PluginStatus};
 use crate::process::describe_exit;
-use crate::supervisor::StopReport;
+use crate::supervisor::{Ended, StopReport};
 
 /// The first outcome of an activation: Running, or why not.
 pub(crate) type Outcome = Result<PluginStatus, EnvironmentError>;
@@ -198,9 +198,18 @@ impl KeeperTask {
         };
         tokio::select! {
             _ = self.stop.cancelled() => Watch::StopRequested,
-            status = instance.exited() => {
+            ended = instance.ended() => {
+                let status = match ended {
+                    Ended::Exited(status) => status,
+                    Ended::Gone(why) => return Watch::Failed(Failure::Gone(why)),
+                };
                 let exit = describe_exit(status);
-                let message = format!("plugin crashed ({exit}){}", instance.stderr_tail());
+                let limit = instance.limit_reached().await;
+                let tail = instance.stderr_tail();
+                let message = match limit {
+                    Some(limit) => format!("plugin crashed {limit} ({exit}){tail}"),
+                    None => format!("plugin crashed ({exit}){tail}"),
+                };
                 Watch::Failed(Failure::Crashed { exit, message })
             }
             reason = checks => Watch::Failed(Failure::Unhealthy(reason)),
@@ -212,6 +221,9 @@ impl KeeperTask {
         tracing::warn!("{message}");
         let kind = match failure {
             Failure::Crashed { exit, .. } => EventKind::Crashed { exit: exit.clone() },
+            Failure::Gone(why) => EventKind::Crashed {
+                exit: format!("attached plugin went away: {why}"),
+            },
             _ => EventKind::Unhealthy {
                 reason: message.clone(),
             },
@@ -266,7 +278,7 @@ impl KeeperTask {
             End::Stopped(report) => {
                 let kind = EventKind::Stopped {
                     method: report.map(|r| r.method),
-                    exit: report.map(|r| describe_exit(r.status)),
+                    exit: report.and_then(|r| r.status).map(describe_exit),
                 };
                 self.slot.update(&self.shared, kind, |s| {
                     s.life = Life::Idle(PluginState::NotRunning);

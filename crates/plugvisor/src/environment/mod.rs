@@ -42,6 +42,7 @@ use crate::bundle::{BundleError, scan_plugins_dir};
 use crate::launch::plan_launch;
 use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
+use crate::supervisor::AttachTarget;
 use keeper_task::KeeperTask;
 use metrics::Metrics;
 use slot::{Keeper, Life, Phase, Slot, Version};
@@ -121,12 +122,14 @@ impl Environment {
                     );
                 }
                 let runtime = plan_launch(&bundle, &config.launch).ok().map(|p| p.runtime);
-                (
-                    bundle.id().to_string(),
-                    Arc::new(Slot::new(Version::of(bundle, &config.launch), runtime)),
-                )
+                let slot = Slot::new(Version::of(bundle, &config.launch), runtime);
+                slot.set_attach_target(config.attach.get(slot.id()).cloned());
+                (slot.id().to_string(), Arc::new(slot))
             })
             .collect();
+        if let Some(id) = config.attach.keys().find(|id| !slots.contains_key(*id)) {
+            return Err(EnvironmentError::UnknownPlugin(id.clone()));
+        }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Shared {
             config,
@@ -476,6 +479,50 @@ impl Environment {
             false => tracing::info!(plugin = id, "debug mode ended"),
         }
         Ok(slot.update(&self.inner.shared, EventKind::Debugging { on }, |_| {}))
+    }
+
+    /// Supervises plugin `id` as a process that someone else started and
+    /// that listens at `target` (go-plugin's reattach), such as a developer
+    /// under a debugger: a running process of the plugin is stopped first,
+    /// then every start of `id` (this one, `restart`, a reload's) dials
+    /// `target` instead of spawning the bundle's executable, and gets its
+    /// health checks, Implemented, OnActivate, configuration changes and
+    /// HTTP as usual. Its process is never signalled: a deactivation calls
+    /// OnDeactivate and disconnects; when it goes away the plugin ends
+    /// FailedToStayRunning, not restarted. [`Environment::detach`] ends this.
+    /// The plugin still needs its bundle (its manifest gives its settings).
+    pub async fn attach(
+        &self,
+        id: &str,
+        target: AttachTarget,
+    ) -> Result<PluginStatus, EnvironmentError> {
+        let slot = self.slot(id)?;
+        slot.wanted.store(false, Ordering::Relaxed);
+        if let Some(keeper) = slot.lock().life.keeper() {
+            keeper.stop.cancel();
+        }
+        let _op = slot.op.lock().await;
+        Self::stop_locked(&slot).await;
+        tracing::info!(plugin = id, "attaching to the plugin at {target}");
+        slot.set_attach_target(Some(target));
+        self.activate_locked(&slot).await
+    }
+
+    /// Ends [`Environment::attach`]: disconnects from the attached plugin
+    /// (OnDeactivate, and its process is left running) and leaves `id`
+    /// NotRunning; its next start spawns its bundle's executable again.
+    pub async fn detach(&self, id: &str) -> Result<PluginStatus, EnvironmentError> {
+        self.deactivate(id).await?;
+        let slot = self.slot(id)?;
+        let _op = slot.op.lock().await;
+        slot.set_attach_target(None);
+        // What the attached process did is no longer this plugin's news.
+        Ok(slot.update(&self.inner.shared, EventKind::Detached, |s| {
+            if let Life::Idle(_) = s.life {
+                s.life = Life::Idle(PluginState::NotRunning);
+                s.last_error = None;
+            }
+        }))
     }
 
     /// Deactivates, then activates.

@@ -16,6 +16,7 @@ use crate::bundle::Bundle;
 use crate::hooks::HookTimeouts;
 use crate::launch::{LaunchOptions, RuntimeKind};
 use crate::settings_schema::SettingsSchema;
+use crate::supervisor::AttachTarget;
 
 pub(crate) struct Slot {
     id: String,
@@ -33,6 +34,9 @@ pub(crate) struct Slot {
     /// keeper sees (failed checks, an exit, a slow start) makes it kill or
     /// restart the plugin.
     debugging: AtomicBool,
+    /// Where its starts attach to a plugin someone else started, instead of
+    /// spawning the bundle's executable.
+    attach: Mutex<Option<AttachTarget>>,
     /// Its bundle is gone: it is no longer activated (set under the op lock).
     pub(crate) removed: AtomicBool,
     /// Why a reload last refused its new version, while that version is
@@ -90,6 +94,7 @@ impl Slot {
             said_no_hooks: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
             debugging: AtomicBool::new(false),
+            attach: Mutex::new(None),
             removed: AtomicBool::new(false),
             refused: Mutex::new(None),
             state: Mutex::new(SlotState {
@@ -155,6 +160,20 @@ impl Slot {
         self.debugging.swap(on, Ordering::Relaxed) != on
     }
 
+    /// Where its starts attach to, if they do.
+    pub(crate) fn attach_target(&self) -> Option<AttachTarget> {
+        self.attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets or clears where its starts attach to (under the op lock, with
+    /// nothing running).
+    pub(crate) fn set_attach_target(&self, target: Option<AttachTarget>) {
+        *self.attach.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    }
+
     /// The plugin's settings_schema.
     pub(crate) fn settings(&self) -> SettingsSchema {
         self.version().settings.clone()
@@ -212,11 +231,17 @@ impl SlotState {
     fn status(&self, slot: &Slot) -> PluginStatus {
         let (pid, transport, sandbox) = match &self.life {
             Life::Kept(_, Phase::Running(instance)) => (
-                Some(instance.pid()),
+                instance.pid(),
                 Some(instance.transport()),
                 instance.sandbox(),
             ),
             _ => (None, None, None),
+        };
+        let limits = match &self.life {
+            Life::Kept(_, Phase::Running(instance) | Phase::Stopping(instance)) => {
+                instance.limits()
+            }
+            _ => Vec::new(),
         };
         PluginStatus {
             id: slot.id().to_string(),
@@ -231,6 +256,8 @@ impl SlotState {
             debug: slot.debugging(),
             transport,
             sandbox,
+            limits,
+            attached: slot.attach_target().map(|t| t.to_string()),
         }
     }
 }

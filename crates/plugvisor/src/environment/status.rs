@@ -71,6 +71,17 @@ pub struct PluginStatus {
     /// What its sandbox enforces, while Running sandboxed.
     #[serde(default)]
     pub sandbox: Option<crate::SandboxStatus>,
+    /// The resource limits in force on the running process, and how each is
+    /// enforced (from the manifest's `server.limits` and the operator's
+    /// [`crate::LaunchOptionsBuilder::limits`]); empty when none is set or
+    /// nothing runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<crate::EnforcedLimit>,
+    /// Where its starts attach to a plugin someone else started
+    /// ([`crate::Environment::attach`]), with its pid if given: plugvisor
+    /// never signals or restarts that process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<String>,
 }
 
 /// Times as milliseconds since the Unix epoch, in JSON.
@@ -142,6 +153,8 @@ pub enum EventKind {
     },
     /// A deactivation began.
     Stopping,
+    /// [`crate::Environment::detach`]: its starts spawn its bundle again.
+    Detached,
     /// A reload found a new bundle; its activation follows.
     Added,
     /// A reload loaded a new version of the plugin (its plugin.json or its

@@ -27,6 +27,19 @@ pub struct SpawnSpec {
     pub exec_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// A Landlock ruleset the child enforces on itself before the exec.
     pub landlock: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Set with setrlimit in the child, before its exec.
+    pub limits: crate::ResourceLimits,
+}
+
+/// The setrlimit resource of a limit.
+fn resource(kind: crate::LimitKind) -> nix::libc::c_int {
+    use nix::libc;
+    (match kind {
+        crate::LimitKind::Memory => libc::RLIMIT_AS,
+        crate::LimitKind::OpenFiles => libc::RLIMIT_NOFILE,
+        crate::LimitKind::Processes => libc::RLIMIT_NPROC,
+        crate::LimitKind::CpuSeconds => libc::RLIMIT_CPU,
+    }) as libc::c_int
 }
 
 /// The environment variable that marks every process a plugin starts, so its
@@ -56,7 +69,8 @@ pub(crate) fn live_plugin_pids() -> std::collections::BTreeSet<u32> {
 #[derive(Debug)]
 pub struct PluginProcess {
     pid: u32,
-    exit: watch::Receiver<Option<ExitStatus>>,
+    /// The exit, and the CPU time the process had used.
+    exit: watch::Receiver<Option<(ExitStatus, std::time::Duration)>>,
     /// `INSTANCE_ENV=value`, as it appears in /proc/PID/environ.
     tag: String,
 }
@@ -82,12 +96,17 @@ impl PluginProcess {
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
         let exec_fd = spec.exec_fd.as_deref();
+        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits)
+            .into_iter()
+            .map(|(kind, soft, hard)| (resource(kind), soft, hard))
+            .collect();
         let spawned = spawn::spawn(
             &spec.program,
             exec_fd,
             &spec.args,
             &spec.working_dir,
             &env,
+            &rlimits,
             spec.landlock.as_deref(),
         )?;
         let pid = spawned.pid;
@@ -102,7 +121,7 @@ impl PluginProcess {
                 Ok(status) => status,
                 Err(error) => {
                     tracing::error!(pid, %error, "waiting for plugin process failed");
-                    ExitStatus::from_raw(-1)
+                    (ExitStatus::from_raw(-1), std::time::Duration::ZERO)
                 }
             };
             live().remove(&pid);
@@ -121,14 +140,19 @@ impl PluginProcess {
 
     /// The exit status, once the process has been reaped.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        *self.exit.borrow()
+        self.exit.borrow().map(|(status, _)| status)
+    }
+
+    /// The user and system CPU time it used, once it has been reaped.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.exit.borrow().map(|(_, cpu)| cpu)
     }
 
     /// Resolves when the process has exited and been reaped.
     pub async fn exited(&self) -> ExitStatus {
         let mut exit = self.exit.clone();
         match exit.wait_for(Option::is_some).await {
-            Ok(status) => status.expect("wait_for returned Some"),
+            Ok(exit) => exit.expect("wait_for returned Some").0,
             // The watcher ended without a status: only when the runtime is shutting down.
             Err(_) => ExitStatus::from_raw(-1),
         }
@@ -172,19 +196,27 @@ impl Drop for PluginProcess {
     }
 }
 
-/// Waits until the process exits (its pidfd turns readable), then reaps it.
-async fn reap(pidfd: &AsyncFd<std::os::fd::OwnedFd>) -> std::io::Result<ExitStatus> {
+/// Waits until the process exits (its pidfd turns readable), then reaps it;
+/// with its CPU time (the kernel's rusage of the reaped process, which a
+/// CPU time limit is told by).
+async fn reap(
+    pidfd: &AsyncFd<std::os::fd::OwnedFd>,
+) -> std::io::Result<(ExitStatus, std::time::Duration)> {
     use std::os::fd::AsRawFd;
     loop {
         let mut ready = pidfd.readable().await?;
-        // SAFETY: siginfo_t is plain data that waitid fills; the pidfd is ours.
+        // SAFETY: siginfo_t and rusage are plain data that waitid fills; the
+        // pidfd is ours. The raw call: glibc's waitid has no rusage argument.
         let mut info: nix::libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
         let reaped = unsafe {
-            nix::libc::waitid(
+            nix::libc::syscall(
+                nix::libc::SYS_waitid,
                 nix::libc::P_PIDFD,
                 pidfd.as_raw_fd() as nix::libc::id_t,
-                &mut info,
+                &mut info as *mut nix::libc::siginfo_t,
                 nix::libc::WEXITED | nix::libc::WNOHANG,
+                &mut usage as *mut nix::libc::rusage,
             )
         };
         if reaped != 0 {
@@ -195,7 +227,11 @@ async fn reap(pidfd: &AsyncFd<std::os::fd::OwnedFd>) -> std::io::Result<ExitStat
             ready.clear_ready();
             continue;
         }
-        return Ok(ExitStatus::from_raw(spawn::wait_status(&info)));
+        let time = |t: nix::libc::timeval| {
+            std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+        };
+        let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+        return Ok((ExitStatus::from_raw(spawn::wait_status(&info)), cpu));
     }
 }
 

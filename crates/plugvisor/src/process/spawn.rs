@@ -44,6 +44,8 @@ struct Child {
     landlock: RawFd,
     /// The old signal mask, restored just before exec.
     mask: libc::sigset_t,
+    /// Resource limits set just before exec: (resource, soft and hard).
+    rlimits: Vec<(libc::c_int, libc::rlimit64)>,
     /// Set by the child when a step failed: the errno, or -1 for "host gone".
     failed: AtomicI32,
 }
@@ -70,14 +72,16 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Starts `program` with `args`, in `cwd`, with the host's environment plus
 /// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
-/// With `program_fd`, that open file is what is exec'd, not the path; with
-/// `landlock`, the child enforces that ruleset on itself before the exec.
+/// With `program_fd`, that open file is what is exec'd, not the path.
+/// `rlimits` (resource, soft, hard) are set in the child before its exec;
+/// with `landlock`, the child then enforces that ruleset on itself.
 pub(crate) fn spawn(
     program: &Path,
     program_fd: Option<&OwnedFd>,
     args: &[OsString],
     cwd: &Path,
     env: &[(OsString, OsString)],
+    rlimits: &[(libc::c_int, u64, u64)],
     landlock: Option<&OwnedFd>,
 ) -> io::Result<Spawned> {
     let program_c = cstring(program.as_os_str())?;
@@ -120,6 +124,16 @@ pub(crate) fn spawn(
         landlock: landlock.map_or(-1, |fd| fd.as_raw_fd()),
         // SAFETY: sigset_t is plain data; sigprocmask below fills it.
         mask: unsafe { std::mem::zeroed() },
+        rlimits: rlimits
+            .iter()
+            .map(|&(resource, soft, hard)| {
+                let limit = libc::rlimit64 {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                (resource, limit)
+            })
+            .collect(),
         failed: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -221,6 +235,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(child.cwd.as_ptr()) != 0 {
             return fail(*libc::__errno_location());
         }
+        // The plugin's resource limits, soft and hard: it cannot raise them.
+        for (resource, limit) in child.rlimits.iter() {
+            let no_old: *mut libc::rlimit64 = std::ptr::null_mut();
+            if libc::syscall(libc::SYS_prlimit64, 0, *resource, limit, no_old) != 0 {
+                return fail(*libc::__errno_location());
+            }
+        }
         // Last, so that everything above still had the host's access; the
         // ruleset's descriptor is close-on-exec.
         if child.landlock >= 0
@@ -293,6 +314,7 @@ mod tests {
             &["-c".into(), script.into()],
             Path::new("/"),
             &env,
+            &[],
             None,
         )
         .unwrap()
@@ -326,6 +348,32 @@ mod tests {
     }
 
     #[test]
+    fn resource_limits_are_set_before_the_exec() {
+        let limits = [
+            (libc::RLIMIT_NOFILE as libc::c_int, 77, 77),
+            (libc::RLIMIT_CPU as libc::c_int, 5, 6),
+        ];
+        let spawned = spawn(
+            Path::new("/bin/sh"),
+            None,
+            &[
+                "-c".into(),
+                r#"[ "$(ulimit -n)" = 77 ] || exit 10
+                   [ "$(ulimit -t)" = 5 ] || exit 11
+                   [ "$(ulimit -H -t)" = 6 ] || exit 12
+                   ulimit -n 78 2>/dev/null && exit 13; exit 0"#
+                    .into(),
+            ],
+            Path::new("/"),
+            &[],
+            &limits,
+            None,
+        )
+        .unwrap();
+        assert_eq!(wait(&spawned).code(), Some(0));
+    }
+
+    #[test]
     fn a_program_descriptor_is_what_runs_whatever_the_path_now_holds() {
         // The path says `false`; the descriptor, opened earlier, is `true`.
         let opened: OwnedFd = std::fs::File::open("/bin/true").unwrap().into();
@@ -334,6 +382,7 @@ mod tests {
             Some(&opened),
             &[],
             Path::new("/"),
+            &[],
             &[],
             None,
         )
@@ -344,6 +393,7 @@ mod tests {
             None,
             &[],
             Path::new("/"),
+            &[],
             &[],
             None,
         )
@@ -359,6 +409,7 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
+            &[],
             None,
         )
         .err()
@@ -369,6 +420,7 @@ mod tests {
             None,
             &[],
             Path::new("/nonexistent"),
+            &[],
             &[],
             None,
         )

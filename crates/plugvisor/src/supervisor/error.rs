@@ -147,9 +147,28 @@ pub enum SupervisorError {
         last: PingError,
         stderr: StderrLines,
     },
+    /// An attached plugin ([`crate::Supervisor::attach`]) could not be reached,
+    /// or went away before it answered SERVING.
+    #[error("cannot attach to the plugin at {address}: {problem}")]
+    Attach { address: String, problem: String },
+    /// An exit during the start that one of the plugin's resource limits
+    /// caused ([`crate::ResourceLimits`] says how that is told).
+    #[error("plugin stopped {limit} during its start: {source}")]
+    AtLimit {
+        limit: String,
+        source: Box<SupervisorError>,
+    },
 }
 
 impl SupervisorError {
+    /// An exit during the start (before the handshake, or before healthy).
+    pub(super) fn is_exit(&self) -> bool {
+        matches!(
+            self,
+            SupervisorError::PluginExited { .. } | SupervisorError::ExitedBeforeHealthy { .. }
+        )
+    }
+
     /// Whether the start ran out of time rather than failing on its own: a
     /// timeout may pass on a loaded host, so the keeper retries it under the
     /// restart policy; an exit or a malformed handshake does not fix itself.

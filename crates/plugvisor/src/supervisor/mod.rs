@@ -6,6 +6,7 @@
 //! the controller (UNIMPLEMENTED) goes to SIGTERM at once.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +20,14 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 
+mod attached;
 mod config;
 mod error;
 mod socket_dir;
 mod tls_mode;
 
+pub use attached::AttachTarget;
+use attached::Attached;
 pub use config::{SupervisorConfig, SupervisorConfigBuilder};
 use error::PartialError;
 pub use error::{PingError, SkippedLines, SupervisorError};
@@ -83,6 +87,9 @@ pub enum StopMethod {
     Terminate,
     /// It had to be SIGKILLed.
     Kill,
+    /// An attached plugin: plugvisor disconnected, and its process, which
+    /// plugvisor does not own, was left running.
+    Detached,
 }
 
 impl std::fmt::Display for StopMethod {
@@ -92,6 +99,7 @@ impl std::fmt::Display for StopMethod {
             StopMethod::Controller => "via GRPCController/Shutdown",
             StopMethod::Terminate => "by SIGTERM",
             StopMethod::Kill => "by SIGKILL",
+            StopMethod::Detached => "by disconnecting (attached: its process was left running)",
         })
     }
 }
@@ -102,22 +110,55 @@ impl std::fmt::Display for StopMethod {
 pub struct StopReport {
     /// Which step of the stop sequence ended the process.
     pub method: StopMethod,
-    /// Its exit status.
-    pub status: ExitStatus,
+    /// Its exit status; `None` for an attached plugin, whose process is
+    /// not plugvisor's to reap.
+    pub status: Option<ExitStatus>,
     /// From the stop call to the process being reaped. The sweep for
     /// leftover descendants comes after, before `stop()` returns.
     pub took: Duration,
 }
 
+/// How a plugin's process ended, as [`Supervisor::ended`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ended {
+    /// A process plugvisor spawned exited.
+    Exited(ExitStatus),
+    /// An attached plugin went away: why (`its process 123 exited`).
+    Gone(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Exited(status) => f.write_str(&describe_exit(*status)),
+            Ended::Gone(why) => write!(f, "attached plugin went away: {why}"),
+        }
+    }
+}
+
+/// The plugin's process, as the supervisor holds it.
+enum Process {
+    /// Spawned here: watched on its pidfd, signalled as a group, reaped.
+    Owned(PluginProcess),
+    /// Started by someone else ([`Supervisor::attach`]): never signalled.
+    Attached(Attached),
+}
+
 /// One plugin process and its gRPC connection: started healthy by
-/// [`Supervisor::start`], stopped by [`Supervisor::stop`]. Dropping it
-/// without a stop SIGKILLs the plugin's process group.
+/// [`Supervisor::start`] (or attached to by [`Supervisor::attach`]), stopped
+/// by [`Supervisor::stop`]. Dropping it without a stop SIGKILLs the process
+/// group of a plugin it started.
 pub struct Supervisor {
     id: String,
-    process: PluginProcess,
+    process: Process,
     handshake: Handshake,
     channel: Channel,
     stderr: StderrTail,
+    /// The stderr relay, until an exit waits for its last lines.
+    stderr_relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The resource limits the process was started with.
+    limits: crate::ResourceLimits,
     skipped: SkippedLines,
     /// The AutoMTLS client identity of this start, kept for brokered servers.
     identity: Option<crate::tls::ClientIdentity>,
@@ -132,7 +173,7 @@ impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
             .field("id", &self.id)
-            .field("pid", &self.process.pid())
+            .field("pid", &self.pid())
             .field("handshake", &self.handshake)
             .finish()
     }
@@ -172,6 +213,12 @@ impl Supervisor {
         let (supervisor, deadline) = Supervisor::connect(id, plan, config).await?;
         if let Err(error) = supervisor.wait_healthy(deadline).await {
             supervisor.stop().await;
+            if error.is_exit()
+                && let Some(limit) = supervisor.limit_reached().await
+            {
+                let source = Box::new(error);
+                return Err(SupervisorError::AtLimit { limit, source });
+            }
             return Err(error);
         }
         Ok(supervisor)
@@ -215,6 +262,7 @@ impl Supervisor {
             env,
             exec_fd,
             landlock,
+            limits: plan.limits,
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
@@ -245,7 +293,20 @@ impl Supervisor {
                 let error = handshake_failure(failed, deadline.timeout, skipped, &process).await;
                 // Let the stderr relay catch the last lines of an exited plugin.
                 let _ = tokio::time::timeout(Duration::from_millis(200), stderr_relay).await;
-                return Err(kill_and_wrap(&process, &stderr, error).await);
+                let error = kill_and_wrap(&process, &stderr, error).await;
+                let limit = crate::limits::exit_reason(
+                    &plan.limits,
+                    process.exit_status().and_then(|s| s.signal()),
+                    process.cpu_time(),
+                    stderr.out_of_memory().as_deref(),
+                );
+                return Err(match limit {
+                    Some(limit) if error.is_exit() => SupervisorError::AtLimit {
+                        limit,
+                        source: Box::new(error),
+                    },
+                    _ => error,
+                });
             }
         };
         tokio::spawn(relay_lines(stdout, Stream::Stdout, None).instrument(span.clone()));
@@ -272,10 +333,12 @@ impl Supervisor {
         });
         let supervisor = Supervisor {
             id: id.to_string(),
-            process,
+            process: Process::Owned(process),
             handshake,
             channel,
             stderr,
+            stderr_relay: Mutex::new(Some(stderr_relay)),
+            limits: plan.limits,
             skipped,
             identity,
             sandbox,
@@ -292,9 +355,90 @@ impl Supervisor {
         &self.id
     }
 
-    /// The plugin process's pid (also its process group's id).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+    /// Supervises a plugin that someone else started and that listens at
+    /// `target` (go-plugin's reattach): dials it (a tcp address must be
+    /// loopback unless [`SupervisorConfig::allow_remote`]; no TLS), and
+    /// waits until it answers SERVING within `timeout`. Its process is never
+    /// signalled: a stop only disconnects ([`StopMethod::Detached`]), and its
+    /// end is told by its pid's exit when `target` has one, else by its
+    /// GRPCStdio stream closing, else by nothing answering at the address.
+    pub async fn attach(
+        id: &str,
+        target: &AttachTarget,
+        config: &SupervisorConfig,
+        timeout: Duration,
+    ) -> Result<Supervisor, SupervisorError> {
+        let failed = |problem: String| SupervisorError::Attach {
+            address: target.address.clone(),
+            problem,
+        };
+        let handshake = target.handshake().map_err(failed)?;
+        if let Err(PartialError::NotLoopback(address)) = dialable(&handshake, config.allow_remote) {
+            return Err(failed(format!(
+                "{address} is not a loopback address; plugvisor dials only 127.0.0.0/8, ::1 or a unix socket (allow it with --allow-remote-plugins)"
+            )));
+        }
+        let pid = match target.pid {
+            Some(pid) => {
+                let fd = Attached::open_pid(pid)
+                    .map_err(|e| failed(format!("there is no process {pid} to watch ({e})")))?;
+                Some((pid, fd))
+            }
+            None => None,
+        };
+        let deadline = Deadline::after(timeout);
+        let channel = connect(&handshake, timeout, None)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
+        let span = crate::stdio::plugin_span(id);
+        let attached = Attached::watch(pid, channel.clone(), target.address.clone());
+        let supervisor = Supervisor {
+            id: id.to_string(),
+            process: Process::Attached(attached),
+            handshake,
+            channel,
+            stderr: StderrTail::default(),
+            stderr_relay: Mutex::new(None),
+            limits: crate::ResourceLimits::default(),
+            skipped: SkippedLines::default(),
+            identity: None,
+            sandbox: None,
+            socket_dir: Mutex::new(Some(socket_dir)),
+            config: config.clone(),
+            stopped: tokio::sync::OnceCell::new(),
+            span,
+        };
+        supervisor.wait_healthy(deadline).await?;
+        span_debug(&supervisor, "attached to plugin");
+        Ok(supervisor)
+    }
+
+    /// The plugin process's pid (also its process group's id); for an
+    /// attached plugin, the pid it was attached with, if any.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.process {
+            Process::Owned(process) => Some(process.pid()),
+            Process::Attached(attached) => attached.pid,
+        }
+    }
+
+    /// Whether plugvisor attached to this plugin rather than starting it.
+    pub fn is_attached(&self) -> bool {
+        matches!(self.process, Process::Attached(_))
+    }
+
+    /// The process group whose members may use the host API: the plugin's
+    /// own, or an attached plugin's (when its pid is known).
+    pub(crate) fn process_group(&self) -> Option<u32> {
+        match &self.process {
+            Process::Owned(process) => Some(process.pid()),
+            Process::Attached(attached) => attached.pid.and_then(|pid| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+                    .ok()
+                    .map(|group| group.as_raw() as u32)
+            }),
+        }
     }
 
     /// What the plugin announced: its address, network and certificate.
@@ -347,6 +491,40 @@ impl Supervisor {
         StderrLines(self.stderr.lines())
     }
 
+    /// The resource limits in force on the process, and how.
+    pub fn limits(&self) -> Vec<crate::EnforcedLimit> {
+        crate::limits::enforced(&self.limits)
+    }
+
+    /// Once the process has exited: which of its resource limits ended it,
+    /// if one did (see [`crate::ResourceLimits`] for how each is told). Waits
+    /// a moment for the last stderr lines, where a runtime says it ran out
+    /// of memory.
+    pub async fn limit_reached(&self) -> Option<String> {
+        let status = self.exit_status()?;
+        let Process::Owned(process) = &self.process else {
+            return None;
+        };
+        if self.limits.is_empty() {
+            return None;
+        }
+        let relay = self
+            .stderr_relay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(relay) = relay {
+            // A descendant may hold the pipe open: bounded.
+            let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
+        }
+        crate::limits::exit_reason(
+            &self.limits,
+            status.signal(),
+            process.cpu_time(),
+            self.stderr.out_of_memory().as_deref(),
+        )
+    }
+
     /// `grpc.health.v1.Health/Check` for service "plugin", within the ping
     /// timeout; only SERVING is healthy.
     pub async fn ping(&self) -> Result<(), PingError> {
@@ -391,8 +569,14 @@ impl Supervisor {
                     Ok(()) => return Ok(()),
                     Err(error) => error,
                 },
-                status = self.process.exited() => {
-                    return Err(SupervisorError::ExitedBeforeHealthy { status, stderr: self.stderr_tail() });
+                ended = self.ended() => {
+                    return Err(match ended {
+                        Ended::Exited(status) => SupervisorError::ExitedBeforeHealthy { status, stderr: self.stderr_tail() },
+                        Ended::Gone(why) => SupervisorError::Attach {
+                            address: self.handshake.address.clone(),
+                            problem: format!("it went away before it answered SERVING: {why}"),
+                        },
+                    });
                 }
             };
             if !matches!(last, PingError::Timeout(_)) {
@@ -410,19 +594,47 @@ impl Supervisor {
         }
     }
 
-    /// The exit status once the process has exited and been reaped.
+    /// The exit status once the process has exited and been reaped; never
+    /// for an attached plugin.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.process.exit_status()
+        match &self.process {
+            Process::Owned(process) => process.exit_status(),
+            Process::Attached(_) => None,
+        }
     }
 
-    /// Resolves when the process exits, whatever the reason.
+    /// Whether the process has exited, or the attached plugin gone away.
+    pub fn has_ended(&self) -> bool {
+        match &self.process {
+            Process::Owned(process) => process.exit_status().is_some(),
+            Process::Attached(attached) => attached.gone_now().is_some(),
+        }
+    }
+
+    /// Resolves when a process this supervisor started exits, whatever the
+    /// reason. An attached plugin has no exit status: this never resolves
+    /// for one; [`Supervisor::ended`] does.
     pub async fn exited(&self) -> ExitStatus {
-        self.process.exited().await
+        match &self.process {
+            Process::Owned(process) => process.exited().await,
+            Process::Attached(_) => std::future::pending().await,
+        }
     }
 
-    /// SIGKILLs the process group now; a running [`Supervisor::stop`] then finishes at once.
+    /// Resolves when the process exits, or the attached plugin goes away.
+    pub async fn ended(&self) -> Ended {
+        match &self.process {
+            Process::Owned(process) => Ended::Exited(process.exited().await),
+            Process::Attached(attached) => Ended::Gone(attached.gone().await),
+        }
+    }
+
+    /// SIGKILLs the process group now; a running [`Supervisor::stop`] then
+    /// finishes at once. An attached plugin is left alone.
     pub fn kill_now(&self) {
-        self.process.signal_group(Signal::SIGKILL);
+        if let Process::Owned(process) = &self.process {
+            process.signal_group(Signal::SIGKILL);
+        }
     }
 
     /// Stops the plugin (controller, SIGTERM, SIGKILL), reaps it, kills what
@@ -447,40 +659,54 @@ impl Supervisor {
 
     async fn stop_once(&self) -> StopReport {
         let started = Instant::now();
-        let method = if self.exit_status().is_some() {
-            StopMethod::AlreadyExited
-        } else if self.ask_controller_to_shut_down().await
-            && self.exits_within(self.config.controller_grace).await
-        {
-            StopMethod::Controller
-        } else {
-            self.process.signal_group(Signal::SIGTERM);
-            if self.exits_within(self.config.stop_grace).await {
-                StopMethod::Terminate
-            } else {
-                tracing::warn!(grace = ?self.config.stop_grace, "plugin ignored SIGTERM; sending SIGKILL");
-                self.process.signal_group(Signal::SIGKILL);
-                StopMethod::Kill
+        let (method, status) = match &self.process {
+            Process::Owned(process) => {
+                let method = self.stop_sequence(process).await;
+                let status = process.exited().await;
+                // Leftovers die with the plugin: group members now, and
+                // daemons that left the group in the next sweep pass, which
+                // the caller does not wait for (Environment::shutdown waits
+                // for it before it returns).
+                process.signal_group(Signal::SIGKILL);
+                process.kill_tagged_later();
+                (method, Some(status))
             }
+            // Not ours to stop: the connection closes with the supervisor.
+            Process::Attached(_) => (StopMethod::Detached, None),
         };
-        let status = self.process.exited().await;
         let took = started.elapsed();
-        // Leftovers die with the plugin: group members now, and daemons that
-        // left the group in the next sweep pass, which the caller does not
-        // wait for (Environment::shutdown waits for it before it returns).
-        self.process.signal_group(Signal::SIGKILL);
-        self.process.kill_tagged_later();
         drop(
             self.socket_dir
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         );
-        tracing::debug!(?method, ?took, status = %describe_exit(status), "plugin stopped");
+        let exit = status.map(describe_exit).unwrap_or_default();
+        tracing::debug!(?method, ?took, exit, "plugin stopped");
         StopReport {
             method,
             status,
             took,
+        }
+    }
+
+    /// Controller, SIGTERM, SIGKILL, each after its grace period.
+    async fn stop_sequence(&self, process: &PluginProcess) -> StopMethod {
+        if process.exit_status().is_some() {
+            StopMethod::AlreadyExited
+        } else if self.ask_controller_to_shut_down().await
+            && exits_within(process, self.config.controller_grace).await
+        {
+            StopMethod::Controller
+        } else {
+            process.signal_group(Signal::SIGTERM);
+            if exits_within(process, self.config.stop_grace).await {
+                StopMethod::Terminate
+            } else {
+                tracing::warn!(grace = ?self.config.stop_grace, "plugin ignored SIGTERM; sending SIGKILL");
+                process.signal_group(Signal::SIGKILL);
+                StopMethod::Kill
+            }
         }
     }
 
@@ -509,12 +735,16 @@ impl Supervisor {
             Err(_) => false,
         }
     }
+}
 
-    async fn exits_within(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.process.exited())
-            .await
-            .is_ok()
-    }
+async fn exits_within(process: &PluginProcess, grace: Duration) -> bool {
+    tokio::time::timeout(grace, process.exited()).await.is_ok()
+}
+
+fn span_debug(supervisor: &Supervisor, what: &str) {
+    supervisor.span.in_scope(|| {
+        tracing::debug!(pid = ?supervisor.pid(), address = %supervisor.handshake.address, "{what}")
+    });
 }
 
 /// Reads stdout until a handshake line, skipping lines that are not meant as one.
@@ -637,14 +867,18 @@ async fn kill_and_wrap(
     error.with_stderr(StderrLines(stderr.lines()))
 }
 
-/// Relays `plugin.GRPCStdio/StreamStdio` when the plugin offers it.
-async fn consume_stdio_stream(channel: Channel) {
+/// Relays `plugin.GRPCStdio/StreamStdio` when the plugin offers it, until
+/// the stream ends. The call's own failure is returned: UNIMPLEMENTED when
+/// the plugin has no such stream. (grpc-go sends the stream's headers with
+/// its first message, so the call itself may wait for the plugin's first
+/// output, and fail only when the plugin goes away.)
+async fn consume_stdio_stream(channel: Channel) -> Result<(), tonic::Status> {
     let mut client = GrpcStdioClient::new(channel);
     let mut stream = match client.stream_stdio(()).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            tracing::debug!(code = ?status.code(), "plugin offers no GRPCStdio stream");
-            return;
+            tracing::debug!(code = ?status.code(), "no GRPCStdio stream");
+            return Err(status);
         }
     };
     while let Ok(Some(data)) = stream.message().await {
@@ -657,4 +891,5 @@ async fn consume_stdio_stream(channel: Channel) {
             log_plugin_line(stream, line);
         }
     }
+    Ok(())
 }

@@ -66,11 +66,12 @@ pub(crate) struct HostApi {
 }
 
 impl HostApi {
-    /// Listens in `socket_dir` for the plugin whose process group is `pgid`.
+    /// Listens in `socket_dir` for the plugin whose process group is `pgid`
+    /// (any process of our user when it is not known).
     pub(crate) fn serve(
         context: HostApiContext,
         socket_dir: &Path,
-        pgid: u32,
+        pgid: Option<u32>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<HostApi> {
         let address = socket_dir.join("host-api.sock");
@@ -142,7 +143,7 @@ impl Drop for HostApi {
 /// [`MAX_CONNECTIONS`] at once; never a busy loop on errors.
 async fn accept(
     listener: UnixListener,
-    pgid: u32,
+    pgid: Option<u32>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     connections: mpsc::Sender<std::io::Result<HostConn>>,
     span: tracing::Span,
@@ -194,8 +195,9 @@ async fn accept(
     }
 }
 
-/// The peer must run as our user and belong to the plugin's process group.
-fn from_the_plugin(stream: &UnixStream, pgid: u32) -> Result<(), String> {
+/// The peer must run as our user and belong to the plugin's process group
+/// (when it is known: an attached plugin's pid may not be).
+fn from_the_plugin(stream: &UnixStream, pgid: Option<u32>) -> Result<(), String> {
     let credentials = stream
         .peer_cred()
         .map_err(|e| format!("its credentials cannot be read: {e}"))?;
@@ -203,6 +205,9 @@ fn from_the_plugin(stream: &UnixStream, pgid: u32) -> Result<(), String> {
     if credentials.uid() != me {
         return Err(format!("it comes from uid {}, not {me}", credentials.uid()));
     }
+    let Some(pgid) = pgid else {
+        return Ok(());
+    };
     let pid = credentials
         .pid()
         .ok_or("its process is not known".to_string())?;
