@@ -2,6 +2,8 @@
 //! plugin, the real Python and Go plugins, and /proc checks for leftover
 //! processes. Never published.
 
+pub mod browser;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
