@@ -295,9 +295,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let mut closed = Vec::from(
-            serde_json::to_vec(&json!({"id": 0, "method": "Browser.close", "params": {}})).unwrap(),
-        );
+        let mut closed =
+            serde_json::to_vec(&json!({"id": 0, "method": "Browser.close", "params": {}})).unwrap();
         closed.push(0);
         let _ = self.commands.write_all(&closed);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -331,10 +330,10 @@ fn read_messages(fd: OwnedFd, sender: std::sync::mpsc::Sender<Value>) {
         pending.extend_from_slice(&buffer[..n]);
         while let Some(end) = pending.iter().position(|&b| b == 0) {
             let message: Vec<u8> = pending.drain(..=end).collect();
-            if let Ok(value) = serde_json::from_slice(&message[..end]) {
-                if sender.send(value).is_err() {
-                    return;
-                }
+            if let Ok(value) = serde_json::from_slice(&message[..end])
+                && sender.send(value).is_err()
+            {
+                return;
             }
         }
     }
