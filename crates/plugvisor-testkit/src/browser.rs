@@ -111,6 +111,12 @@ impl Browser {
 
     /// Opens `url` in a new page and waits for its load event.
     pub fn open(&mut self, url: &str) {
+        self.new_page();
+        self.navigate(url);
+    }
+
+    /// Opens a blank page, which the calls from here on act on.
+    pub fn new_page(&mut self) {
         let target = self.call_browser("Target.createTarget", json!({"url": "about:blank"}));
         let attached = self.call_browser(
             "Target.attachToTarget",
@@ -119,7 +125,15 @@ impl Browser {
         self.session = Some(attached["sessionId"].as_str().unwrap().to_string());
         self.call("Page.enable", json!({}));
         self.call("Runtime.enable", json!({}));
-        self.navigate(url);
+    }
+
+    /// Runs `script` in every document the page loads from now on, before
+    /// the document's own scripts (for a measurement's instruments).
+    pub fn before_each_document(&mut self, script: &str) {
+        self.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": script}),
+        );
     }
 
     /// Loads `url` in the page and waits for its load event.

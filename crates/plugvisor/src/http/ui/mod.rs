@@ -7,7 +7,7 @@
 //! | `GET /` | the page (the token is in it) |
 //! | `GET /ui/app.js`, `/ui/style.css` | its script and style |
 //! | `GET /api/v1/ui/plugins` | the statuses |
-//! | `GET /api/v1/ui/events` | server-sent events: `hello`, then `plugin` (an event with its status), `resync` when the page fell behind |
+//! | `GET /api/v1/ui/events` | server-sent events: a `snapshot` of the statuses, then `plugin` (an event with its status), and a new `snapshot` when the page fell behind |
 //! | `GET /api/v1/ui/plugins/{id}/settings` | the settings_schema and the effective configuration |
 //! | `POST /api/v1/ui/plugins/{id}/settings` | save (`{"values": {...}, "unset": [...]}`), as `plugvisor config set` |
 //! | `POST /api/v1/ui/plugins/{id}/start`, `stop`, `restart` | the actions |

@@ -20,7 +20,6 @@ const tbody = table.tBodies[0];
 const rows = new Map(); // id -> {tr, cells, status}
 let shown = COLUMNS.slice();
 let selected = null; // the id whose settings are open
-let seq = 0; // events applied so far: a table fetched before one must not undo it
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -134,7 +133,7 @@ function growColumns(status) {
   }
 }
 
-function upsert(status, fromEvent) {
+function upsert(status) {
   growColumns(status);
   let row = rows.get(status.id);
   if (!row) {
@@ -142,7 +141,6 @@ function upsert(status, fromEvent) {
     rows.set(status.id, row);
     placeRow(status.id, row);
   }
-  if (fromEvent) row.seq = ++seq;
   fillRow(row, status);
 }
 
@@ -165,23 +163,27 @@ function queueSummary() {
   requestAnimationFrame(() => { summaryQueued = false; summarize(); });
 }
 
-let fetching = null;
-async function fetchTable() {
-  // One fetch at a time; a resync during one waits for it, then fetches again.
-  if (fetching) { await fetching; }
-  fetching = (async () => {
-    const start = seq;
-    const response = await fetch("/api/v1/ui/plugins", { headers: { "X-Plugvisor-Token": TOKEN } });
-    if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
-    const statuses = await response.json();
+// The whole table, from a snapshot: every row updated, new ones added,
+// gone ones removed. The first one builds the rows off the document and
+// adds them at once.
+function applySnapshot(statuses) {
+  if (rows.size === 0) {
+    const fragment = document.createDocumentFragment();
+    for (const s of statuses) growColumns(s);
+    for (const s of statuses) {
+      const row = newRow(s.id);
+      rows.set(s.id, row);
+      fillRow(row, s);
+      fragment.append(row.tr);
+    }
+    tbody.append(fragment);
+  } else {
     const seen = new Set();
-    const newer = (id) => (rows.get(id)?.seq || 0) > start;
-    for (const s of statuses) { seen.add(s.id); if (!newer(s.id)) upsert(s, false); }
-    for (const id of [...rows.keys()]) if (!seen.has(id) && !newer(id)) removeRow(id);
-    queueSummary();
-    table.dataset.loaded = "1";
-  })();
-  try { await fetching; } catch (e) { notice(`cannot read the statuses: ${e.message}`); } finally { fetching = null; }
+    for (const s of statuses) { seen.add(s.id); upsert(s); }
+    for (const id of [...rows.keys()]) if (!seen.has(id)) removeRow(id);
+  }
+  queueSummary();
+  table.dataset.loaded = "1";
 }
 
 setInterval(() => {
@@ -228,24 +230,21 @@ function logEvent(id, text) {
 function connect() {
   const status = document.querySelector("#connection");
   const source = new EventSource("/api/v1/ui/events");
-  // After each (re)connection: the stream is open, so the table fetched now
-  // misses nothing.
-  source.addEventListener("hello", () => {
+  // First after each (re)connection, and again when the page fell behind
+  // the host: every status, then the events from there on.
+  source.addEventListener("snapshot", (message) => {
+    const snapshot = JSON.parse(message.data);
     status.dataset.state = "live";
     status.textContent = "live";
-    fetchTable();
+    if (snapshot.missed) logEvent("page", `fell behind by ${snapshot.missed} events; the table was sent again`);
+    applySnapshot(snapshot.statuses);
   });
   source.addEventListener("plugin", (message) => {
     const e = JSON.parse(message.data);
-    if (e.event === "removed") removeRow(e.status.id); else upsert(e.status, true);
+    if (e.event === "removed") removeRow(e.status.id); else upsert(e.status);
     logEvent(e.status.id, describe(e));
     queueSummary();
     if (selected === e.status.id && e.event === "reloaded") openSettings(selected);
-  });
-  // The page fell behind the host: what it missed is in the table.
-  source.addEventListener("resync", (message) => {
-    logEvent("page", `fell behind by ${JSON.parse(message.data).missed} events; table fetched again`);
-    fetchTable();
   });
   source.onerror = () => {
     status.dataset.state = "lost";
