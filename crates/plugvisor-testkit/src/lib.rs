@@ -2,6 +2,8 @@
 //! plugin, the real Python and Go plugins, and /proc checks for leftover
 //! processes. Never published.
 
+pub mod browser;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,8 +16,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A binary of this workspace, next to the running test in the target
-/// directory (`cargo test --workspace` builds every one of them).
+/// directory (`cargo test --workspace` builds every one of them), or in
+/// `$PLUGVISOR_TEST_BIN_DIR` when that is set (a copy of the binaries, for a
+/// target directory that other builds share).
 pub fn workspace_bin(name: &str) -> &'static str {
+    if let Some(dir) = std::env::var_os("PLUGVISOR_TEST_BIN_DIR") {
+        let path = Path::new(&dir).join(name);
+        assert!(path.is_file(), "{} is missing", path.display());
+        return Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+    }
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/debug/deps/<test> -> target/debug/<name>
     let path = exe

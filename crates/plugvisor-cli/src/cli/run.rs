@@ -81,7 +81,7 @@ pub async fn run(
     };
     let mut title = format!("plugvisor — {}", env.config().plugins_dir().display());
     if let Some((_, url)) = &http {
-        title.push_str(&format!(" — {url}/plugins/ID/"));
+        title.push_str(&format!(" — page {url}/ — {url}/plugins/ID/"));
     }
     title.push_str(&format!(
         " — control socket {} — Ctrl-C stops everything",
@@ -161,24 +161,36 @@ pub async fn run(
     Ok(code)
 }
 
-/// Starts the HTTP listener (before any plugin, so /healthz answers at once).
+/// Starts the HTTP listener (before any plugin, so /healthz answers at once),
+/// with the status page at `/`.
 async fn serve_http(
     address: std::net::SocketAddr,
     env: &Environment,
     settings: &Settings,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, String)> {
-    let router = plugvisor::http::router(env.clone(), settings.http_limits()?);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen for HTTP on {address}"))?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let bound = listener.local_addr()?;
+    let access = settings.ui_access(bound)?;
+    let router = plugvisor::http::router(env.clone(), settings.http_limits()?)
+        .merge(plugvisor::http::ui_router(env.clone(), access.clone()));
+    let url = format!("http://{bound}");
     if address.ip().is_loopback() {
         tracing::info!(
-            "HTTP on {url}: plugins under {url}/plugins/ID/, and /metrics, /healthz, /readyz, /api/v1/plugins"
+            "HTTP on {url}: the status page at {url}/, plugins under {url}/plugins/ID/, and /metrics, /healthz, /readyz, /api/v1/plugins"
         );
     } else {
         tracing::warn!(
             "HTTP on {url}, which is not a loopback address: anyone who can reach it can call the plugins' endpoints; put it behind a proxy with authentication, or bind 127.0.0.1"
+        );
+        // The operator needs it to open the page; it is this run's secret.
+        let login = match settings.http_token_file {
+            Some(_) => "/?token=<the token in --http-token-file>".to_string(),
+            None => access.login_path(),
+        };
+        tracing::warn!(
+            "the status page needs the token on this address: open {url}{login} (a cookie keeps it for the browser)"
         );
     }
     let server = tokio::spawn(async move {

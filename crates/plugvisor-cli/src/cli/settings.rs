@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use plugvisor::http::HttpLimits;
+use plugvisor::http::{HttpLimits, UiAccess};
 use plugvisor::{
     EnvironmentConfig, HealthPolicy, HookTimeouts, InvalidConfig, KvLimits, LaunchOptions,
     RestartPolicy, SupervisorConfig, TlsMode,
@@ -131,6 +131,8 @@ pub struct Settings {
     pub http_max_body_bytes: Option<u64>,
     pub http_max_header_bytes: Option<usize>,
     pub http_timeout: Option<DurationArg>,
+    pub http_token_file: Option<PathBuf>,
+    pub http_host: Option<Vec<String>>,
     /// `[plugins.ID]` tables: each plugin's configuration values.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, toml::Table>,
@@ -257,10 +259,22 @@ pub struct SupervisionFlags {
         "All of one plugin's keys and values together",
         KvLimits::DEFAULT_MAX_PLUGIN_BYTES))]
     kv_max_plugin_bytes: Option<u64>,
-    /// Serve HTTP here: each plugin's endpoints under /plugins/{id}/, and /metrics, /healthz,
-    /// /readyz, /api/v1/plugins. PORT alone means 127.0.0.1:PORT [default: off].
+    /// Serve HTTP here: the status page at /, each plugin's endpoints under /plugins/{id}/,
+    /// and /metrics, /healthz, /readyz, /api/v1/plugins. PORT alone means 127.0.0.1:PORT
+    /// [default: off]. The page answers only to the address's own names in the Host header,
+    /// and every change it makes needs this run's random token (the page has it); on an
+    /// address that is not loopback, reading the page needs the token too: open the
+    /// /?token=... URL that is logged, or set your own with --http-token-file.
     #[arg(long, value_name = "ADDR")]
     http: Option<HttpAddress>,
+    /// A file holding the status page's token (at least 16 printable characters), instead
+    /// of a random one per run: scripts send it in the X-Plugvisor-Token header
+    #[arg(long, value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Another name the status page answers to in the Host header (NAME or NAME:PORT), such
+    /// as the one a reverse proxy passes on; repeatable
+    #[arg(long, value_name = "HOST")]
+    http_host: Option<Vec<String>>,
     #[arg(long, value_name = "BYTES", help = with_default(
         "Largest request body under /plugins/; more is answered 413",
         HttpLimits::DEFAULT_MAX_BODY_BYTES))]
@@ -329,7 +343,9 @@ impl SupervisionFlags {
             http,
             http_max_body_bytes,
             http_max_header_bytes,
-            http_timeout
+            http_timeout,
+            http_token_file,
+            http_host
         );
         settings
     }
@@ -512,6 +528,22 @@ impl Settings {
             limits = limits.request_timeout(timeout);
         }
         limits.build().map_err(invalid)
+    }
+}
+
+impl Settings {
+    /// Who may use the status page on a listener bound to `bound`.
+    pub fn ui_access(&self, bound: std::net::SocketAddr) -> anyhow::Result<UiAccess> {
+        let mut access = UiAccess::for_listener(bound);
+        if let Some(path) = &self.http_token_file {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("--http-token-file {}", path.display()))?;
+            access = access.with_token(&token).map_err(invalid)?;
+        }
+        for host in self.http_host.iter().flatten() {
+            access = access.allow_host(host);
+        }
+        Ok(access)
     }
 }
 

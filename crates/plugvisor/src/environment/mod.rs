@@ -449,6 +449,12 @@ impl Environment {
         }
     }
 
+    /// Cancelled when the environment shuts down: for the HTTP layer's
+    /// long-lived streams, which end then.
+    pub(crate) fn closing(&self) -> CancellationToken {
+        self.inner.shared.closing.clone()
+    }
+
     /// The measurements, for the HTTP layer.
     pub(crate) fn measurements(&self) -> &Metrics {
         &self.inner.shared.metrics

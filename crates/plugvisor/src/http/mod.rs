@@ -1,15 +1,18 @@
 //! HTTP: each plugin's own endpoints under `/plugins/{id}/` (its HTTP hook,
 //! streamed both ways) and the operator's endpoints (`/metrics`,
-//! `/healthz`, `/readyz`, `/api/v1/plugins`), as axum routers an
-//! application can mount in its own server, or [`serve`] on a listener.
+//! `/healthz`, `/readyz`, `/api/v1/plugins`), and the status page at `/`
+//! ([`ui_router`]), as axum routers an application can mount in its own
+//! server, or [`serve`] on a listener.
 
 mod limits;
 mod ops;
 mod proxy;
+mod ui;
 
 use std::net::SocketAddr;
 
 pub use limits::{HttpLimits, HttpLimitsBuilder};
+pub use ui::{TOKEN_HEADER, UiAccess};
 
 use crate::Environment;
 
@@ -30,7 +33,25 @@ pub fn operations_router(env: Environment) -> axum::Router {
     ops::routes(env)
 }
 
-/// Both routers together.
+/// The status page at `/`: a live table of the plugins and their events
+/// (server-sent), start / stop / restart buttons, and a settings form per
+/// plugin made from its settings_schema, saved as `plugvisor config set`
+/// saves (a refusal by the plugin is shown beside the field). Its API is
+/// under `/api/v1/ui/`.
+///
+/// Every request must name the listener in its Host header (else 421,
+/// against DNS rebinding) and come from no other origin (else 403); every
+/// change must carry [`UiAccess::token`] in the `X-Plugvisor-Token` header
+/// (else 403), and when [`UiAccess::reads_need_token`] (the listener is not
+/// on loopback) so must every read, or the cookie that
+/// [`UiAccess::login_path`] sets (else 401). There are no CORS headers. The
+/// other routers are not affected: probes, metrics and plugins' own
+/// endpoints answer as before.
+pub fn ui_router(env: Environment, access: UiAccess) -> axum::Router {
+    ui::routes(env, access)
+}
+
+/// The plugin and operations routers together (not the page).
 pub fn router(env: Environment, limits: HttpLimits) -> axum::Router {
     plugin_router(env.clone(), limits).merge(operations_router(env))
 }

@@ -1,0 +1,429 @@
+// plugvisor's status page: the table follows the server-sent events, one
+// row at a time; nothing is polled. Every change carries the run's token,
+// which this page read from its own HTML.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="plugvisor-token"]').content;
+const MAX_EVENTS = 200;
+
+// Always shown, in this order.
+const COLUMNS = [
+  ["id", "ID"], ["version", "Version"], ["runtime", "Runtime"], ["state", "State"],
+  ["pid", "PID"], ["uptime", "Uptime"], ["restarts", "Restarts"],
+  ["last_error", "Last error"], ["note", "Note"],
+];
+// Shown once any status carries them (features a host may not have).
+const OPTIONAL = [["transport", "Transport"], ["sandbox", "Sandbox"], ["limits", "Limits"]];
+
+const table = document.querySelector("#plugins");
+const tbody = table.tBodies[0];
+const rows = new Map(); // id -> {tr, cells, status}
+let shown = COLUMNS.slice();
+let selected = null; // the id whose settings are open
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function notice(text) {
+  const p = document.querySelector("#notice");
+  p.textContent = text || "";
+  p.hidden = !text;
+}
+
+// --- the table ---------------------------------------------------------------
+
+function drawHeader() {
+  const tr = table.tHead.rows[0];
+  tr.replaceChildren(...shown.map(([key, label]) => el("th", { "data-col": key, text: label })), el("th", { text: "" }));
+}
+
+function formatValue(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v !== "object") return String(v);
+  if (Array.isArray(v)) return v.map(formatValue).join(", ");
+  return Object.entries(v).filter(([, x]) => x !== null && x !== undefined)
+    .map(([k, x]) => (typeof x === "object" ? `${k}: ${formatValue(x)}` : `${k}=${x}`)).join(", ");
+}
+
+function uptime(status) {
+  if (status.state !== "Running") return "";
+  let s = Math.max(0, Math.floor((Date.now() - status.since_unix_ms) / 1000));
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+  s %= 60;
+  if (d) return `${d}d${h}h`;
+  if (h) return `${h}h${m}m`;
+  if (m) return `${m}m${s}s`;
+  return `${s}s`;
+}
+
+function cellText(key, status) {
+  switch (key) {
+    case "state": return status.state + (status.debug ? " (debug)" : "");
+    case "uptime": return uptime(status);
+    case "pid": return status.pid == null ? "" : String(status.pid);
+    case "runtime": return status.runtime || "-";
+    default: return formatValue(status[key]);
+  }
+}
+
+function newRow(id) {
+  const tr = el("tr", { "data-id": id });
+  const cells = {};
+  for (const [key] of shown) {
+    cells[key] = el("td", { "data-col": key });
+    tr.append(cells[key]);
+  }
+  const actions = el("td", { class: "actions" });
+  for (const [action, label] of [["start", "Start"], ["stop", "Stop"], ["restart", "Restart"], ["settings", "Settings"]]) {
+    actions.append(el("button", { type: "button", "data-action": action, "data-id": id, text: label }));
+  }
+  tr.append(actions);
+  return { tr, cells, status: null };
+}
+
+// Inserts a row where its id sorts, as the server sorts them.
+function placeRow(id, row) {
+  let before = null;
+  for (const tr of tbody.rows) {
+    if (tr.dataset.id > id) { before = tr; break; }
+  }
+  tbody.insertBefore(row.tr, before);
+}
+
+function fillRow(row, status) {
+  row.status = status;
+  row.tr.dataset.state = status.state;
+  for (const [key] of shown) {
+    const text = cellText(key, status);
+    // Only what changed: a thousand rows stay cheap.
+    if (row.cells[key].textContent !== text) row.cells[key].textContent = text;
+  }
+  const busy = row.tr.dataset.busy === "1";
+  const active = ["Running", "Starting"].includes(status.state);
+  for (const button of row.tr.querySelectorAll("button[data-action]")) {
+    const a = button.dataset.action;
+    button.disabled = busy && a !== "settings";
+    if (a === "start") button.hidden = active;
+    if (a === "stop") button.hidden = !active && status.state !== "Stopping";
+  }
+}
+
+function growColumns(status) {
+  let grew = false;
+  for (const col of OPTIONAL) {
+    if (col[0] in status && !shown.includes(col)) { shown.push(col); grew = true; }
+  }
+  if (!grew) return;
+  // Rare (once per new kind of field): redraw every row with the new columns.
+  drawHeader();
+  for (const [id, row] of rows) {
+    const fresh = newRow(id);
+    row.tr.replaceWith(fresh.tr);
+    if (row.tr.classList.contains("selected")) fresh.tr.classList.add("selected");
+    rows.set(id, fresh);
+    fillRow(fresh, row.status);
+  }
+}
+
+function upsert(status) {
+  growColumns(status);
+  let row = rows.get(status.id);
+  if (!row) {
+    row = newRow(status.id);
+    rows.set(status.id, row);
+    placeRow(status.id, row);
+  }
+  fillRow(row, status);
+}
+
+function removeRow(id) {
+  const row = rows.get(id);
+  if (row) { row.tr.remove(); rows.delete(id); }
+  if (selected === id) closeSettings();
+}
+
+function summarize() {
+  const counts = {};
+  for (const { status } of rows.values()) counts[status.state] = (counts[status.state] || 0) + 1;
+  const parts = Object.entries(counts).sort().map(([s, n]) => `${n} ${s}`);
+  document.querySelector("#summary").textContent = `${rows.size} plugins` + (parts.length ? ": " + parts.join(", ") : "");
+}
+let summaryQueued = false;
+function queueSummary() {
+  if (summaryQueued) return;
+  summaryQueued = true;
+  requestAnimationFrame(() => { summaryQueued = false; summarize(); });
+}
+
+// The whole table, from a snapshot: every row updated, new ones added,
+// gone ones removed. The first one builds the rows off the document and
+// adds them at once.
+function applySnapshot(statuses) {
+  if (rows.size === 0) {
+    const fragment = document.createDocumentFragment();
+    for (const s of statuses) growColumns(s);
+    for (const s of statuses) {
+      const row = newRow(s.id);
+      rows.set(s.id, row);
+      fillRow(row, s);
+      fragment.append(row.tr);
+    }
+    tbody.append(fragment);
+  } else {
+    const seen = new Set();
+    for (const s of statuses) { seen.add(s.id); upsert(s); }
+    for (const id of [...rows.keys()]) if (!seen.has(id)) removeRow(id);
+  }
+  queueSummary();
+  table.dataset.loaded = "1";
+}
+
+setInterval(() => {
+  for (const row of rows.values()) {
+    if (row.status.state === "Running") {
+      const text = uptime(row.status);
+      if (row.cells.uptime.textContent !== text) row.cells.uptime.textContent = text;
+    }
+  }
+}, 1000);
+
+// --- events ----------------------------------------------------------------
+
+function describe(e) {
+  const s = e.status;
+  switch (e.event) {
+    case "starting": return "starting";
+    case "queued": return s.note || "queued";
+    case "running": return `Running (pid ${s.pid}, healthy ${e.startup_ms} ms after launch, restarts ${s.restarts})`;
+    case "failed_to_start": return `failed to start: ${e.error}`;
+    case "crashed": return `crashed (${e.exit})`;
+    case "unhealthy": return `unhealthy: ${e.reason}`;
+    case "restart_scheduled": return `restart #${e.attempt} in ${e.delay_ms} ms`;
+    case "disabled": return `FailedToStayRunning: ${e.reason}`;
+    case "debugging": return e.on ? "debug mode" : "debug mode ended";
+    case "stopping": return "stopping";
+    case "stopped": return e.method ? `stopped ${e.method} (${e.exit})` : "stopped";
+    case "added": return "new bundle";
+    case "reloaded": return `new version ${s.version} (was ${e.previous_version})`;
+    case "reload_refused": return `new version refused: ${e.reason}`;
+    case "removed": return "bundle removed";
+    default: return e.event;
+  }
+}
+
+const eventList = document.querySelector("#events");
+function logEvent(id, text) {
+  const time = new Date().toTimeString().slice(0, 8);
+  const li = el("li", { "data-id": id }, el("time", { text: time }), `${id}: ${text.split("\n")[0]}`);
+  eventList.prepend(li);
+  while (eventList.childElementCount > MAX_EVENTS) eventList.lastElementChild.remove();
+}
+
+function connect() {
+  const status = document.querySelector("#connection");
+  const source = new EventSource("/api/v1/ui/events");
+  // First after each (re)connection, and again when the page fell behind
+  // the host: every status, then the events from there on.
+  source.addEventListener("snapshot", (message) => {
+    const snapshot = JSON.parse(message.data);
+    status.dataset.state = "live";
+    status.textContent = "live";
+    if (snapshot.missed) logEvent("page", `fell behind by ${snapshot.missed} events; the table was sent again`);
+    applySnapshot(snapshot.statuses);
+  });
+  source.addEventListener("plugin", (message) => {
+    const e = JSON.parse(message.data);
+    if (e.event === "removed") removeRow(e.status.id); else upsert(e.status);
+    logEvent(e.status.id, describe(e));
+    queueSummary();
+    if (selected === e.status.id && e.event === "reloaded") openSettings(selected);
+  });
+  source.onerror = () => {
+    status.dataset.state = "lost";
+    status.textContent = "connection lost, reconnecting…";
+  };
+}
+
+// --- actions ---------------------------------------------------------------
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "X-Plugvisor-Token": TOKEN, "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  let answer = {};
+  try { answer = await response.json(); } catch (_) { answer = { error: `${response.status} ${response.statusText}` }; }
+  return { ok: response.ok, answer };
+}
+
+tbody.addEventListener("click", async (click) => {
+  const button = click.target.closest("button[data-action]");
+  if (!button) return;
+  const { action, id } = button.dataset;
+  if (action === "settings") { openSettings(id); return; }
+  const row = rows.get(id);
+  row.tr.dataset.busy = "1";
+  fillRow(row, row.status);
+  notice("");
+  try {
+    const { ok, answer } = await post(`/api/v1/ui/plugins/${encodeURIComponent(id)}/${action}`);
+    if (!ok) notice(`${action} ${id}: ${answer.error}`);
+  } catch (e) {
+    notice(`${action} ${id}: ${e.message}`);
+  } finally {
+    delete row.tr.dataset.busy;
+    const current = rows.get(id);
+    if (current) fillRow(current, current.status);
+  }
+});
+
+// --- the settings form, from the settings_schema ----------------------------
+
+const panel = document.querySelector("#settings");
+const form = panel.querySelector("form");
+let loaded = {}; // key -> value the form was filled with
+
+function closeSettings() {
+  panel.hidden = true;
+  selected = null;
+  for (const tr of tbody.querySelectorAll("tr.selected")) tr.classList.remove("selected");
+}
+
+const SOURCES = { default: "default", config_file: "config file", operator: "set here or with plugvisor config set" };
+
+function input(setting, value) {
+  const name = setting.key;
+  const id = `setting-${name}`;
+  const text = value === undefined || value === null ? "" : (typeof value === "string" ? value : JSON.stringify(value));
+  switch (setting.type) {
+    case "bool":
+      return el("input", { type: "checkbox", id, name, checked: value === true });
+    case "number":
+      return el("input", { type: "number", step: "any", id, name, value: text, placeholder: setting.placeholder });
+    case "longtext":
+    case "custom": {
+      const area = el("textarea", { id, name, placeholder: setting.placeholder });
+      area.value = text;
+      return area;
+    }
+    case "dropdown": {
+      const select = el("select", { id, name });
+      for (const o of setting.options) select.append(el("option", { value: o.value, text: o.display_name || o.value, selected: o.value === text }));
+      return select;
+    }
+    case "radio": {
+      const group = el("div", { role: "radiogroup", id, "aria-labelledby": `${id}-label` });
+      for (const o of setting.options) {
+        group.append(el("label", {}, el("input", { type: "radio", name, value: o.value, checked: o.value === text }), " " + (o.display_name || o.value)), " ");
+      }
+      return group;
+    }
+    default:
+      return el("input", { type: setting.secret ? "password" : "text", id, name, value: text, placeholder: setting.placeholder });
+  }
+}
+
+function readField(setting) {
+  const name = setting.key;
+  switch (setting.type) {
+    case "bool": return form.elements[name].checked;
+    case "radio": {
+      const checked = form.querySelector(`input[name="${CSS.escape(name)}"]:checked`);
+      return checked ? checked.value : undefined;
+    }
+    case "custom": {
+      const text = form.elements[name].value;
+      try { return JSON.parse(text); } catch (_) { return text; }
+    }
+    default: return form.elements[name].value;
+  }
+}
+
+function same(a, b) { return JSON.stringify(a) === JSON.stringify(b === undefined ? null : b); }
+
+async function openSettings(id) {
+  selected = id;
+  for (const tr of tbody.querySelectorAll("tr.selected")) tr.classList.remove("selected");
+  rows.get(id)?.tr.classList.add("selected");
+  const response = await fetch(`/api/v1/ui/plugins/${encodeURIComponent(id)}/settings`, { headers: { "X-Plugvisor-Token": TOKEN } });
+  const answer = await response.json();
+  if (!response.ok) { notice(answer.error); return; }
+  fillForm(answer);
+  panel.hidden = false;
+}
+
+function fillForm(answer) {
+  const values = Object.fromEntries(answer.values.map((v) => [v.key, v]));
+  panel.querySelector("h2").textContent = `Settings of ${answer.id}`;
+  panel.dataset.id = answer.id;
+  form.replaceChildren();
+  loaded = {};
+  if (!answer.settings.length) {
+    form.append(el("p", { text: "This plugin has no settings_schema." }));
+    return;
+  }
+  for (const setting of answer.settings) {
+    const current = values[setting.key];
+    const value = current ? current.value : setting.default;
+    const field = el("div", { class: "field", "data-key": setting.key, "data-type": setting.type });
+    const label = el(setting.type === "radio" ? "span" : "label", { class: "label", id: `setting-${setting.key}-label`, for: setting.type === "radio" ? undefined : `setting-${setting.key}`, text: setting.display_name || setting.key });
+    if (current) label.append(el("span", { class: "source", text: SOURCES[current.source] || current.source }));
+    const control = input(setting, value);
+    field.append(label, control);
+    if (setting.help_text) field.append(el("p", { class: "help", text: setting.help_text }));
+    field.append(el("p", { class: "error", "data-for": setting.key, role: "alert" }));
+    form.append(field);
+    loaded[setting.key] = readField(setting);
+  }
+  form.settings = answer.settings;
+  form.append(el("button", { type: "submit", text: "Save" }), el("span", { class: "result", role: "status" }));
+}
+
+function showErrors(fields) {
+  for (const field of form.querySelectorAll(".field")) {
+    const problem = (fields || {})[field.dataset.key] || "";
+    field.querySelector(".error").textContent = problem;
+    field.classList.toggle("invalid", !!problem);
+  }
+}
+
+form.addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const id = panel.dataset.id;
+  const result = form.querySelector(".result");
+  const values = {};
+  for (const setting of form.settings || []) {
+    const value = readField(setting);
+    if (value !== undefined && !same(value, loaded[setting.key])) values[setting.key] = value;
+  }
+  showErrors({});
+  result.className = "result";
+  if (!Object.keys(values).length) { result.textContent = "Nothing changed."; return; }
+  result.textContent = "Saving…";
+  const { ok, answer } = await post(`/api/v1/ui/plugins/${encodeURIComponent(id)}/settings`, { values });
+  if (!ok) {
+    showErrors(answer.fields);
+    result.classList.add("bad");
+    result.textContent = answer.error;
+    return;
+  }
+  const said = {
+    live: "Saved: the running plugin accepted it.",
+    at_next_activation: "Saved: the plugin gets it when it starts.",
+    at_next_restart: "Saved: the plugin has no OnConfigurationChange hook; it gets it at its next restart.",
+  }[answer.applied] || "Saved.";
+  fillForm({ id, settings: form.settings, values: answer.values });
+  form.querySelector(".result").textContent = said;
+});
+
+drawHeader();
+connect();
