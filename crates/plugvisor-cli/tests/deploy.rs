@@ -287,7 +287,12 @@ fn get(port: u16, path: &str) -> u16 {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    // The Host a client of 127.0.0.1:PORT sends (the status page refuses others).
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
     let mut head = String::new();
     BufReader::new(stream).read_line(&mut head).unwrap();
     let code = head.split_whitespace().nth(1).unwrap_or_default();

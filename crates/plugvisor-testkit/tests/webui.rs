@@ -219,7 +219,9 @@ fn the_table_fills_in_follows_a_crash_and_restarts_without_a_reload() {
             "uptime",
             "restarts",
             "last_error",
-            "note"
+            "note",
+            // Shown once a status has it: a Running plugin's transport.
+            "transport"
         ])
     );
     assert_eq!(cell(&mut browser, "plain", "version"), "1.0.0");

@@ -66,10 +66,10 @@ pub struct PluginStatus {
     pub debug: bool,
     /// How the host reaches the plugin, while Running: unix, unix+mtls,
     /// tcp or tcp+mtls.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<crate::Transport>,
     /// What its sandbox enforces, while Running sandboxed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::SandboxStatus>,
     /// The resource limits in force on the running process, and how each is
     /// enforced (from the manifest's `server.limits` and the operator's
