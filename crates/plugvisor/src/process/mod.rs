@@ -25,8 +25,11 @@ pub struct SpawnSpec {
     /// The verified `program`, opened: exec'd through this descriptor, so
     /// that what runs is what was hashed (see `integrity.rs`).
     pub exec_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
-    /// Set with setrlimit in the child, before its exec.
+    /// Set with setrlimit in the child, before its exec, but for those its
+    /// cgroup takes.
     pub limits: crate::ResourceLimits,
+    /// The plugin's own cgroup, which the child joins before its exec.
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::PluginCgroup>>,
 }
 
 /// The setrlimit resource of a limit.
@@ -94,7 +97,7 @@ impl PluginProcess {
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
         let exec_fd = spec.exec_fd.as_deref();
-        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits)
+        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits, spec.cgroup.is_some())
             .into_iter()
             .map(|(kind, soft, hard)| (resource(kind), soft, hard))
             .collect();
@@ -105,6 +108,7 @@ impl PluginProcess {
             &spec.working_dir,
             &env,
             &rlimits,
+            spec.cgroup.as_deref().map(|cgroup| cgroup.procs()),
         )?;
         let pid = spawned.pid;
         live().insert(pid);
