@@ -251,3 +251,27 @@ async fn a_memory_limit_too_small_for_the_runtime_fails_the_start_and_says_why()
     assert!(status.last_error.unwrap().contains("at its memory limit"));
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_python_plugin_that_raises_memory_error_at_its_limit_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("py-hungry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = serde_json::json!({
+        "id": "py-hungry",
+        "server": {"executable": "plugin.py", "limits": {"memory": "512MiB"}},
+    });
+    std::fs::write(dir.join("plugin.json"), manifest.to_string()).unwrap();
+    // More than the limit at once: the interpreter raises MemoryError.
+    std::fs::write(dir.join("plugin.py"), "data = bytearray(1 << 30)\n").unwrap();
+    let env = environment(
+        root.path(),
+        LaunchOptions::builder().interpreter(test_python()),
+    );
+    let error = env.activate("py-hungry").await.unwrap_err().to_string();
+    assert!(
+        error.contains("plugin stopped at its memory limit (512 MiB, RLIMIT_AS: its stderr says \"MemoryError\") during its start: plugin exited before its handshake (exit status 1)"),
+        "{error}"
+    );
+    env.shutdown().await;
+}
