@@ -377,18 +377,20 @@ pub(crate) struct Evidence<'a> {
 /// Lines in a plugin's stderr that mean it ran out of memory: the Go
 /// runtime's fatal errors (`fatal error: out of memory` since Go 1.2x,
 /// `fatal error: runtime: out of memory` before, and the one at start-up when
-/// the limit leaves no room for its heap's reservations) and Python's
-/// MemoryError (its traceback's last line).
-const OUT_OF_MEMORY_LINES: [&str; 4] = [
+/// the limit leaves no room for its heap's reservations), each at the start
+/// of its line, and Python's MemoryError (its traceback's last line, which
+/// starts with it).
+const GO_OUT_OF_MEMORY: [&str; 3] = [
     "fatal error: out of memory",
     "fatal error: runtime: out of memory",
     "fatal error: failed to reserve page summary memory",
-    "MemoryError",
 ];
 
-/// Whether a stderr line is a runtime saying it ran out of memory.
+/// Whether a stderr line is a runtime saying it ran out of memory. Every
+/// stderr line passes here: a prefix check first keeps it cheap.
 pub(crate) fn says_out_of_memory(line: &str) -> bool {
-    OUT_OF_MEMORY_LINES.iter().any(|m| line.contains(m))
+    (line.starts_with("fatal error: ") && GO_OUT_OF_MEMORY.iter().any(|m| line.starts_with(m)))
+        || line.starts_with("MemoryError")
 }
 
 /// Why an exit was a limit's doing, or `None`. Only a limit that is set can
@@ -559,7 +561,11 @@ mod tests {
         assert!(says_out_of_memory("fatal error: runtime: out of memory"));
         assert!(says_out_of_memory("fatal error: out of memory"));
         assert!(says_out_of_memory("MemoryError"));
+        assert!(says_out_of_memory("MemoryError: cannot allocate"));
         assert!(!says_out_of_memory("goroutine 1 [running]:"));
+        assert!(!says_out_of_memory(
+            "fatal error: all goroutines are asleep"
+        ));
         let memory = ResourceLimits {
             memory: Some(64 << 20),
             ..ResourceLimits::default()
