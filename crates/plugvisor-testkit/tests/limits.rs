@@ -80,7 +80,7 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
     let (dir, trigger) = go_bundle(
         root.path(),
         "go-limited",
-        serde_json::json!({"memory": "2GiB", "open_files": 100, "cpu_seconds": 3600}),
+        serde_json::json!({"memory": "2GiB", "open_files": 100, "processes": 4096, "cpu_seconds": 3600}),
     );
     with_trigger(&dir, &trigger);
     // The operator's value replaces the manifest's open_files only.
@@ -106,11 +106,16 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
         proc_limit(pid, "Max cpu time"),
         ("3600".into(), "3601".into())
     );
-    assert_eq!(proc_limit(pid, "Max processes").0, {
-        // Not set: the host's own value.
-        let host = proc_limit(std::process::id(), "Max processes");
-        host.0
-    });
+    // Set, whether or not the kernel enforces it for this user (not for root).
+    assert_eq!(
+        proc_limit(pid, "Max processes"),
+        ("4096".into(), "4096".into())
+    );
+    assert_eq!(
+        proc_limit(pid, "Max stack size"),
+        proc_limit(std::process::id(), "Max stack size"),
+        "a limit not set is the host's"
+    );
     let shown: Vec<(LimitKind, u64, Enforcement)> = status
         .limits
         .iter()
@@ -121,6 +126,7 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
         [
             (LimitKind::Memory, 2 << 30, Enforcement::Setrlimit),
             (LimitKind::OpenFiles, 77, Enforcement::Setrlimit),
+            (LimitKind::Processes, 4096, Enforcement::Setrlimit),
             (LimitKind::CpuSeconds, 3600, Enforcement::Setrlimit),
         ]
     );
