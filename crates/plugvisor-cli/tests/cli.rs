@@ -1430,3 +1430,94 @@ fn check_prints_the_limits_the_config_file_overrides_and_refuses_bad_ones() {
         assert!(report.contains(message), "{message:?} in {report}");
     }
 }
+
+/// The Go `healthy` plugin started by hand, with the handshake environment a
+/// host would give it; returns it and the address of its handshake line.
+fn start_by_hand(socket_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(built_artifact("target/go/healthy"))
+        .env("MATTERMOST_PLUGIN", "Securely message teams, anywhere.")
+        .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+        .env("PLUGIN_UNIX_SOCKET_DIR", socket_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line.trim().split('|').nth(3).unwrap().to_string();
+    (child, format!("unix:{address}"))
+}
+
+#[test]
+fn attach_over_the_control_socket_and_from_the_config_file_never_signals_the_plugin() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    go_bundle(&plugins, "dev");
+    let sockets = tempfile::tempdir().unwrap();
+    let (mut by_hand, address) = start_by_hand(sockets.path());
+    let hand_pid = by_hand.id();
+    let run = Running::start(&plugins, &[]);
+    let own = run.wait_until("dev Running", |s| all_running(s, 1))[0]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+
+    let pid = hand_pid.to_string();
+    let attached = run.ctl(&["attach", "dev", &address, "--pid", &pid]);
+    assert!(attached.status.success(), "{}", text(&attached.stderr));
+    let table = text(&attached.stdout);
+    assert!(table.contains("Running (attached)"), "{table}");
+    let status = &run.statuses()[0];
+    assert_eq!(status["pid"], hand_pid);
+    assert_eq!(status["attached"], format!("{address} (pid {hand_pid})"));
+    assert!(!exists(own), "its own process was stopped first");
+
+    // stop disconnects; start attaches again (this plugin has no broker,
+    // so the same process can be attached again).
+    let stopped = run.ctl(&["stop", "dev"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert_eq!(run.statuses()[0]["state"], "NotRunning");
+    assert!(by_hand.try_wait().unwrap().is_none(), "stop killed it");
+    let started = run.ctl(&["start", "dev"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    assert_eq!(run.statuses()[0]["pid"], hand_pid);
+
+    // --off: detached, and the next start spawns the bundle.
+    let off = run.ctl(&["attach", "dev", "--off"]);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let status = &run.statuses()[0];
+    assert_eq!(status["state"], "NotRunning");
+    assert!(status.get("attached").is_none(), "{status}");
+    assert!(by_hand.try_wait().unwrap().is_none());
+    let bad = run.ctl(&["attach", "dev", "tcp:192.0.2.1:80"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("192.0.2.1:80 is not a loopback address"),
+        "{}",
+        text(&bad.stderr)
+    );
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+
+    // [attach] in the config file: attached from the start; the host's
+    // shutdown leaves it running too.
+    let config = root.path().join("plugvisor.toml");
+    std::fs::write(&config, format!("[attach]\ndev = \"{address}\"\n")).unwrap();
+    let run = Running::start(&plugins, &["--config", config.to_str().unwrap()]);
+    let status = run.wait_until("dev attached", |s| all_running(s, 1))[0].clone();
+    assert_eq!(status["attached"], address);
+    assert_eq!(status["pid"], Value::Null);
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, _, stderr) = run.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(by_hand.try_wait().unwrap().is_none(), "shutdown killed it");
+    by_hand.kill().unwrap();
+    by_hand.wait().unwrap();
+    let help = text(&plugvisor(&["attach", "--help"]).stdout);
+    assert!(
+        help.contains("PLUGIN_PROTOCOL_VERSIONS") && help.contains("--pid"),
+        "{help}"
+    );
+}

@@ -80,7 +80,7 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
     let (dir, trigger) = go_bundle(
         root.path(),
         "go-limited",
-        serde_json::json!({"memory": "2GiB", "open_files": 100, "cpu_seconds": 3600}),
+        serde_json::json!({"memory": "2GiB", "open_files": 100, "processes": 4096, "cpu_seconds": 3600}),
     );
     with_trigger(&dir, &trigger);
     // The operator's value replaces the manifest's open_files only.
@@ -106,11 +106,16 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
         proc_limit(pid, "Max cpu time"),
         ("3600".into(), "3601".into())
     );
-    assert_eq!(proc_limit(pid, "Max processes").0, {
-        // Not set: the host's own value.
-        let host = proc_limit(std::process::id(), "Max processes");
-        host.0
-    });
+    // Set, whether or not the kernel enforces it for this user (not for root).
+    assert_eq!(
+        proc_limit(pid, "Max processes"),
+        ("4096".into(), "4096".into())
+    );
+    assert_eq!(
+        proc_limit(pid, "Max stack size"),
+        proc_limit(std::process::id(), "Max stack size"),
+        "a limit not set is the host's"
+    );
     let shown: Vec<(LimitKind, u64, Enforcement)> = status
         .limits
         .iter()
@@ -121,6 +126,7 @@ async fn the_limits_of_the_manifest_and_the_operator_are_in_force_in_the_plugin_
         [
             (LimitKind::Memory, 2 << 30, Enforcement::Setrlimit),
             (LimitKind::OpenFiles, 77, Enforcement::Setrlimit),
+            (LimitKind::Processes, 4096, Enforcement::Setrlimit),
             (LimitKind::CpuSeconds, 3600, Enforcement::Setrlimit),
         ]
     );
@@ -249,5 +255,29 @@ async fn a_memory_limit_too_small_for_the_runtime_fails_the_start_and_says_why()
     let status = env.status("go-cramped").unwrap();
     assert_eq!(status.state, PluginState::FailedToStart);
     assert!(status.last_error.unwrap().contains("at its memory limit"));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_python_plugin_that_raises_memory_error_at_its_limit_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("py-hungry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = serde_json::json!({
+        "id": "py-hungry",
+        "server": {"executable": "plugin.py", "limits": {"memory": "512MiB"}},
+    });
+    std::fs::write(dir.join("plugin.json"), manifest.to_string()).unwrap();
+    // More than the limit at once: the interpreter raises MemoryError.
+    std::fs::write(dir.join("plugin.py"), "data = bytearray(1 << 30)\n").unwrap();
+    let env = environment(
+        root.path(),
+        LaunchOptions::builder().interpreter(test_python()),
+    );
+    let error = env.activate("py-hungry").await.unwrap_err().to_string();
+    assert!(
+        error.contains("plugin stopped at its memory limit (512 MiB, RLIMIT_AS: its stderr says \"MemoryError\") during its start: plugin exited before its handshake (exit status 1)"),
+        "{error}"
+    );
     env.shutdown().await;
 }

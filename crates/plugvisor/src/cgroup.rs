@@ -1,6 +1,7 @@
-//! Whether a cgroup v2 of each plugin's own could enforce its limits, in
-//! place of setrlimit: memory.max (resident memory, not address space) and
-//! pids.max (the plugin's own processes, not its user's).
+//! A cgroup v2 of each plugin's own, where one can be made, to enforce its
+//! memory and process limits in place of setrlimit: memory.max (resident
+//! memory and page cache, not address space) and pids.max (the plugin's own
+//! processes and threads, not its user's).
 //!
 //! That needs a delegated subtree: a cgroup2 mount holding the host's cgroup
 //! (the `0::` line of /proc/self/cgroup), with the memory and pids
@@ -10,12 +11,16 @@
 //! host's cgroup (systemd's `Delegate=yes` with the host moved into a leaf
 //! such as `.../host`), or the host's cgroup if it is the root.
 //!
-//! Only the detection is built: plugvisor enforces every limit with
-//! setrlimit, and `check` says why no cgroup is used. The parsers are pure
-//! and unit-tested; the machine this was written on has cgroup v1 for memory
-//! and a cgroup2 mount with only hugetlb, so the positive path has never run
+//! A plugin's cgroup is made before its spawn; the spawned child writes
+//! itself into its `cgroup.procs` before exec (`process/spawn.rs`); the
+//! cgroup is killed and removed when dropped, after the plugin is reaped;
+//! `memory.events`' `oom_kill` tells a kill at memory.max. The parsers are
+//! pure and unit-tested. The machine this was written on has cgroup v1 for
+//! memory and a cgroup2 mount with only hugetlb: the detection says so and
+//! everything falls back to setrlimit; the cgroup path itself has never run
 //! against a real delegated cgroup.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// What the detection found.
@@ -48,6 +53,103 @@ pub fn cgroup_support() -> &'static CgroupSupport {
             ),
         }
     })
+}
+
+/// One plugin process's cgroup: made with its limits, joined by the child
+/// before exec, killed and removed when dropped.
+#[derive(Debug)]
+pub(crate) struct PluginCgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, open for the child to write itself into.
+    procs: OwnedFd,
+}
+
+static CGROUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl PluginCgroup {
+    /// Makes a cgroup for plugin `id` under the delegated directory, with
+    /// memory.max and pids.max from `limits`; `None` when no cgroup can be
+    /// used or neither limit is set (the limits then go to setrlimit).
+    pub(crate) fn for_limits(id: &str, limits: &crate::ResourceLimits) -> Option<PluginCgroup> {
+        if limits.memory.is_none() && limits.processes.is_none() {
+            return None;
+        }
+        let CgroupSupport::Delegated(parent) = cgroup_support() else {
+            return None;
+        };
+        let n = CGROUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = parent.join(format!("plugvisor.{}.{n}.{id}", std::process::id()));
+        match PluginCgroup::create(dir.clone(), limits) {
+            Ok(cgroup) => Some(cgroup),
+            Err(error) => {
+                tracing::warn!(plugin = id, %error, dir = %dir.display(), "cannot make the plugin's cgroup; its limits are set with setrlimit");
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+
+    fn create(dir: PathBuf, limits: &crate::ResourceLimits) -> std::io::Result<PluginCgroup> {
+        std::fs::create_dir(&dir)?;
+        if let Some(bytes) = limits.memory {
+            std::fs::write(dir.join("memory.max"), bytes.to_string())?;
+            // No swap either, or memory.max only moves pages to swap.
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+        }
+        if let Some(count) = limits.processes {
+            std::fs::write(dir.join("pids.max"), count.to_string())?;
+        }
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?
+            .into();
+        Ok(PluginCgroup { dir, procs })
+    }
+
+    /// The descriptor the child writes `0` to, to join the cgroup.
+    pub(crate) fn procs(&self) -> &OwnedFd {
+        &self.procs
+    }
+
+    /// How many processes the kernel killed at memory.max.
+    pub(crate) fn oom_kills(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.events"))
+            .map(|text| oom_kills(&text))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for PluginCgroup {
+    /// Kills what is left in it (cgroup.kill, Linux 5.14) and removes it,
+    /// retrying while its last processes exit.
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        if std::fs::remove_dir(&self.dir).is_ok() {
+            return;
+        }
+        let dir = self.dir.clone();
+        let retry = async move {
+            for _ in 0..50 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                if std::fs::remove_dir(&dir).is_ok() {
+                    return;
+                }
+            }
+            tracing::warn!(dir = %dir.display(), "cannot remove a plugin's cgroup");
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(retry);
+        }
+    }
+}
+
+/// `oom_kill N` of a memory.events file.
+fn oom_kills(memory_events: &str) -> u64 {
+    memory_events
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The host's cgroup v2 path: the `0::PATH` line.
@@ -192,6 +294,13 @@ mod tests {
             move |p: &Path| files.get(p).cloned(),
             move |p: &Path| writable.iter().any(|w| Path::new(w) == p),
         )
+    }
+
+    #[test]
+    fn memory_events_tell_oom_kills() {
+        let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kills(events), 1);
+        assert_eq!(oom_kills("low 0\n"), 0);
     }
 
     #[test]

@@ -235,9 +235,12 @@ pub struct LaunchPlan {
 }
 
 impl LaunchPlan {
-    /// The plan's limits, each with how a spawn enforces it.
+    /// The plan's limits, each with how a spawn on this host would enforce
+    /// it (a cgroup of the plugin's own for memory and processes where
+    /// [`crate::cgroup_support`] finds a delegated one, else setrlimit).
     pub fn enforced_limits(&self) -> Vec<crate::EnforcedLimit> {
-        crate::limits::enforced(&self.limits)
+        let delegated = matches!(crate::cgroup_support(), crate::CgroupSupport::Delegated(_));
+        crate::limits::enforced(&self.limits, delegated)
     }
 
     /// The command as a person would type it, from the bundle directory.

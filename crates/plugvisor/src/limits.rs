@@ -22,7 +22,8 @@ use serde_json::Value;
 pub struct ResourceLimits {
     /// Bytes of memory. Under setrlimit this is RLIMIT_AS: the process's
     /// address space (virtual memory, not RSS), which a runtime's reserved
-    /// but unused mappings count towards.
+    /// but unused mappings count towards. In a cgroup of the plugin's own
+    /// ([`crate::cgroup_support`]) it is memory.max: resident memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// Open file descriptors (RLIMIT_NOFILE).
@@ -30,7 +31,8 @@ pub struct ResourceLimits {
     pub open_files: Option<u64>,
     /// Processes and threads (RLIMIT_NPROC). The kernel counts every process
     /// of the plugin's user, not the plugin's own; for root it is not
-    /// enforced at all.
+    /// enforced at all. In a cgroup of the plugin's own it is pids.max: the
+    /// plugin's processes and threads only, root or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<u64>,
     /// Seconds of CPU time (RLIMIT_CPU): SIGXCPU at the limit, SIGKILL one
@@ -321,25 +323,37 @@ impl std::fmt::Display for EnforcedLimit {
     }
 }
 
-/// The limits in force, as the status and `check` list them.
-pub(crate) fn enforced(limits: &ResourceLimits) -> Vec<EnforcedLimit> {
+/// Whether a cgroup of the plugin's own takes this limit (memory.max,
+/// pids.max) when there is one; the others are always setrlimit.
+fn cgroup_takes(kind: LimitKind) -> bool {
+    matches!(kind, LimitKind::Memory | LimitKind::Processes)
+}
+
+/// The limits in force, as the status and `check` list them, with or
+/// without a cgroup of the plugin's own.
+pub(crate) fn enforced(limits: &ResourceLimits, in_cgroup: bool) -> Vec<EnforcedLimit> {
     limits
         .iter()
         .map(|(limit, value)| EnforcedLimit {
             limit,
             value,
-            by: Enforcement::Setrlimit,
+            by: match in_cgroup && cgroup_takes(limit) {
+                true => Enforcement::Cgroup,
+                false => Enforcement::Setrlimit,
+            },
         })
         .collect()
 }
 
-/// The setrlimit values a spawn applies: (resource, soft, hard). The CPU
-/// limit's hard value is one second above its soft one, so the plugin gets
-/// SIGXCPU (which a Python plugin dies of) and then SIGKILL (for a Go plugin,
-/// whose runtime ignores SIGXCPU).
-pub(crate) fn rlimits(limits: &ResourceLimits) -> Vec<(LimitKind, u64, u64)> {
+/// The setrlimit values a spawn applies: (resource, soft, hard); without
+/// those a cgroup of the plugin's own takes. The CPU limit's hard value is
+/// one second above its soft one, so the plugin gets SIGXCPU (which a Python
+/// plugin dies of) and then SIGKILL (for a Go plugin, whose runtime ignores
+/// SIGXCPU).
+pub(crate) fn rlimits(limits: &ResourceLimits, in_cgroup: bool) -> Vec<(LimitKind, u64, u64)> {
     limits
         .iter()
+        .filter(|(kind, _)| !(in_cgroup && cgroup_takes(*kind)))
         .map(|(kind, value)| match kind {
             LimitKind::CpuSeconds => (kind, value, value.saturating_add(1)),
             _ => (kind, value, value),
@@ -347,57 +361,76 @@ pub(crate) fn rlimits(limits: &ResourceLimits) -> Vec<(LimitKind, u64, u64)> {
         .collect()
 }
 
+/// What is known of a process that ended, to tell whether a limit did it.
+#[derive(Debug, Default)]
+pub(crate) struct Evidence<'a> {
+    /// The signal that killed it.
+    pub(crate) signal: Option<i32>,
+    /// The CPU time it had used (the reaped process's rusage).
+    pub(crate) cpu: Option<Duration>,
+    /// Its last out-of-memory line on stderr.
+    pub(crate) out_of_memory: Option<&'a str>,
+    /// Kills at memory.max, when it had a cgroup: `None` without one.
+    pub(crate) oom_kills: Option<u64>,
+}
+
 /// Lines in a plugin's stderr that mean it ran out of memory: the Go
 /// runtime's fatal errors (`fatal error: out of memory` since Go 1.2x,
 /// `fatal error: runtime: out of memory` before, and the one at start-up when
-/// the limit leaves no room for its heap's reservations) and Python's
-/// MemoryError (its traceback's last line).
-const OUT_OF_MEMORY_LINES: [&str; 4] = [
+/// the limit leaves no room for its heap's reservations), each at the start
+/// of its line, and Python's MemoryError (its traceback's last line, which
+/// starts with it).
+const GO_OUT_OF_MEMORY: [&str; 3] = [
     "fatal error: out of memory",
     "fatal error: runtime: out of memory",
     "fatal error: failed to reserve page summary memory",
-    "MemoryError",
 ];
 
-/// Whether a stderr line is a runtime saying it ran out of memory.
+/// Whether a stderr line is a runtime saying it ran out of memory. Every
+/// stderr line passes here: a prefix check first keeps it cheap.
 pub(crate) fn says_out_of_memory(line: &str) -> bool {
-    OUT_OF_MEMORY_LINES.iter().any(|m| line.contains(m))
+    (line.starts_with("fatal error: ") && GO_OUT_OF_MEMORY.iter().any(|m| line.starts_with(m)))
+        || line.starts_with("MemoryError")
 }
 
 /// Why an exit was a limit's doing, or `None`. Only a limit that is set can
 /// be the reason:
-/// - memory: the plugin's stderr said it ran out of memory (`out_of_memory`:
-///   the last such line; RLIMIT_AS makes allocations fail and the runtime
-///   then exits on its own, with `fatal error: runtime: out of memory` from
-///   Go or a `MemoryError` from Python);
+/// - memory, in a cgroup: memory.events counts an `oom_kill`;
+/// - memory, under setrlimit: the plugin's stderr said it ran out of memory
+///   (`out_of_memory`: the last such line; RLIMIT_AS makes allocations fail
+///   and the runtime then exits on its own, with `fatal error: out of
+///   memory` from Go or a `MemoryError` from Python);
 /// - CPU time: it was killed by SIGXCPU or SIGKILL and had used at least its
-///   CPU seconds (`cpu`, from the kernel's accounting of the reaped process).
-pub(crate) fn exit_reason(
-    limits: &ResourceLimits,
-    signal: Option<i32>,
-    cpu: Option<Duration>,
-    out_of_memory: Option<&str>,
-) -> Option<String> {
+///   CPU seconds (from the kernel's accounting of the reaped process).
+pub(crate) fn exit_reason(limits: &ResourceLimits, evidence: &Evidence) -> Option<String> {
     if let Some(seconds) = limits.cpu_seconds
-        && matches!(signal, Some(nix::libc::SIGXCPU | nix::libc::SIGKILL))
-        && cpu.is_some_and(|used| used >= Duration::from_secs(seconds))
+        && matches!(
+            evidence.signal,
+            Some(nix::libc::SIGXCPU | nix::libc::SIGKILL)
+        )
+        && evidence
+            .cpu
+            .is_some_and(|used| used >= Duration::from_secs(seconds))
     {
-        let used = cpu.unwrap_or_default();
+        let used = evidence.cpu.unwrap_or_default();
         return Some(format!(
             "at its CPU time limit ({seconds} s, RLIMIT_CPU: it had used {:.1} s of CPU)",
             used.as_secs_f64()
         ));
     }
-    if let Some(bytes) = limits.memory
-        && let Some(line) = out_of_memory
-    {
-        let line: String = line.chars().take(200).collect();
+    let bytes = limits.memory?;
+    if let Some(kills) = evidence.oom_kills.filter(|&kills| kills > 0) {
         return Some(format!(
-            "at its memory limit ({}, RLIMIT_AS: its stderr says {line:?})",
+            "at its memory limit ({}, cgroup memory.max: the kernel's OOM killer ended it, memory.events says oom_kill {kills})",
             show_bytes(bytes)
         ));
     }
-    None
+    let line = evidence.out_of_memory?;
+    let line: String = line.chars().take(200).collect();
+    Some(format!(
+        "at its memory limit ({}, RLIMIT_AS: its stderr says {line:?})",
+        show_bytes(bytes)
+    ))
 }
 
 #[cfg(test)]
@@ -497,7 +530,7 @@ mod tests {
             ..ResourceLimits::default()
         };
         assert_eq!(
-            rlimits(&limits),
+            rlimits(&limits, false),
             [
                 (LimitKind::OpenFiles, 64, 64),
                 (LimitKind::CpuSeconds, 2, 3)
@@ -506,40 +539,71 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_takes_memory_and_processes_only() {
+        let limits = ResourceLimits::from_json(&json!({
+            "memory": 1024, "open_files": 8, "processes": 4, "cpu_seconds": 9
+        }))
+        .unwrap();
+        let by: Vec<Enforcement> = enforced(&limits, true).iter().map(|l| l.by).collect();
+        use Enforcement::{Cgroup, Setrlimit};
+        assert_eq!(by, [Cgroup, Setrlimit, Cgroup, Setrlimit]);
+        let kinds: Vec<LimitKind> = rlimits(&limits, true).iter().map(|l| l.0).collect();
+        assert_eq!(kinds, [LimitKind::OpenFiles, LimitKind::CpuSeconds]);
+        assert_eq!(rlimits(&limits, false).len(), 4);
+    }
+
+    #[test]
     fn an_exit_is_a_limit_only_when_that_limit_is_set_and_the_evidence_says_so() {
-        let go_oom = Some("fatal error: out of memory");
+        let go_oom = Evidence {
+            out_of_memory: Some("fatal error: out of memory"),
+            ..Evidence::default()
+        };
         assert!(says_out_of_memory("fatal error: runtime: out of memory"));
         assert!(says_out_of_memory("fatal error: out of memory"));
         assert!(says_out_of_memory("MemoryError"));
+        assert!(says_out_of_memory("MemoryError: cannot allocate"));
         assert!(!says_out_of_memory("goroutine 1 [running]:"));
+        assert!(!says_out_of_memory(
+            "fatal error: all goroutines are asleep"
+        ));
         let memory = ResourceLimits {
             memory: Some(64 << 20),
             ..ResourceLimits::default()
         };
-        let reason = exit_reason(&memory, None, None, go_oom).unwrap();
+        let reason = exit_reason(&memory, &go_oom).unwrap();
         assert!(
             reason.starts_with("at its memory limit (64 MiB, RLIMIT_AS"),
             "{reason}"
         );
-        assert_eq!(
-            exit_reason(&ResourceLimits::default(), None, None, go_oom),
-            None
-        );
-        assert_eq!(exit_reason(&memory, None, None, None), None);
+        assert_eq!(exit_reason(&ResourceLimits::default(), &go_oom), None);
+        assert_eq!(exit_reason(&memory, &Evidence::default()), None);
+        let killed = Evidence {
+            signal: Some(nix::libc::SIGKILL),
+            oom_kills: Some(1),
+            ..Evidence::default()
+        };
+        let reason = exit_reason(&memory, &killed).unwrap();
+        assert!(reason.contains("cgroup memory.max"), "{reason}");
+        let not_killed = Evidence {
+            oom_kills: Some(0),
+            ..Evidence::default()
+        };
+        assert_eq!(exit_reason(&memory, &not_killed), None);
 
         let cpu = ResourceLimits {
             cpu_seconds: Some(1),
             ..ResourceLimits::default()
         };
-        let used = Some(Duration::from_millis(1900));
+        let spent = |signal, millis| Evidence {
+            signal,
+            cpu: Some(Duration::from_millis(millis)),
+            ..Evidence::default()
+        };
         let kill = Some(nix::libc::SIGKILL);
-        let reason = exit_reason(&cpu, kill, used, None).unwrap();
+        let reason = exit_reason(&cpu, &spent(kill, 1900)).unwrap();
         assert!(reason.contains("CPU time limit (1 s"), "{reason}");
         // A SIGKILL well before the limit is someone else's.
-        assert_eq!(
-            exit_reason(&cpu, kill, Some(Duration::from_millis(10)), None),
-            None
-        );
-        assert_eq!(exit_reason(&cpu, None, used, None), None);
+        assert_eq!(exit_reason(&cpu, &spent(kill, 10)), None);
+        assert_eq!(exit_reason(&cpu, &spent(None, 1900)), None);
     }
 }

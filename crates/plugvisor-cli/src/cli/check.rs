@@ -96,15 +96,18 @@ fn print_policy(policy: &SandboxPolicy) {
     );
 }
 
-/// Why the limits are not in a cgroup of the plugin's own.
-fn cgroup_note() -> String {
+/// How this host enforces the limits: a cgroup of each plugin's own for
+/// memory and processes, or why not.
+fn enforcement_note() -> String {
     match plugvisor::cgroup_support() {
         plugvisor::CgroupSupport::Delegated(dir) => format!(
-            "a delegated cgroup v2 is available at {}, but plugvisor does not use cgroups yet",
+            "memory and processes are enforced by a cgroup v2 of each plugin's own under {}, the others with setrlimit",
             dir.display()
         ),
-        plugvisor::CgroupSupport::Unavailable(why) => format!("no cgroup v2 of their own: {why}"),
-        _ => "no cgroup v2 of their own".to_string(),
+        plugvisor::CgroupSupport::Unavailable(why) => {
+            format!("limits are set with setrlimit; no cgroup v2 of their own: {why}")
+        }
+        _ => "limits are set with setrlimit".to_string(),
     }
 }
 
@@ -201,7 +204,7 @@ pub fn check(dirs: &[PathBuf], settings: &Settings, json: bool) -> anyhow::Resul
             }
         }
         if results.iter().any(|r| !r.limits.is_empty()) {
-            println!("limits are set with setrlimit; {}", cgroup_note());
+            println!("{}", enforcement_note());
         }
     }
     Ok(if results.iter().all(|r| r.ok) {

@@ -167,9 +167,11 @@ and attach it; `plugvisor run` stops ID's own process first. The attached plugin
 checks, Implemented, OnActivate, configuration changes and HTTP as usual, but plugvisor never
 signals, kills or restarts it: `plugvisor stop ID` calls OnDeactivate and disconnects (the
 process keeps running), and when it goes away ID ends FailedToStayRunning, not restarted.
-Until `plugvisor attach ID --off`, every start of ID attaches again. With --pid, its exit is
-seen at once and the host API accepts only its process group; without, its end is told by its
-GRPCStdio stream closing (go-plugin always serves it). ADDR is unix:/path (or /path), or
+Until `plugvisor attach ID --off`, every start of ID attaches again; but go-plugin's broker
+closes with the first host connection, so a plugin that uses the host API (an SDK plugin with
+hooks) must be started by hand again to be attached again. With --pid, its exit is seen at
+once and the host API accepts only its process group; without, its end is told by its
+connection closing (its GRPCStdio stream, which go-plugin always serves, breaks). ADDR is unix:/path (or /path), or
 tcp:127.0.0.1:PORT (or 127.0.0.1:PORT): loopback only, unless run has --allow-remote-plugins.
 No TLS. In plugvisor.toml, `[attach]` then `ID = \"unix:/path\"` attaches from the start.
 Pair it with `plugvisor debug ID` so that failed health checks of a paused plugin are not counted.

@@ -27,8 +27,11 @@ pub struct SpawnSpec {
     pub exec_fd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// A Landlock ruleset the child enforces on itself before the exec.
     pub landlock: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
-    /// Set with setrlimit in the child, before its exec.
+    /// Set with setrlimit in the child, before its exec, but for those its
+    /// cgroup takes.
     pub limits: crate::ResourceLimits,
+    /// The plugin's own cgroup, which the child joins before its exec.
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::PluginCgroup>>,
 }
 
 /// The setrlimit resource of a limit.
@@ -96,7 +99,7 @@ impl PluginProcess {
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
         let exec_fd = spec.exec_fd.as_deref();
-        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits)
+        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits, spec.cgroup.is_some())
             .into_iter()
             .map(|(kind, soft, hard)| (resource(kind), soft, hard))
             .collect();
@@ -107,6 +110,7 @@ impl PluginProcess {
             &spec.working_dir,
             &env,
             &rlimits,
+            spec.cgroup.as_deref().map(|cgroup| cgroup.procs()),
             spec.landlock.as_deref(),
         )?;
         let pid = spawned.pid;

@@ -46,6 +46,8 @@ struct Child {
     mask: libc::sigset_t,
     /// Resource limits set just before exec: (resource, soft and hard).
     rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+    /// The plugin's `cgroup.procs`, written "0" to join it, when not -1.
+    cgroup_procs: RawFd,
     /// Set by the child when a step failed: the errno, or -1 for "host gone".
     failed: AtomicI32,
 }
@@ -73,8 +75,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
 /// With `program_fd`, that open file is what is exec'd, not the path.
-/// `rlimits` (resource, soft, hard) are set in the child before its exec;
-/// with `landlock`, the child then enforces that ruleset on itself.
+/// `rlimits` (resource, soft, hard) are set in the child before its exec,
+/// and it joins the cgroup whose `cgroup.procs` is `cgroup_procs`; with
+/// `landlock`, the child then enforces that ruleset on itself.
 pub(crate) fn spawn(
     program: &Path,
     program_fd: Option<&OwnedFd>,
@@ -82,6 +85,7 @@ pub(crate) fn spawn(
     cwd: &Path,
     env: &[(OsString, OsString)],
     rlimits: &[(libc::c_int, u64, u64)],
+    cgroup_procs: Option<&OwnedFd>,
     landlock: Option<&OwnedFd>,
 ) -> io::Result<Spawned> {
     let program_c = cstring(program.as_os_str())?;
@@ -134,6 +138,7 @@ pub(crate) fn spawn(
                 (resource, limit)
             })
             .collect(),
+        cgroup_procs: cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
         failed: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; CHILD_STACK];
@@ -241,6 +246,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if libc::syscall(libc::SYS_prlimit64, 0, *resource, limit, no_old) != 0 {
                 return fail(*libc::__errno_location());
             }
+        }
+        // Its cgroup, before it runs a single instruction of its own.
+        if child.cgroup_procs >= 0 && libc::write(child.cgroup_procs, c"0".as_ptr().cast(), 1) != 1
+        {
+            return fail(*libc::__errno_location());
         }
         // Last, so that everything above still had the host's access; the
         // ruleset's descriptor is close-on-exec.
@@ -371,6 +381,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
+    }
+
+    /// What a cgroup's `cgroup.procs` would receive: here a pipe stands in
+    /// for it (no delegated cgroup v2 on the machine this was written on).
+    #[test]
+    fn the_child_writes_itself_into_its_cgroup_before_the_exec() {
+        let (read, write) = pipe().unwrap();
+        let spawned = spawn(
+            Path::new("/bin/true"),
+            None,
+            &[],
+            Path::new("/"),
+            &[],
+            &[],
+            Some(&write),
+        )
+        .unwrap();
+        assert_eq!(wait(&spawned).code(), Some(0));
+        drop(write);
+        let mut joined = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut joined).unwrap();
+        assert_eq!(joined, "0");
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Attached {
                     // In this task, so that a detach (which aborts it) ends
                     // the stream too.
                     let stdio = async {
-                        super::consume_stdio_stream(channel).await;
+                        let _ = super::consume_stdio_stream(channel).await;
                         std::future::pending::<()>().await
                     };
                     let exit = async {

@@ -159,6 +159,9 @@ pub struct Supervisor {
     stderr_relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The resource limits the process was started with.
     limits: crate::ResourceLimits,
+    /// Its own cgroup, when its memory or process limit is enforced by one;
+    /// dropped (killed and removed) after the process.
+    cgroup: Option<Arc<crate::cgroup::PluginCgroup>>,
     skipped: SkippedLines,
     /// The AutoMTLS client identity of this start, kept for brokered servers.
     identity: Option<crate::tls::ClientIdentity>,
@@ -255,6 +258,7 @@ impl Supervisor {
         // Last before the spawn: the shorter the gap, the less a file
         // reopened by path (a Python script) can change in it.
         let exec_fd = verify_pins(plan).await?;
+        let cgroup = crate::cgroup::PluginCgroup::for_limits(id, &plan.limits).map(Arc::new);
         let spec = SpawnSpec {
             program: plan.program.clone(),
             args: plan.args.clone(),
@@ -263,6 +267,7 @@ impl Supervisor {
             exec_fd,
             landlock,
             limits: plan.limits,
+            cgroup: cgroup.clone(),
         };
         let (process, pipes) =
             PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
@@ -294,12 +299,14 @@ impl Supervisor {
                 // Let the stderr relay catch the last lines of an exited plugin.
                 let _ = tokio::time::timeout(Duration::from_millis(200), stderr_relay).await;
                 let error = kill_and_wrap(&process, &stderr, error).await;
-                let limit = crate::limits::exit_reason(
-                    &plan.limits,
-                    process.exit_status().and_then(|s| s.signal()),
-                    process.cpu_time(),
-                    stderr.out_of_memory().as_deref(),
-                );
+                let out_of_memory = stderr.out_of_memory();
+                let evidence = crate::limits::Evidence {
+                    signal: process.exit_status().and_then(|s| s.signal()),
+                    cpu: process.cpu_time(),
+                    out_of_memory: out_of_memory.as_deref(),
+                    oom_kills: cgroup.as_ref().map(|c| c.oom_kills()),
+                };
+                let limit = crate::limits::exit_reason(&plan.limits, &evidence);
                 return Err(match limit {
                     Some(limit) if error.is_exit() => SupervisorError::AtLimit {
                         limit,
@@ -339,6 +346,7 @@ impl Supervisor {
             stderr,
             stderr_relay: Mutex::new(Some(stderr_relay)),
             limits: plan.limits,
+            cgroup,
             skipped,
             identity,
             sandbox,
@@ -401,6 +409,7 @@ impl Supervisor {
             stderr: StderrTail::default(),
             stderr_relay: Mutex::new(None),
             limits: crate::ResourceLimits::default(),
+            cgroup: None,
             skipped: SkippedLines::default(),
             identity: None,
             sandbox: None,
@@ -493,7 +502,7 @@ impl Supervisor {
 
     /// The resource limits in force on the process, and how.
     pub fn limits(&self) -> Vec<crate::EnforcedLimit> {
-        crate::limits::enforced(&self.limits)
+        crate::limits::enforced(&self.limits, self.cgroup.is_some())
     }
 
     /// Once the process has exited: which of its resource limits ended it,
@@ -517,12 +526,14 @@ impl Supervisor {
             // A descendant may hold the pipe open: bounded.
             let _ = tokio::time::timeout(Duration::from_millis(500), relay).await;
         }
-        crate::limits::exit_reason(
-            &self.limits,
-            status.signal(),
-            process.cpu_time(),
-            self.stderr.out_of_memory().as_deref(),
-        )
+        let out_of_memory = self.stderr.out_of_memory();
+        let evidence = crate::limits::Evidence {
+            signal: status.signal(),
+            cpu: process.cpu_time(),
+            out_of_memory: out_of_memory.as_deref(),
+            oom_kills: self.cgroup.as_ref().map(|c| c.oom_kills()),
+        };
+        crate::limits::exit_reason(&self.limits, &evidence)
     }
 
     /// `grpc.health.v1.Health/Check` for service "plugin", within the ping
