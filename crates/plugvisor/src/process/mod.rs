@@ -109,9 +109,11 @@ impl PluginProcess {
             &spec.args,
             &spec.working_dir,
             &env,
-            &rlimits,
-            spec.cgroup.as_deref().map(|cgroup| cgroup.procs()),
-            spec.landlock.as_deref(),
+            &spawn::Confinement {
+                rlimits: &rlimits,
+                cgroup_procs: spec.cgroup.as_deref().map(|cgroup| cgroup.procs()),
+                landlock: spec.landlock.as_deref(),
+            },
         )?;
         let pid = spawned.pid;
         live().insert(pid);

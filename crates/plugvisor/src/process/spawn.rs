@@ -28,6 +28,17 @@ pub(crate) struct Spawned {
     pub(crate) stderr: OwnedFd,
 }
 
+/// What the child does to itself last before its exec, in this order.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Confinement<'a> {
+    /// (resource, soft, hard), set with prlimit.
+    pub(crate) rlimits: &'a [(libc::c_int, u64, u64)],
+    /// The `cgroup.procs` of the cgroup it joins.
+    pub(crate) cgroup_procs: Option<&'a OwnedFd>,
+    /// A Landlock ruleset it enforces on itself (with no_new_privs).
+    pub(crate) landlock: Option<&'a OwnedFd>,
+}
+
 /// What the child needs, all prepared before the clone.
 struct Child {
     program: CString,
@@ -74,20 +85,21 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Starts `program` with `args`, in `cwd`, with the host's environment plus
 /// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
-/// With `program_fd`, that open file is what is exec'd, not the path.
-/// `rlimits` (resource, soft, hard) are set in the child before its exec,
-/// and it joins the cgroup whose `cgroup.procs` is `cgroup_procs`; with
-/// `landlock`, the child then enforces that ruleset on itself.
+/// With `program_fd`, that open file is what is exec'd, not the path; the
+/// child is confined as `confine` says before its exec.
 pub(crate) fn spawn(
     program: &Path,
     program_fd: Option<&OwnedFd>,
     args: &[OsString],
     cwd: &Path,
     env: &[(OsString, OsString)],
-    rlimits: &[(libc::c_int, u64, u64)],
-    cgroup_procs: Option<&OwnedFd>,
-    landlock: Option<&OwnedFd>,
+    confine: &Confinement,
 ) -> io::Result<Spawned> {
+    let Confinement {
+        rlimits,
+        cgroup_procs,
+        landlock,
+    } = *confine;
     let program_c = cstring(program.as_os_str())?;
     let mut arg_strings = vec![program_c.clone()];
     for arg in args {
@@ -324,8 +336,7 @@ mod tests {
             &["-c".into(), script.into()],
             Path::new("/"),
             &env,
-            &[],
-            None,
+            &Confinement::default(),
         )
         .unwrap()
     }
@@ -376,8 +387,10 @@ mod tests {
             ],
             Path::new("/"),
             &[],
-            &limits,
-            None,
+            &Confinement {
+                rlimits: &limits,
+                ..Confinement::default()
+            },
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -394,8 +407,10 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
-            &[],
-            Some(&write),
+            &Confinement {
+                cgroup_procs: Some(&write),
+                ..Confinement::default()
+            },
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -415,8 +430,7 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
-            &[],
-            None,
+            &Confinement::default(),
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -426,8 +440,7 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
-            &[],
-            None,
+            &Confinement::default(),
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(1));
@@ -441,8 +454,7 @@ mod tests {
             &[],
             Path::new("/"),
             &[],
-            &[],
-            None,
+            &Confinement::default(),
         )
         .err()
         .expect("no such program");
@@ -453,8 +465,7 @@ mod tests {
             &[],
             Path::new("/nonexistent"),
             &[],
-            &[],
-            None,
+            &Confinement::default(),
         )
         .err()
         .expect("no such directory");
