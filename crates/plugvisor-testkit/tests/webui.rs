@@ -570,6 +570,8 @@ fn other_origins_wrong_hosts_and_missing_tokens_are_refused() {
     // they answer whatever the Host (Kubernetes' probes name the pod's IP).
     let probe = host.raw("GET", "/healthz", &[("Host", "10.1.2.3:8065")], "");
     assert_eq!(probe.status, 200);
+    let elsewhere = host.raw("GET", "/no-such-path", &[("Host", "10.1.2.3:8065")], "");
+    assert_eq!(elsewhere.status, 404);
 }
 
 #[test]
