@@ -199,7 +199,6 @@ fn main() {
                     &format!("/api/v1/ui/plugins/{id}/restart"),
                     &token,
                 )
-                .0
             })
         })
         .collect();
@@ -223,9 +222,17 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let answers: Vec<u16> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers: Vec<(u16, String)> = senders.into_iter().map(|t| t.join().unwrap()).collect();
     let host_s = restart.elapsed().as_secs_f64();
-    let failed = answers.iter().filter(|&&s| s != 200).count();
+    let failed = answers.iter().filter(|(s, _)| *s != 200).count();
+    let mut failures: Vec<String> = answers
+        .iter()
+        .filter(|(s, _)| *s != 200)
+        .map(|(s, body)| format!("{s} {}", body.chars().take(200).collect::<String>()))
+        .collect();
+    failures.sort();
+    failures.dedup();
+    failures.truncate(5);
     let page = browser.eval(
         "(() => { const l = bench.lags.slice().sort((a, b) => a - b);
                   return {events: bench.events, resyncs: bench.resyncs,
@@ -251,6 +258,7 @@ fn main() {
         "rows_in_dom_ms_median": median(rows_at),
         "restart_all": {
             "failed_requests": failed,
+            "failures": failures,
             "page_all_running_new_pids_s": page_s,
             "last_answer_s": host_s,
             "page": page,
