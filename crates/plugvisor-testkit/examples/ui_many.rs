@@ -9,8 +9,9 @@
 //!   resync, how far behind the host each event arrived, and when the page
 //!   shows every plugin Running with its new pid.
 //!
-//! `cargo run --release -p plugvisor-testkit --example ui_many -- [N] [LOADS]`
-//! after `cargo build --workspace --bins`; prints one JSON object.
+//! `cargo run -p plugvisor-testkit --example ui_many -- [N] [LOADS] [render]`
+//! after `cargo build --workspace --bins` (`render`: the loads only); prints
+//! one JSON object.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -57,7 +58,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Counts what the page receives, and when its table is whole.
 const INSTRUMENTS: &str = r#"
-window.bench = {events: 0, resyncs: 0, lags: [], rowsAt: null, paintedAt: null};
+window.bench = {events: 0, resyncs: 0, lags: [], rowsAt: null, paintedAt: null, frames: []};
+// Where the long frames' time goes: script, then style and layout, then paint.
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) bench.frames.push({
+    start: Math.round(e.startTime), ms: Math.round(e.duration),
+    script_ms: Math.round((e.renderStart || e.startTime + e.duration) - e.startTime),
+    style_layout_ms: e.styleAndLayoutStart ? Math.round(e.startTime + e.duration - e.styleAndLayoutStart) : 0,
+  });
+}).observe({type: "long-animation-frame", buffered: true});
 const Original = window.EventSource;
 window.EventSource = function (url) {
   const source = new Original(url);
@@ -83,6 +92,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse().unwrap()).unwrap_or(1000);
     let loads: usize = args.next().map(|a| a.parse().unwrap()).unwrap_or(5);
+    // `render`: only the page loads, no restart of all.
+    let render_only = args.next().as_deref() == Some("render");
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
     for i in 0..n {
@@ -139,6 +150,26 @@ fn main() {
         renders.push(painted.as_f64().unwrap());
         rows_at.push(browser.eval("bench.rowsAt").as_f64().unwrap());
     }
+    // Measurements of one's own, for working on the page: UI_MANY_EVAL=js.
+    if let Ok(expression) = std::env::var("UI_MANY_EVAL") {
+        eprintln!("UI_MANY_EVAL: {}", browser.eval(&expression));
+    }
+    if render_only {
+        println!(
+            "{}",
+            json!({"plugins": n, "startup_s": startup_s, "render_ms_median": median(renders.clone()),
+                   "render_ms_all": renders, "rows_in_dom_ms_median": median(rows_at),
+                   "relayout_ms": browser.eval("(() => { const b = document.querySelector('tbody'); b.style.display = 'none'; document.body.offsetHeight; b.style.display = ''; const t = performance.now(); document.body.offsetHeight; return performance.now() - t; })()"),
+                   "last_load_long_frames": browser.eval("bench.frames")})
+        );
+        drop(browser);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(host.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = host.wait();
+        return;
+    }
     browser.wait_for(
         "the event stream",
         "document.querySelector('#connection').dataset.state === 'live'",
@@ -168,7 +199,6 @@ fn main() {
                     &format!("/api/v1/ui/plugins/{id}/restart"),
                     &token,
                 )
-                .0
             })
         })
         .collect();
@@ -192,9 +222,17 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let answers: Vec<u16> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers: Vec<(u16, String)> = senders.into_iter().map(|t| t.join().unwrap()).collect();
     let host_s = restart.elapsed().as_secs_f64();
-    let failed = answers.iter().filter(|&&s| s != 200).count();
+    let failed = answers.iter().filter(|(s, _)| *s != 200).count();
+    let mut failures: Vec<String> = answers
+        .iter()
+        .filter(|(s, _)| *s != 200)
+        .map(|(s, body)| format!("{s} {}", body.chars().take(200).collect::<String>()))
+        .collect();
+    failures.sort();
+    failures.dedup();
+    failures.truncate(5);
     let page = browser.eval(
         "(() => { const l = bench.lags.slice().sort((a, b) => a - b);
                   return {events: bench.events, resyncs: bench.resyncs,
@@ -220,6 +258,7 @@ fn main() {
         "rows_in_dom_ms_median": median(rows_at),
         "restart_all": {
             "failed_requests": failed,
+            "failures": failures,
             "page_all_running_new_pids_s": page_s,
             "last_answer_s": host_s,
             "page": page,

@@ -125,6 +125,8 @@ impl Browser {
         self.session = Some(attached["sessionId"].as_str().unwrap().to_string());
         self.call("Page.enable", json!({}));
         self.call("Runtime.enable", json!({}));
+        // A page behind another tab gets its frames and timers throttled.
+        self.call("Page.bringToFront", json!({}));
     }
 
     /// Runs `script` in every document the page loads from now on, before

@@ -572,6 +572,8 @@ fn other_origins_wrong_hosts_and_missing_tokens_are_refused() {
     // they answer whatever the Host (Kubernetes' probes name the pod's IP).
     let probe = host.raw("GET", "/healthz", &[("Host", "10.1.2.3:8065")], "");
     assert_eq!(probe.status, 200);
+    let elsewhere = host.raw("GET", "/no-such-path", &[("Host", "10.1.2.3:8065")], "");
+    assert_eq!(elsewhere.status, 404);
 }
 
 #[test]
@@ -686,6 +688,16 @@ fn screenshot_of_the_examples() {
         "both examples Running",
         r#"document.querySelectorAll('tbody tr[data-state="Running"]').length === 2"#,
     );
+    // Some events to show: hello-go restarted from the page.
+    let pid = cell(&mut browser, "hello-go", "pid");
+    browser.click(r#"tr[data-id="hello-go"] button[data-action="restart"]"#);
+    browser.wait_for(
+        "hello-go restarted",
+        &format!(
+            r#"(() => {{ const r = document.querySelector('tr[data-id="hello-go"]');
+                 return r.dataset.state === 'Running' && r.querySelector('td[data-col="pid"]').textContent !== '{pid}'; }})()"#
+        ),
+    );
     browser.click(r#"tr[data-id="hello-python"] button[data-action="settings"]"#);
     browser.wait_for(
         "the form",
@@ -697,5 +709,5 @@ fn screenshot_of_the_examples() {
         "the refusal",
         r#"document.querySelector('#settings .error[data-for="greeting"]').textContent"#,
     );
-    browser.screenshot(&repo_root().join("docs/status-page.png"), 1100, 720);
+    browser.screenshot(&repo_root().join("docs/status-page.png"), 1280, 600);
 }

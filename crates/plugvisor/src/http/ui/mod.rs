@@ -40,5 +40,6 @@ pub(crate) fn routes(env: Environment, access: UiAccess) -> Router {
         .route("/ui/style.css", get(page::style))
         .with_state(access.clone());
     page.merge(api)
-        .layer(axum::middleware::from_fn_with_state(access, access::guard))
+        // Only its own routes: any other path is not the page's to refuse.
+        .route_layer(axum::middleware::from_fn_with_state(access, access::guard))
 }

@@ -42,7 +42,7 @@ function notice(text) {
 
 function drawHeader() {
   const tr = table.tHead.rows[0];
-  tr.replaceChildren(...shown.map(([key, label]) => el("th", { "data-col": key, text: label })), el("th", { text: "" }));
+  tr.replaceChildren(...shown.map(([key, label]) => el("th", { "data-col": key, text: label })), el("th", { class: "actions", text: "" }));
 }
 
 function formatValue(v) {
