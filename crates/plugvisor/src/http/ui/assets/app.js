@@ -13,7 +13,7 @@ const COLUMNS = [
   ["last_error", "Last error"], ["note", "Note"],
 ];
 // Shown once any status carries them (features a host may not have).
-const OPTIONAL = [["transport", "Transport"], ["sandbox", "Sandbox"], ["limits", "Limits"]];
+const OPTIONAL = [["transport", "Transport"], ["sandbox", "Sandbox"], ["limits", "Limits"], ["attached", "Attached"]];
 
 const table = document.querySelector("#plugins");
 const tbody = table.tBodies[0];
@@ -70,6 +70,8 @@ function cellText(key, status) {
     case "uptime": return uptime(status);
     case "pid": return status.pid == null ? "" : String(status.pid);
     case "runtime": return status.runtime || "-";
+    case "sandbox": return status.sandbox ? `landlock v${status.sandbox.abi}` : "";
+    case "limits": return (status.limits || []).map((l) => `${l.limit.replace("_", " ")} ${l.value} (${l.by})`).join(", ");
     default: return formatValue(status[key]);
   }
 }
