@@ -1431,33 +1431,14 @@ fn check_prints_the_limits_the_config_file_overrides_and_refuses_bad_ones() {
     }
 }
 
-/// The Go `healthy` plugin started by hand, with the handshake environment a
-/// host would give it; returns it and the address of its handshake line.
-fn start_by_hand(socket_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(built_artifact("target/go/healthy"))
-        .env("MATTERMOST_PLUGIN", "Securely message teams, anywhere.")
-        .env("PLUGIN_PROTOCOL_VERSIONS", "1")
-        .env("PLUGIN_UNIX_SOCKET_DIR", socket_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().split('|').nth(3).unwrap().to_string();
-    (child, format!("unix:{address}"))
-}
-
 #[test]
 fn attach_over_the_control_socket_and_from_the_config_file_never_signals_the_plugin() {
     let root = tempfile::tempdir().unwrap();
     let plugins = root.path().join("plugins");
     go_bundle(&plugins, "dev");
     let sockets = tempfile::tempdir().unwrap();
-    let (mut by_hand, address) = start_by_hand(sockets.path());
-    let hand_pid = by_hand.id();
+    let mut by_hand = ByHand::start(&built_artifact("target/go/healthy"), sockets.path());
+    let (address, hand_pid) = (by_hand.address.clone(), by_hand.pid());
     let run = Running::start(&plugins, &[]);
     let own = run.wait_until("dev Running", |s| all_running(s, 1))[0]["pid"]
         .as_u64()
@@ -1478,7 +1459,7 @@ fn attach_over_the_control_socket_and_from_the_config_file_never_signals_the_plu
     let stopped = run.ctl(&["stop", "dev"]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     assert_eq!(run.statuses()[0]["state"], "NotRunning");
-    assert!(by_hand.try_wait().unwrap().is_none(), "stop killed it");
+    assert!(by_hand.alive(), "stop killed it");
     let started = run.ctl(&["start", "dev"]);
     assert!(started.status.success(), "{}", text(&started.stderr));
     assert_eq!(run.statuses()[0]["pid"], hand_pid);
@@ -1489,7 +1470,7 @@ fn attach_over_the_control_socket_and_from_the_config_file_never_signals_the_plu
     let status = &run.statuses()[0];
     assert_eq!(status["state"], "NotRunning");
     assert!(status.get("attached").is_none(), "{status}");
-    assert!(by_hand.try_wait().unwrap().is_none());
+    assert!(by_hand.alive());
     let bad = run.ctl(&["attach", "dev", "tcp:192.0.2.1:80"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
@@ -1512,9 +1493,8 @@ fn attach_over_the_control_socket_and_from_the_config_file_never_signals_the_plu
     run.signal(nix::sys::signal::Signal::SIGTERM);
     let (code, _, stderr) = run.wait_exit();
     assert_eq!(code, 0, "{stderr}");
-    assert!(by_hand.try_wait().unwrap().is_none(), "shutdown killed it");
-    by_hand.kill().unwrap();
-    by_hand.wait().unwrap();
+    assert!(by_hand.alive(), "shutdown killed it");
+    by_hand.kill();
     let help = text(&plugvisor(&["attach", "--help"]).stdout);
     assert!(
         help.contains("PLUGIN_PROTOCOL_VERSIONS") && help.contains("--pid"),

@@ -298,3 +298,79 @@ pub async fn next_event(
     .await
     .expect("the expected event did not come")
 }
+
+/// A go-plugin plugin started the way a developer would, by hand: with the
+/// handshake environment a host gives (Mattermost's cookie), its address read
+/// from its handshake line. Killed when dropped.
+pub struct ByHand {
+    child: std::process::Child,
+    /// `unix:PATH`, from its handshake line.
+    pub address: String,
+    // Kept open: a plugin writing to a closed stdout would get SIGPIPE.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ByHand {
+    /// Starts `program` with its unix socket in `socket_dir`.
+    pub fn start(program: &Path, socket_dir: &Path) -> ByHand {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(program)
+            .env("MATTERMOST_PLUGIN", "Securely message teams, anywhere.")
+            .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+            .env("PLUGIN_UNIX_SOCKET_DIR", socket_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // CORE|APP|NETWORK|ADDRESS|PROTOCOL
+        let fields: Vec<&str> = line.trim().split('|').collect();
+        assert_eq!(fields[2], "unix", "{line}");
+        ByHand {
+            address: format!("unix:{}", fields[3]),
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it still runs (not reaped).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILLs and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ByHand {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The lines `reader` gives, collected by a thread of their own as they come
+/// (a child's stderr, say, which must be drained so that the child never
+/// blocks on it).
+pub fn collect_lines(
+    reader: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}

@@ -2,68 +2,13 @@
 //! supervises it (health checks, hooks, configuration, HTTP) without owning
 //! its process, which it never signals, kills or restarts.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use plugvisor::{
     AttachTarget, ConfigApplied, ConfigChange, Environment, EnvironmentConfig, EventKind,
     PluginState,
 };
 use plugvisor_testkit::*;
-
-/// The Go SDK's test plugin, started the way a developer would: with the
-/// handshake environment a host gives, its address read from its handshake
-/// line.
-struct ByHand {
-    child: Child,
-    address: String,
-    // Kept open: a plugin writing to a closed stdout would get SIGPIPE.
-    _stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl ByHand {
-    fn start(socket_dir: &Path) -> ByHand {
-        let mut child = Command::new(built_artifact("target/go/sdkplugin"))
-            .env("MATTERMOST_PLUGIN", "Securely message teams, anywhere.")
-            .env("PLUGIN_PROTOCOL_VERSIONS", "1")
-            .env("PLUGIN_UNIX_SOCKET_DIR", socket_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // CORE|APP|NETWORK|ADDRESS|PROTOCOL
-        let fields: Vec<&str> = line.trim().split('|').collect();
-        assert_eq!(fields[2], "unix", "{line}");
-        ByHand {
-            address: format!("unix:{}", fields[3]),
-            child,
-            _stdout: stdout,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ByHand {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A bundle for `id` (its executable is the same plugin, for a start that
 /// spawns it), with a `greeting` setting.
@@ -121,7 +66,7 @@ async fn an_attached_plugin_is_supervised_but_its_process_is_never_signalled() {
     let root = tempfile::tempdir().unwrap();
     let sockets = tempfile::tempdir().unwrap();
     bundle(root.path(), "go-attached");
-    let mut plugin = ByHand::start(sockets.path());
+    let mut plugin = ByHand::start(&built_artifact("target/go/sdkplugin"), sockets.path());
     let env = environment(root.path());
     let base = serve_http(&env).await;
     let mut events = env.subscribe();
@@ -165,7 +110,7 @@ async fn an_attached_plugin_is_supervised_but_its_process_is_never_signalled() {
     // go-plugin's broker closes with the first host connection
     // (gRPCBrokerServer.StartStream), so a plugin that uses the host API is
     // attached again as a new process started by hand.
-    let mut second = ByHand::start(sockets.path());
+    let mut second = ByHand::start(&built_artifact("target/go/sdkplugin"), sockets.path());
     let target = AttachTarget::new(&second.address, Some(second.pid())).unwrap();
     let status = env.attach("go-attached", target).await.unwrap();
     assert_eq!(status.pid, Some(second.pid()));
@@ -196,7 +141,7 @@ async fn without_a_pid_its_end_is_told_by_its_stdio_stream_and_detach_spawns_the
     let root = tempfile::tempdir().unwrap();
     let sockets = tempfile::tempdir().unwrap();
     bundle(root.path(), "go-nopid");
-    let mut plugin = ByHand::start(sockets.path());
+    let mut plugin = ByHand::start(&built_artifact("target/go/sdkplugin"), sockets.path());
     let env = environment(root.path());
     let mut events = env.subscribe();
     let target = AttachTarget::new(&plugin.address, None).unwrap();

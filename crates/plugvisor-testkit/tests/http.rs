@@ -4,7 +4,6 @@
 //! SDK, and the fake plugin's bad answers. After each case the host holds no
 //! more file descriptors than before it.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -40,14 +39,7 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let log = collect_lines(child.stderr.take().unwrap());
         let mut url = None;
         let found = eventually(Duration::from_secs(20), || {
             url = log.lock().unwrap().iter().find_map(|l| {

@@ -3,7 +3,7 @@
 //! processes; and its security with plain HTTP requests, so that a header
 //! no browser would send can be sent.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,14 +36,7 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let log = collect_lines(child.stderr.take().unwrap());
         let mut port = None;
         let found = eventually(Duration::from_secs(20), || {
             port = log.lock().unwrap().iter().find_map(|l| {
