@@ -281,14 +281,20 @@ impl Environment {
     /// until it is reaped. A plugin that is not active is left as it is.
     pub async fn deactivate(&self, id: &str) -> Result<(), EnvironmentError> {
         let slot = self.slot(id)?;
+        let _op = Self::stop_unwanted(&slot).await;
+        Ok(())
+    }
+
+    /// Marks the plugin not wanted and stops it; returns its op lock, held.
+    async fn stop_unwanted(slot: &Slot) -> tokio::sync::MutexGuard<'_, ()> {
         slot.wanted.store(false, Ordering::Relaxed);
         // Cancel first, so that an activation under way gives up the op lock.
         if let Some(keeper) = slot.lock().life.keeper() {
             keeper.stop.cancel();
         }
-        let _op = slot.op.lock().await;
-        Self::stop_locked(&slot).await;
-        Ok(())
+        let op = slot.op.lock().await;
+        Self::stop_locked(slot).await;
+        op
     }
 
     /// Stops the plugin's keeper and waits for its end, for a caller that
@@ -503,12 +509,7 @@ impl Environment {
         target: AttachTarget,
     ) -> Result<PluginStatus, EnvironmentError> {
         let slot = self.slot(id)?;
-        slot.wanted.store(false, Ordering::Relaxed);
-        if let Some(keeper) = slot.lock().life.keeper() {
-            keeper.stop.cancel();
-        }
-        let _op = slot.op.lock().await;
-        Self::stop_locked(&slot).await;
+        let _op = Self::stop_unwanted(&slot).await;
         tracing::info!(plugin = id, "attaching to the plugin at {target}");
         slot.set_attach_target(Some(target));
         self.activate_locked(&slot).await
