@@ -217,6 +217,12 @@ fn the_table_fills_in_follows_a_crash_and_restarts_without_a_reload() {
             "transport"
         ])
     );
+    // A page opened after the plugins started still lists how they did.
+    browser.open(&host.url("/"));
+    browser.wait_for(
+        "the recent events",
+        r#"document.querySelector('#events').textContent.includes('plain: Running (pid')"#,
+    );
     assert_eq!(cell(&mut browser, "plain", "version"), "1.0.0");
     assert_eq!(cell(&mut browser, "plain", "runtime"), "native");
     assert_eq!(cell(&mut browser, "plain", "restarts"), "0");

@@ -49,6 +49,8 @@ use slot::{Keeper, Life, Phase, Slot, Version};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
+/// How many of the last events [`Environment::recent_events`] keeps.
+const RECENT_EVENTS: usize = 100;
 
 /// The plugins of one plugins directory. Cheap to clone: clones share the
 /// plugins.
@@ -78,6 +80,8 @@ struct Inner {
 pub(crate) struct Shared {
     pub(crate) config: EnvironmentConfig,
     pub(crate) events: broadcast::Sender<Event>,
+    /// The last [`RECENT_EVENTS`] events, oldest first.
+    pub(crate) recent: std::sync::Mutex<std::collections::VecDeque<Event>>,
     /// Cancelled at shutdown (and drop): keepers stop, nothing new starts.
     pub(crate) closing: CancellationToken,
     /// Paces starts (adapting to how fast plugins come up) and stops.
@@ -85,6 +89,20 @@ pub(crate) struct Shared {
     pub(crate) stops: pacing::Gate,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    /// Sends `event` to the subscribers and keeps it among the recent ones,
+    /// under one lock, so that [`Environment::subscribe_with_recent`] sees
+    /// each event exactly once.
+    pub(crate) fn publish(&self, event: Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back(event.clone());
+        let _ = self.events.send(event);
+    }
 }
 
 impl Environment {
@@ -134,6 +152,7 @@ impl Environment {
         let shared = Shared {
             config,
             events,
+            recent: Default::default(),
             closing: CancellationToken::new(),
             starts: pacing::Gate::for_starts(),
             stops: pacing::Gate::for_stops(),
@@ -182,6 +201,15 @@ impl Environment {
             .iter()
             .map(|s| s.id().to_string())
             .collect()
+    }
+
+    /// The last 100 events, oldest first, and a receiver of every event
+    /// after them: what a status page opened late shows, with no event
+    /// missed or seen twice.
+    pub fn subscribe_with_recent(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let shared = &self.inner.shared;
+        let recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+        (recent.iter().cloned().collect(), shared.events.subscribe())
     }
 
     /// Receives every state change from now on. A subscriber more than

@@ -212,7 +212,7 @@ impl Slot {
             state.status(self)
         };
         shared.metrics.event(self.id(), &kind, status.state);
-        let _ = shared.events.send(Event {
+        shared.publish(Event {
             kind,
             status: status.clone(),
         });

@@ -28,22 +28,23 @@ pub(crate) async fn stream(State(env): State<Environment>) -> Response {
 struct Follow {
     env: Environment,
     receiver: Receiver<Event>,
-    started: bool,
+    /// The events before the subscription, until the first snapshot sends them.
+    recent: Option<Vec<Event>>,
 }
 
 fn events(env: Environment) -> impl Stream<Item = Result<Sse, Infallible>> {
     // The snapshot is taken after the subscription: an event in between is
     // sent after it too, and each event carries its whole status, so the
     // page ends right whatever it applies twice.
+    let (recent, receiver) = env.subscribe_with_recent();
     let follow = Follow {
-        receiver: env.subscribe(),
+        receiver,
         env,
-        started: false,
+        recent: Some(recent),
     };
     futures::stream::unfold(follow, |mut follow| async move {
-        if !follow.started {
-            follow.started = true;
-            let first = snapshot(&follow.env, 0);
+        if let Some(recent) = follow.recent.take() {
+            let first = snapshot(&follow.env, 0, recent);
             return Some((Ok(first), follow));
         }
         let closing = follow.env.closing();
@@ -53,16 +54,17 @@ fn events(env: Environment) -> impl Stream<Item = Result<Sse, Infallible>> {
         };
         let sse = match next {
             Ok(event) => as_sse(&event),
-            Err(RecvError::Lagged(missed)) => snapshot(&follow.env, missed),
+            Err(RecvError::Lagged(missed)) => snapshot(&follow.env, missed, Vec::new()),
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(sse), follow))
     })
 }
 
-/// Every status now, and how many events the page missed before it.
-fn snapshot(env: &Environment, missed: u64) -> Sse {
-    let data = serde_json::json!({"missed": missed, "statuses": env.statuses()});
+/// Every status now, how many events the page missed before it, and on a
+/// first snapshot the events before it (for the page's list).
+fn snapshot(env: &Environment, missed: u64, recent: Vec<Event>) -> Sse {
+    let data = serde_json::json!({"missed": missed, "statuses": env.statuses(), "recent": recent});
     Sse::default().event("snapshot").data(data.to_string())
 }
 

@@ -222,8 +222,8 @@ function describe(e) {
 }
 
 const eventList = document.querySelector("#events");
-function logEvent(id, text) {
-  const time = new Date().toTimeString().slice(0, 8);
+function logEvent(id, text, when) {
+  const time = (when ? new Date(when) : new Date()).toTimeString().slice(0, 8);
   const li = el("li", { "data-id": id }, el("time", { text: time }), `${id}: ${text.split("\n")[0]}`);
   eventList.prepend(li);
   while (eventList.childElementCount > MAX_EVENTS) eventList.lastElementChild.remove();
@@ -239,6 +239,10 @@ function connect() {
     status.dataset.state = "live";
     status.textContent = "live";
     if (snapshot.missed) logEvent("page", `fell behind by ${snapshot.missed} events; the table was sent again`);
+    // What happened before the page opened (not again after a reconnection).
+    if (!eventList.childElementCount) {
+      for (const e of snapshot.recent || []) logEvent(e.status.id, describe(e), e.status.since_unix_ms);
+    }
     applySnapshot(snapshot.statuses);
   });
   source.addEventListener("plugin", (message) => {
