@@ -148,7 +148,7 @@ fn scene() -> Scene {
         ("signal parent".to_string(), false),
         (format!("read {}", p(&bundle.join("plugin.json"))), true),
         ("write {data}/mine.txt".to_string(), true),
-        ("write {tmp}/scratch.txt".to_string(), true),
+        (format!("write {{tmp}}/{}", scratch_name(root.path())), true),
     ];
     Scene {
         root,
@@ -173,6 +173,15 @@ impl Scene {
         let report = report(self.root.path(), "probe");
         (env, status, report)
     }
+}
+
+/// The file the probe writes in its TMPDIR: the private one when sandboxed,
+/// else the test's own, from which the test removes it.
+fn scratch_name(root: &Path) -> String {
+    format!(
+        "{}-scratch.txt",
+        root.file_name().unwrap().to_string_lossy()
+    )
 }
 
 /// The fake plugin's flags for the attempts.
@@ -230,6 +239,7 @@ async fn cases_29_to_33_a_sandboxed_plugin_reaches_only_what_is_its_own() {
 async fn without_the_sandbox_the_same_plugin_reaches_everything() {
     let scene = scene();
     let (env, status, report) = scene.probe(false).await;
+    std::fs::remove_file(std::env::temp_dir().join(scratch_name(scene.root.path()))).unwrap();
     assert_eq!(status.sandbox, None);
     for (attempt, _) in &scene.attempts {
         assert_eq!(reported(&report, attempt), "ok", "{attempt}");
