@@ -377,3 +377,100 @@ pub fn collect_lines(
     });
     lines
 }
+
+/// A `plugvisor run --json --http ADDR` of its own (data directory and
+/// control socket in a temporary directory), its stderr collected, its
+/// address read from its log. SIGTERMed and reaped when dropped.
+pub struct HttpRun {
+    /// The `plugvisor run` process.
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`, where it serves HTTP.
+    pub address: String,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Its stderr, line by line.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpRun {
+    /// Runs `plugins` with `--http http` and the `extra` flags, and waits
+    /// until it says where it serves HTTP.
+    pub fn start(plugins: &Path, http: &str, extra: &[&str]) -> HttpRun {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let mut child = std::process::Command::new(plugvisor_bin())
+            .args(["run", "--json", "--http", http, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--control-socket")
+            .arg(&socket)
+            .args(extra)
+            .arg(plugins)
+            .env("PLUGVISOR_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = collect_lines(child.stderr.take().unwrap());
+        let mut port = None;
+        let found = eventually(Duration::from_secs(20), || {
+            port = log.lock().unwrap().iter().find_map(|l| {
+                let rest = l.split("HTTP on http://").nth(1)?;
+                let address = rest.split(&[' ', ','][..]).next()?.trim_end_matches(':');
+                address.rsplit(':').next()?.parse::<u16>().ok()
+            });
+            port.is_some()
+        });
+        assert!(
+            found,
+            "no HTTP address in the log: {:?}",
+            log.lock().unwrap()
+        );
+        HttpRun {
+            child,
+            address: format!("127.0.0.1:{}", port.unwrap()),
+            socket,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` and `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// The first log line holding `text`, waiting up to 5 s for it.
+    pub fn logged(&self, text: &str) -> Option<String> {
+        let mut found = None;
+        eventually(Duration::from_secs(5), || {
+            found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            found.is_some()
+        });
+        found
+    }
+}
+
+impl Drop for HttpRun {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Restarts 20 ms after a failure, never more than 100 ms apart: tests
+/// that watch restarts need not wait for the real backoff.
+pub fn fast_restarts() -> plugvisor::RestartPolicy {
+    plugvisor::RestartPolicy::builder()
+        .initial_backoff(Duration::from_millis(20))
+        .max_backoff(Duration::from_millis(100))
+        .build()
+        .unwrap()
+}

@@ -9,18 +9,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use plugvisor::{
     Environment, EnvironmentConfig, EventKind, HealthPolicy, LaunchOptions, PluginState,
-    RestartPolicy, SupervisorConfig,
+    SupervisorConfig,
 };
 use plugvisor_testkit::*;
 
 /// Checks every 50 ms, each given up after 100 ms; two failures in a row
 /// make a plugin hung. Restarts come fast.
 fn config(root: &Path) -> EnvironmentConfig {
-    let restart = RestartPolicy::builder()
-        .initial_backoff(Duration::from_millis(20))
-        .max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let restart = fast_restarts();
     let supervisor = SupervisorConfig::builder()
         .ping_timeout(Duration::from_millis(100))
         .stop_grace(Duration::from_millis(200))

@@ -10,14 +10,6 @@ use plugvisor::{
 };
 use plugvisor_testkit::*;
 
-fn fast_restarts() -> RestartPolicy {
-    RestartPolicy::builder()
-        .initial_backoff(Duration::from_millis(20))
-        .max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
-
 fn fast_builder(root: &Path) -> EnvironmentConfigBuilder {
     let launch = LaunchOptions::builder()
         .native_start_timeout(Duration::from_secs(5))

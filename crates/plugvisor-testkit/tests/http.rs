@@ -4,9 +4,8 @@
 //! SDK, and the fake plugin's bad answers. After each case the host holds no
 //! more file descriptors than before it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,61 +14,18 @@ use sha2_free::sha256_hex;
 
 /// A `plugvisor run --http 127.0.0.1:0` of its own, so that its file
 /// descriptors and log are the host's alone.
-struct Host {
-    child: Child,
-    url: String,
-    socket: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+struct Host(HttpRun);
+
+impl std::ops::Deref for Host {
+    type Target = HttpRun;
+    fn deref(&self) -> &HttpRun {
+        &self.0
+    }
 }
 
 impl Host {
     fn start(plugins: &Path, extra: &[&str]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("control.sock");
-        let mut child = Command::new(plugvisor_bin())
-            .args(["run", "--json", "--http", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--control-socket")
-            .arg(&socket)
-            .args(extra)
-            .arg(plugins)
-            .env("PLUGVISOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_lines(child.stderr.take().unwrap());
-        let mut url = None;
-        let found = eventually(Duration::from_secs(20), || {
-            url = log.lock().unwrap().iter().find_map(|l| {
-                Some(
-                    l.split("HTTP on ")
-                        .nth(1)?
-                        .split(':')
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                )
-            });
-            url.is_some()
-        });
-        assert!(
-            found,
-            "no HTTP address in the log: {:?}",
-            log.lock().unwrap()
-        );
-        let url = url
-            .unwrap()
-            .trim_end_matches(|c: char| !c.is_ascii_digit())
-            .to_string();
-        let host = Host {
-            child,
-            url,
-            socket,
-            log,
-            _dir: dir,
-        };
+        let host = Host(HttpRun::start(plugins, "127.0.0.1:0", extra));
         host.wait_running();
         host
     }
@@ -110,10 +66,6 @@ impl Host {
         );
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
     /// What the host's file descriptors point to.
     fn fds(&self) -> Vec<String> {
         let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -133,20 +85,6 @@ impl Host {
     fn assert_no_leak(&self, before: Vec<String>) {
         let ok = eventually(Duration::from_secs(5), || self.fds().len() <= before.len());
         assert!(ok, "the host holds {:?}, before {before:?}", self.fds());
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        eventually(Duration::from_secs(5), || {
-            self.log.lock().unwrap().iter().any(|l| l.contains(text))
-        })
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
     }
 }
 
@@ -303,11 +241,11 @@ async fn a_client_that_goes_away_cancels_the_handler() {
     assert_eq!(answer.status(), 200);
     drop(answer);
     assert!(
-        host.logged("request context ended"),
+        host.logged("request context ended").is_some(),
         "the handler did not see the client go: {:?}",
         host.log.lock().unwrap()
     );
-    assert!(host.logged("context canceled"));
+    assert!(host.logged("context canceled").is_some());
     host.assert_no_leak(before);
 }
 

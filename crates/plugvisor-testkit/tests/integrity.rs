@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use plugvisor::{
-    Bundle, Environment, EnvironmentConfig, LOCK_FILE, LaunchOptions, Lock, PluginState,
-    RestartPolicy, Sha256, lock_entry, plan_launch,
+    Bundle, Environment, EnvironmentConfig, LOCK_FILE, LaunchOptions, Lock, PluginState, Sha256,
+    lock_entry, plan_launch,
 };
 use plugvisor_testkit::*;
 
@@ -42,11 +42,7 @@ fn environment_with(
     if let Some(lock) = lock {
         launch = launch.lock_file(lock);
     }
-    let restart = RestartPolicy::builder()
-        .initial_backoff(Duration::from_millis(20))
-        .max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let restart = fast_restarts();
     let config = EnvironmentConfig::builder(root)
         .launch(launch.build().unwrap())
         .restart(restart)

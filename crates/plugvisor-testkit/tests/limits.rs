@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use plugvisor::{
     Enforcement, Environment, EnvironmentConfig, EventKind, LaunchOptions, LimitKind, PluginState,
-    RestartPolicy,
 };
 use plugvisor_testkit::*;
 
@@ -28,11 +27,7 @@ fn go_bundle(root: &Path, id: &str, limits: serde_json::Value) -> (PathBuf, Path
 }
 
 fn environment(root: &Path, launch: plugvisor::LaunchOptionsBuilder) -> Environment {
-    let restart = RestartPolicy::builder()
-        .initial_backoff(Duration::from_millis(20))
-        .max_backoff(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let restart = fast_restarts();
     let config = EnvironmentConfig::builder(root)
         .launch(
             launch

@@ -5,77 +5,25 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use plugvisor_testkit::browser::Browser;
 use plugvisor_testkit::*;
 
 /// A `plugvisor run --http` of its own, with its log.
-struct Host {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+struct Host(HttpRun);
+
+impl std::ops::Deref for Host {
+    type Target = HttpRun;
+    fn deref(&self) -> &HttpRun {
+        &self.0
+    }
 }
 
 impl Host {
     fn start(plugins: &Path, http: &str, extra: &[&str]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(plugvisor_bin())
-            .args(["run", "--json", "--no-watch", "--http", http, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--control-socket")
-            .arg(dir.path().join("control.sock"))
-            .args(extra)
-            .arg(plugins)
-            .env("PLUGVISOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_lines(child.stderr.take().unwrap());
-        let mut port = None;
-        let found = eventually(Duration::from_secs(20), || {
-            port = log.lock().unwrap().iter().find_map(|l| {
-                let rest = l.split("HTTP on http://").nth(1)?;
-                let address = rest.split(&[' ', ','][..]).next()?.trim_end_matches(':');
-                address.rsplit(':').next()?.parse::<u16>().ok()
-            });
-            port.is_some()
-        });
-        assert!(
-            found,
-            "no HTTP address in the log: {:?}",
-            log.lock().unwrap()
-        );
-        Host {
-            child,
-            address: format!("127.0.0.1:{}", port.unwrap()),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
-    fn logged(&self, text: &str) -> Option<String> {
-        let mut found = None;
-        eventually(Duration::from_secs(5), || {
-            found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(text))
-                .cloned();
-            found.is_some()
-        });
-        found
+        let mut flags = vec!["--no-watch"];
+        flags.extend(extra);
+        Host(HttpRun::start(plugins, http, &flags))
     }
 
     /// One HTTP/1.1 request, exactly as given (`headers` may name any Host).
@@ -120,14 +68,6 @@ impl Host {
             .unwrap()
             + 32;
         page.body[start..start + 64].to_string()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
     }
 }
 
