@@ -143,6 +143,11 @@ pub fn exists(pid: u32) -> bool {
     proc_stat(pid as i32).is_some()
 }
 
+/// The parent of a process, while it exists.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    proc_stat(pid as i32).map(|(_, ppid, ..)| ppid as u32)
+}
+
 pub fn is_zombie(pid: u32) -> bool {
     matches!(proc_stat(pid as i32), Some(('Z', ..)))
 }

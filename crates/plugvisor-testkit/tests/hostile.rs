@@ -630,3 +630,78 @@ async fn case_28_a_non_loopback_address_is_dialled_when_the_operator_allows_it()
     case.env.perform_health_check(ID).await.unwrap();
     case.shutdown().await;
 }
+
+// What plugins leave behind: the host is a child subreaper, so their orphans
+// are its own children, found and reaped without a look at the rest of /proc.
+
+#[tokio::test]
+async fn case_34_a_daemon_and_its_own_child_are_both_killed_at_the_stop() {
+    let root = tempfile::tempdir().unwrap();
+    let daemons = root.path().join("daemons");
+    let case = case(&format!("--daemon-tree --pid-file {}", daemons.display()));
+    case.env.activate(ID).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || read_pids(&daemons).len() == 2),
+        "the daemon tree did not start"
+    );
+    let (child, daemon) = (read_pids(&daemons)[0], read_pids(&daemons)[1]);
+    assert_eq!(parent_of(child), Some(daemon), "the child is the daemon's");
+    assert_eq!(
+        parent_of(daemon),
+        Some(case.pids()[0]),
+        "the daemon is the plugin's"
+    );
+    assert!(!group_or_session_members(case.pids()[0]).contains(&(daemon as i32)));
+    case.env.deactivate(ID).await.unwrap();
+    plugvisor::internals::sweep_settled().await;
+    for pid in [daemon, child] {
+        assert!(
+            eventually(Duration::from_secs(5), || !exists(pid)),
+            "{pid} survived (zombie: {})",
+            is_zombie(pid)
+        );
+    }
+    case.assert_clean();
+}
+
+#[tokio::test]
+async fn case_35_an_orphan_that_exits_while_its_plugin_runs_is_reaped() {
+    let root = tempfile::tempdir().unwrap();
+    let orphans = root.path().join("orphans");
+    let case = case(&format!(
+        "--orphan-exits-after 1 --pid-file {}",
+        orphans.display()
+    ));
+    case.env.activate(ID).await.unwrap();
+    let orphan = read_pids(&orphans)[0];
+    assert_eq!(
+        parent_of(orphan),
+        Some(std::process::id()),
+        "the orphan was not adopted by the host"
+    );
+    // It exits on its own; nothing stops or sweeps meanwhile but SIGCHLD.
+    assert!(
+        eventually(Duration::from_secs(5), || !exists(orphan)),
+        "orphan {orphan} was left a zombie: {}",
+        is_zombie(orphan)
+    );
+    assert_eq!(case.env.status(ID).unwrap().state, PluginState::Running);
+    case.shutdown().await;
+}
+
+#[tokio::test]
+async fn case_36_the_applications_own_children_are_never_reaped_by_the_host() {
+    let case = case("--grandchild --pid-file /dev/null");
+    case.env.activate(ID).await.unwrap();
+    // A child of the application, exiting while plugins stop and SIGCHLDs
+    // come: its exit status is still the application's to collect.
+    let mut own = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || is_zombie(own.id())));
+    case.env.deactivate(ID).await.unwrap();
+    plugvisor::internals::sweep_settled().await;
+    assert_eq!(own.wait().unwrap().code(), Some(7));
+    case.assert_clean();
+}

@@ -113,6 +113,8 @@ pub mod internals {
     pub use crate::handshake::parse_handshake_line;
     pub use crate::manifest::{PLATFORM_KEYS, clean_bundle_path};
     pub use crate::stdio::{HclogLine, Line, parse_hclog_line, read_bounded_line};
+    /// Waits until every sweep for leftovers asked for so far has run.
+    pub use crate::sweep::settled as sweep_settled;
     pub use crate::tls::{ClientIdentity, client_config};
     pub use crate::transport::connect;
 }

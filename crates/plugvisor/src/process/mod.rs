@@ -53,7 +53,7 @@ static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 
 /// The plugin processes of this host that have not been reaped yet. A sweep
 /// for what a stopped plugin left behind skips them without opening
-/// anything: with a thousand plugins up, they are most of /proc.
+/// anything, and never reaps them: their pidfds do.
 static LIVE: std::sync::Mutex<std::collections::BTreeSet<u32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
@@ -76,6 +76,8 @@ pub struct PluginProcess {
     exit: watch::Receiver<Option<(ExitStatus, std::time::Duration)>>,
     /// `INSTANCE_ENV=value`, as it appears in /proc/PID/environ.
     tag: String,
+    /// Set when it is dropped unreaped: its watcher sweeps after the reap.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The pipes of a freshly spawned process.
@@ -89,6 +91,7 @@ impl PluginProcess {
     /// tokio worker or `block_on` thread): Linux delivers the parent-death
     /// signal when the spawning *thread* exits.
     pub fn spawn(spec: &SpawnSpec) -> std::io::Result<(PluginProcess, ProcessPipes)> {
+        crate::sweep::adopt_orphans();
         let host_pid = std::process::id();
         let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag_value = format!("{host_pid}.{instance}");
@@ -103,6 +106,10 @@ impl PluginProcess {
             .into_iter()
             .map(|(kind, soft, hard)| (resource(kind), soft, hard))
             .collect();
+        // Held from before the clone to the insert: a sweep pass, which
+        // reads the host's children first and this set after, never takes
+        // a child that is starting for an orphan.
+        let mut starting = live();
         let spawned = spawn::spawn(
             &spec.program,
             exec_fd,
@@ -116,12 +123,16 @@ impl PluginProcess {
             },
         )?;
         let pid = spawned.pid;
-        live().insert(pid);
+        starting.insert(pid);
+        drop(starting);
         let stdout = pipe::Receiver::from_owned_fd(spawned.stdout)?;
         let stderr = pipe::Receiver::from_owned_fd(spawned.stderr)?;
         // SAFETY: an OwnedFd keeps its one descriptor open for as long as it lives.
         let pidfd = unsafe { AsyncFd::register(spawned.pidfd) }.map_err(|e| e.into_parts().1)?;
         let (exit_tx, exit) = watch::channel(None);
+        let tag = format!("{INSTANCE_ENV}={tag_value}");
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweep_when_reaped = (tag.clone(), dropped.clone());
         tokio::spawn(async move {
             let status = match reap(&pidfd).await {
                 Ok(status) => status,
@@ -131,11 +142,21 @@ impl PluginProcess {
                 }
             };
             live().remove(&pid);
+            // Dropped while it ran: its setsid daemons became the host's
+            // children only now.
+            let (tag, dropped) = sweep_when_reaped;
+            if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                crate::sweep::kill_tagged_in_background(&tag);
+            }
             let _ = exit_tx.send(Some(status));
         });
-        let tag = format!("{INSTANCE_ENV}={tag_value}");
         Ok((
-            PluginProcess { pid, exit, tag },
+            PluginProcess {
+                pid,
+                exit,
+                tag,
+                dropped,
+            },
             ProcessPipes { stdout, stderr },
         ))
     }
@@ -175,10 +196,11 @@ impl PluginProcess {
         }
     }
 
-    /// SIGKILLs every process that carries this plugin's instance tag: the
-    /// plugin and all its descendants, even daemons that left its process
-    /// group with setsid. (A descendant that scrubs its environment escapes.)
-    /// Returns the pids signalled.
+    /// SIGKILLs every orphan that carries this plugin's instance tag, once
+    /// the plugin is reaped: its descendants, even daemons that left its
+    /// process group with setsid, are the host's children then (see
+    /// `sweep.rs`). (A descendant that scrubs its environment escapes, and so
+    /// do the descendants it still parents.) Returns the pids signalled.
     pub async fn kill_tagged(&self) -> Vec<i32> {
         let killed = crate::sweep::kill_tagged(&self.tag).await;
         if !killed.is_empty() {
@@ -196,6 +218,8 @@ impl PluginProcess {
 impl Drop for PluginProcess {
     fn drop(&mut self) {
         if self.exit_status().is_none() {
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.signal_group(Signal::SIGKILL);
             crate::sweep::kill_tagged_in_background(&self.tag);
         }

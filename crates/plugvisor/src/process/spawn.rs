@@ -229,6 +229,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(signal, &default, std::ptr::null_mut());
             }
         }
+        // A group of its own, in the host's session: a session of its own
+        // would also be a scheduler autogroup of its own, and a thousand
+        // plugins would each get as much CPU as the host that checks them.
         if libc::setpgid(0, 0) != 0
             || libc::prctl(
                 libc::PR_SET_PDEATHSIG,

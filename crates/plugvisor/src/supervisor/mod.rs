@@ -686,12 +686,14 @@ impl Supervisor {
             Process::Attached(_) => (StopMethod::Detached, None),
         };
         let took = started.elapsed();
-        drop(
-            self.socket_dir
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        let socket_dir = self
+            .socket_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(directory) = socket_dir {
+            crate::sweep::remove_in_background(directory);
+        }
         let exit = status.map(describe_exit).unwrap_or_default();
         tracing::debug!(?method, ?took, exit, "plugin stopped");
         StopReport {

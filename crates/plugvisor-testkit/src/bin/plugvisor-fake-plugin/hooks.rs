@@ -328,8 +328,13 @@ async fn floods(flags: Flags, channel: Channel, kv: KeyValueClient<Channel>, add
                         .is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
                 })
                 .count();
+            let other = results.iter().find_map(|r| {
+                r.as_ref()
+                    .err()
+                    .filter(|s| s.code() != tonic::Code::ResourceExhausted)
+            });
             log(&format!(
-                "LOGFLOOD ok={ok} exhausted={exhausted} ms={elapsed_ms}"
+                "LOGFLOOD ok={ok} exhausted={exhausted} ms={elapsed_ms} other={other:?}"
             ));
         }
         if let Some(message) = &flags.log_line {

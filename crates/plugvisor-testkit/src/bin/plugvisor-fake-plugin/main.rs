@@ -59,6 +59,14 @@ pub struct Flags {
     /// Start a daemonized grandchild in a new session.
     #[arg(long)]
     daemon_grandchild: bool,
+    /// Start a daemon in a new session that has a child of its own (a
+    /// tree of two `sleep`s, left when its `sh` parent exits at once).
+    #[arg(long)]
+    daemon_tree: bool,
+    /// Leave an orphan (`sh -c 'sleep SECONDS &'`, the sh waited for) that
+    /// exits on its own that many seconds later, while the plugin runs.
+    #[arg(long)]
+    orphan_exits_after: Option<f64>,
     /// Write the pids of grandchildren to this file.
     #[arg(long)]
     pid_file: Option<String>,
@@ -242,6 +250,41 @@ async fn main() {
         #[allow(clippy::zombie_processes)]
         let child = command.spawn().expect("spawn grandchild");
         append(&flags.pid_file, &child.id().to_string());
+    }
+    if flags.daemon_tree {
+        // The daemon (the exec'd sleep) and its child both end up the host's
+        // to find: the daemon once the plugin is gone, its child once the
+        // daemon is.
+        let script = format!(
+            "sleep 1000 & echo $! >> '{file}'; echo $$ >> '{file}'; exec sleep 1000",
+            file = flags
+                .pid_file
+                .as_deref()
+                .expect("--daemon-tree needs --pid-file")
+        );
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", &script]);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+        }
+        #[allow(clippy::zombie_processes)]
+        command.spawn().expect("spawn daemon tree");
+    }
+    if let Some(seconds) = flags.orphan_exits_after {
+        let script = format!(
+            "sleep {seconds} & echo $! >> '{}'",
+            flags
+                .pid_file
+                .as_deref()
+                .expect("--orphan-exits-after needs --pid-file")
+        );
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("run sh");
+        assert!(status.success());
     }
     for i in 0..flags.garbage {
         println!("garbage line {i}");

@@ -11,7 +11,7 @@ use crate::Flags;
 fn expand(path: &str) -> String {
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     path.replace("{data}", &var("PLUGVISOR_DATA_DIR"))
-        .replace("{tmp}", &var("TMPDIR"))
+        .replace("{tmp}", &std::env::temp_dir().to_string_lossy())
         .replace("{sockets}", &var("PLUGIN_UNIX_SOCKET_DIR"))
 }
 
