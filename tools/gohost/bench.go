@@ -437,16 +437,23 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 	type scaleResult struct {
 		Count int `json:"count"`
 		cyclesResult
-		AllReadyMs  float64     `json:"all_ready_ms"`
-		AllKilledMs float64     `json:"all_killed_ms"`
-		HostPid     int         `json:"host_pid"`
-		RSSReadyKB  int64       `json:"rss_ready_kb"`
-		RSSKB       int64       `json:"rss_kb"`
-		HWMKB       int64       `json:"hwm_kb"`
-		Idle        *idleResult `json:"idle"`
+		AllReadyMs  float64 `json:"all_ready_ms"`
+		AllKilledMs float64 `json:"all_killed_ms"`
+		HostPid     int     `json:"host_pid"`
+		RSSReadyKB  int64   `json:"rss_ready_kb"`
+		HWMReadyKB  int64   `json:"hwm_ready_kb"`
+		Running     int     `json:"running"`
+		// This process's CPU while starting them, in % of one core: the
+		// busiest 200 ms window and the mean.
+		StartCPUPeak float64     `json:"start_cpu_peak_percent"`
+		StartCPUMean float64     `json:"start_cpu_mean_percent"`
+		RSSKB        int64       `json:"rss_kb"`
+		HWMKB        int64       `json:"hwm_kb"`
+		Idle         *idleResult `json:"idle"`
 	}
 	runs := make([]*cycle, bf.count)
 	var wg sync.WaitGroup
+	sampler := startCPUSampler()
 	t0 := time.Now()
 	for i := range runs {
 		wg.Add(1)
@@ -457,7 +464,8 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	allReady := ms(time.Since(t0))
-	rssReady, _ := memoryKB()
+	cpuPeak, cpuMean := sampler.finish()
+	rssReady, hwmReady := memoryKB()
 	var idleRes *idleResult
 	if *idle > 0 {
 		idleRes = &idleResult{HealthIntervalS: interval.Seconds()}
@@ -507,7 +515,9 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 	}
 	wg.Wait()
 	res := scaleResult{Count: bf.count, cyclesResult: summarizeCycles(runs), AllReadyMs: allReady, AllKilledMs: ms(time.Since(t1)),
-		HostPid: os.Getpid(), RSSReadyKB: rssReady, RSSKB: rss, HWMKB: hwm, Idle: idleRes}
+		HostPid: os.Getpid(), RSSReadyKB: rssReady, HWMReadyKB: hwmReady, RSSKB: rss, HWMKB: hwm, Idle: idleRes,
+		StartCPUPeak: cpuPeak, StartCPUMean: cpuMean}
+	res.Running = res.Count - res.Failures
 	if err := writeJSON(stdout, res); err != nil {
 		return 1
 	}
@@ -515,6 +525,57 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// cpuSampler samples this process's CPU time (getrusage, every thread)
+// every 200 ms until finish.
+type cpuSampler struct {
+	stop chan struct{}
+	done chan [2]float64
+}
+
+func startCPUSampler() *cpuSampler {
+	s := &cpuSampler{stop: make(chan struct{}), done: make(chan [2]float64, 1)}
+	cpu := func() float64 {
+		var u syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+			return 0
+		}
+		return float64(u.Utime.Nano()+u.Stime.Nano()) / 1e3
+	}
+	go func() {
+		firstCPU, firstWall := cpu(), time.Now()
+		lastCPU, lastWall := firstCPU, firstWall
+		peak := 0.0
+		ticker := time.NewTicker(200 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-s.stop:
+				wall := float64(lastWall.Sub(firstWall).Microseconds())
+				mean := 0.0
+				if wall > 0 {
+					mean = (lastCPU - firstCPU) / wall * 100
+				}
+				s.done <- [2]float64{peak, mean}
+				return
+			case <-ticker.C:
+				nowCPU, nowWall := cpu(), time.Now()
+				if wall := float64(nowWall.Sub(lastWall).Microseconds()); wall > 0 {
+					peak = max(peak, (nowCPU-lastCPU)/wall*100)
+				}
+				lastCPU, lastWall = nowCPU, nowWall
+			}
+		}
+	}()
+	return s
+}
+
+// finish returns the busiest window's and the mean CPU, in % of one core.
+func (s *cpuSampler) finish() (peak, mean float64) {
+	close(s.stop)
+	r := <-s.done
+	return r[0], r[1]
 }
 
 // clockTicksPerSecond is USER_HZ, the unit of utime and stime in

@@ -440,7 +440,6 @@ async fn cycles(args: Single) -> anyhow::Result<(Value, bool)> {
     let unreaped = ok.iter().filter(|c| !c.reaped).count();
     let value = json!({
         "runs": runs,
-        "proc_environ_scan_ms": proc_environ_scan(),
         "healthy_ms": summarize(&healthy),
         "kill_ms": summarize(&kill),
         "failures": failures,
@@ -606,29 +605,46 @@ pub(crate) fn cpu_ticks_of(pid: &str) -> u64 {
 
 pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
-/// How long it takes to read /proc and every /proc/PID/environ once: one
-/// pass of plugvisor's sweep for descendants that left a plugin's process
-/// group (src/sweep.rs), which every stop waits for (median of 5, ms).
-fn proc_environ_scan() -> f64 {
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            if let Ok(entries) = std::fs::read_dir("/proc") {
-                for entry in entries.flatten() {
-                    if let Some(pid) = entry
-                        .file_name()
-                        .to_str()
-                        .and_then(|n| n.parse::<i32>().ok())
-                    {
-                        let _ = std::fs::read(format!("/proc/{pid}/environ"));
-                    }
-                }
+/// This process's CPU use (all threads) sampled every 200 ms until dropped:
+/// the busiest window and the mean, in % of one core.
+struct CpuSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(f64, f64)>,
+}
+
+impl CpuSampler {
+    fn start() -> CpuSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let cpu = || {
+                let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+                    .expect("getrusage");
+                let us = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
+                us(usage.user_time()) + us(usage.system_time())
+            };
+            let (first_cpu, first_wall) = (cpu(), Instant::now());
+            let (mut last_cpu, mut last_wall) = (first_cpu, first_wall);
+            let mut peak: f64 = 0.0;
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+                let (now_cpu, now_wall) = (cpu(), Instant::now());
+                let wall_us = now_wall.duration_since(last_wall).as_secs_f64() * 1e6;
+                peak = peak.max((now_cpu - last_cpu) / wall_us * 100.0);
+                (last_cpu, last_wall) = (now_cpu, now_wall);
             }
-            ms(t.elapsed())
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[2]
+            let wall_us = last_wall.duration_since(first_wall).as_secs_f64() * 1e6;
+            let mean = if wall_us > 0.0 { (last_cpu - first_cpu) / wall_us * 100.0 } else { 0.0 };
+            (peak, mean)
+        });
+        CpuSampler { stop, thread }
+    }
+
+    /// (peak, mean) % of one core.
+    fn finish(self) -> (f64, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or((0.0, 0.0))
+    }
 }
 
 async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
@@ -639,6 +655,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     let config = config_builder(&args.plugins_dir).health(health).build()?;
     let env = environment(config)?;
     let ids = env.plugin_ids();
+    let sampler = CpuSampler::start();
     let t0 = Instant::now();
     let activations = ids.iter().map(|id| {
         let env = env.clone();
@@ -650,6 +667,12 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     });
     let results = futures::future::join_all(activations).await;
     let all_ready_ms = ms(t0.elapsed());
+    let (start_cpu_peak, start_cpu_mean) = sampler.finish();
+    let running_at_ready = env
+        .statuses()
+        .iter()
+        .filter(|s| s.state == plugvisor::PluginState::Running)
+        .count();
     let mut healthy = Vec::new();
     let mut errors = Vec::new();
     for (took, result) in results {
@@ -658,8 +681,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
             Err(error) => errors.push(error.to_string()),
         }
     }
-    let (rss_ready_kb, _) = memory_kb();
-    let proc_scan_ms = proc_environ_scan();
+    let (rss_ready_kb, hwm_ready_kb) = memory_kb();
     let mut idle = json!(null);
     if !args.idle.is_zero() {
         let cpu0 = cpu_ticks();
@@ -700,7 +722,10 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "failures": errors.len(),
         "errors": errors.iter().take(5).collect::<Vec<_>>(),
         "rss_ready_kb": rss_ready_kb,
-        "proc_environ_scan_ms": proc_scan_ms,
+        "hwm_ready_kb": hwm_ready_kb,
+        "running": running_at_ready,
+        "start_cpu_peak_percent": start_cpu_peak,
+        "start_cpu_mean_percent": start_cpu_mean,
         "rss_kb": rss_kb,
         "hwm_kb": hwm_kb,
         "idle": idle,
