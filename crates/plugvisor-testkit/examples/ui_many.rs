@@ -77,7 +77,8 @@ window.EventSource = function (url) {
     bench.events++;
     bench.lags.push(Date.now() - JSON.parse(m.data).status.since_unix_ms);
   });
-  source.addEventListener("resync", () => bench.resyncs++);
+  // A page that fell behind gets a new snapshot that says how many it missed.
+  source.addEventListener("snapshot", (m) => { if (!m.data.startsWith('{"missed":0,')) bench.resyncs++; });
   return source;
 };
 // The rows are in groups, one <tbody> each, which the page replaces.
