@@ -3,7 +3,8 @@
 //! in headless Chromium, and measures
 //!
 //! - the render: from the navigation's start to the frame after the table
-//!   has all N rows (median of several loads);
+//!   has all N rows (median of several loads), and on the way when the
+//!   host's snapshot arrived and when the rows were in the document;
 //! - a restart of all of them at once (N concurrent POSTs, as many pages or
 //!   scripts could send): how many events reach the page, whether it had to
 //!   resync, how far behind the host each event arrived, and when the page
@@ -58,7 +59,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Counts what the page receives, and when its table is whole.
 const INSTRUMENTS: &str = r#"
-window.bench = {events: 0, resyncs: 0, lags: [], rowsAt: null, paintedAt: null, frames: []};
+window.bench = {events: 0, resyncs: 0, lags: [], snapshotAt: null, rowsAt: null, paintedAt: null, frames: []};
 // Where the long frames' time goes: script, then style and layout, then paint.
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) bench.frames.push({
@@ -70,21 +71,27 @@ new PerformanceObserver((list) => {
 const Original = window.EventSource;
 window.EventSource = function (url) {
   const source = new Original(url);
+  // Before the page's own listener: when the host's snapshot arrived.
+  source.addEventListener("snapshot", () => { bench.snapshotAt ??= performance.now(); });
   source.addEventListener("plugin", (m) => {
     bench.events++;
     bench.lags.push(Date.now() - JSON.parse(m.data).status.since_unix_ms);
   });
-  source.addEventListener("resync", () => bench.resyncs++);
+  // A page that fell behind gets a new snapshot that says how many it missed.
+  source.addEventListener("snapshot", (m) => { if (!m.data.startsWith('{"missed":0,')) bench.resyncs++; });
   return source;
 };
+// The rows are in groups, one <tbody> each, which the page replaces.
 document.addEventListener("DOMContentLoaded", () => {
-  const body = document.querySelector("tbody");
-  new MutationObserver(() => {
-    if (bench.rowsAt === null && body.rows.length === WANTED) {
+  const table = document.querySelector("table");
+  const whole = new MutationObserver(() => {
+    if (table.querySelectorAll("tbody tr").length === WANTED) {
       bench.rowsAt = performance.now();
+      whole.disconnect();
       requestAnimationFrame(() => setTimeout(() => { bench.paintedAt = performance.now(); }));
     }
-  }).observe(body, {childList: true});
+  });
+  whole.observe(table, {childList: true, subtree: true});
 });
 "#;
 
@@ -144,11 +151,13 @@ fn main() {
     browser.before_each_document(&INSTRUMENTS.replace("WANTED", &n.to_string()));
     let mut renders = Vec::new();
     let mut rows_at = Vec::new();
+    let mut snapshot_at = Vec::new();
     for _ in 0..loads {
         browser.navigate(&format!("http://{address}/"));
         let painted = browser.wait_for("the whole table", "bench.paintedAt");
         renders.push(painted.as_f64().unwrap());
         rows_at.push(browser.eval("bench.rowsAt").as_f64().unwrap());
+        snapshot_at.push(browser.eval("bench.snapshotAt").as_f64().unwrap());
     }
     // Measurements of one's own, for working on the page: UI_MANY_EVAL=js.
     if let Ok(expression) = std::env::var("UI_MANY_EVAL") {
@@ -158,8 +167,9 @@ fn main() {
         println!(
             "{}",
             json!({"plugins": n, "startup_s": startup_s, "render_ms_median": median(renders.clone()),
-                   "render_ms_all": renders, "rows_in_dom_ms_median": median(rows_at),
-                   "relayout_ms": browser.eval("(() => { const b = document.querySelector('tbody'); b.style.display = 'none'; document.body.offsetHeight; b.style.display = ''; const t = performance.now(); document.body.offsetHeight; return performance.now() - t; })()"),
+                   "render_ms_all": renders, "snapshot_received_ms_median": median(snapshot_at.clone()),
+                   "rows_in_dom_ms_median": median(rows_at),
+                   "relayout_ms": browser.eval("(() => { const b = document.querySelector('table'); b.style.display = 'none'; document.body.offsetHeight; b.style.display = ''; const t = performance.now(); document.body.offsetHeight; return performance.now() - t; })()"),
                    "last_load_long_frames": browser.eval("bench.frames")})
         );
         drop(browser);
@@ -255,6 +265,7 @@ fn main() {
         "startup_s": startup_s,
         "render_ms_median": median(renders.clone()),
         "render_ms_all": renders,
+        "snapshot_received_ms_median": median(snapshot_at),
         "rows_in_dom_ms_median": median(rows_at),
         "restart_all": {
             "failed_requests": failed,

@@ -177,7 +177,7 @@ fn the_table_fills_in_follows_a_crash_and_restarts_without_a_reload() {
     browser.eval(
         r#"window.unreloaded = true; window.states = [];
            new MutationObserver(() => window.states.push(document.querySelector('tr[data-id="plain"] td[data-col="state"]').textContent))
-             .observe(document.querySelector('tbody'), {subtree: true, childList: true, characterData: true});"#,
+             .observe(document.querySelector('#plugins'), {subtree: true, childList: true, characterData: true});"#,
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -251,6 +251,106 @@ fn the_table_fills_in_follows_a_crash_and_restarts_without_a_reload() {
         r#"document.querySelector('tr[data-id="plain"]').dataset.state === 'Running'"#,
     );
     assert_eq!(state_of(&mut browser, "settable"), "Running");
+    assert!(browser.errors().is_empty(), "{:?}", browser.errors());
+}
+
+/// A bundle whose plugin exits at once: a row without a process,
+/// FailedToStart (and not restarted).
+fn unstartable_bundle(plugins: &Path, id: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = plugins.join(id);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let executable = dir.join("bin/plugin");
+    std::fs::write(&executable, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&executable, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written last: the watcher takes the bundle whole.
+    std::fs::write(
+        dir.join("plugin.json"),
+        format!(r#"{{"id":"{id}","version":"1.0.0","server":{{"executable":"bin/plugin"}}}}"#),
+    )
+    .unwrap();
+}
+
+/// Whether the table has the host's rows (`/api/v1/plugins`), in its
+/// order, each in its state.
+fn table_matches_host(browser: &mut Browser) -> bool {
+    browser.eval(
+        "(async () => {
+           const host = (await (await fetch('/api/v1/plugins')).json()).map(s => `${s.id} ${s.state}`);
+           const shown = [...document.querySelectorAll('tbody tr')].map(r => `${r.dataset.id} ${r.dataset.state}`);
+           return JSON.stringify(host) === JSON.stringify(shown); })()",
+    ) == serde_json::json!(true)
+}
+
+/// A page expression: the table has `n` rows, plain's Running and every
+/// other FailedToStart.
+fn settled(n: usize) -> String {
+    format!(
+        r#"(() => {{ const rows = [...document.querySelectorAll('tbody tr')];
+             return rows.length === {n} && rows.every(r => r.dataset.state === (r.dataset.id === 'plain' ? 'Running' : 'FailedToStart')); }})()"#
+    )
+}
+
+#[test]
+fn rows_added_and_removed_while_the_page_is_open_keep_the_hosts_order() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    native_fake_bundle(&plugins, "plain", "--controller");
+    // More rows than one group of the page's (25) holds.
+    for i in 0..40 {
+        unstartable_bundle(&plugins, &format!("m{i:03}"));
+    }
+    // Watching the directory: bundles come and go while the page is open.
+    let host = HttpRun::start(&plugins, "127.0.0.1:0", &[]);
+    let mut browser = Browser::launch();
+    browser.open(&host.url("/"));
+    browser.wait_for("41 rows, settled", &settled(41));
+    assert!(table_matches_host(&mut browser));
+    browser.eval("window.unreloaded = true");
+
+    // New ones before, among and after the rows there are.
+    for id in (0..40)
+        .map(|i| format!("a{i:03}"))
+        .chain((0..40).map(|i| format!("m{i:03}x")))
+        .chain(["zzz".into()])
+    {
+        unstartable_bundle(&plugins, &id);
+    }
+    browser.wait_for("122 rows, settled", &settled(122));
+    assert!(table_matches_host(&mut browser));
+    assert!(
+        cell(&mut browser, "m020x", "last_error").contains("exited before its handshake"),
+        "{}",
+        cell(&mut browser, "m020x", "last_error")
+    );
+    // Each group stays small, so one off screen is skipped cheaply.
+    let largest = browser
+        .eval("Math.max(...[...document.querySelectorAll('tbody')].map(g => g.rows.length))");
+    assert!(largest.as_u64().unwrap() < 50, "a group of {largest} rows");
+    // A row far down is skipped by the browser (what keeps a thousand rows
+    // cheap), and drawn once it is scrolled to.
+    let drawn = "document.querySelector('tr[data-id=\"zzz\"] td[data-col=\"state\"]').checkVisibility({contentVisibilityAuto: true})";
+    assert_eq!(browser.eval(drawn), serde_json::json!(false));
+    browser.eval("document.querySelector('tr[data-id=\"zzz\"]').scrollIntoView()");
+    browser.wait_for("the last row drawn", drawn);
+
+    // And gone again: every row but plain's.
+    for entry in std::fs::read_dir(&plugins).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.ends_with("plain") {
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+    browser.wait_for(
+        "one row",
+        "document.querySelectorAll('tbody tr').length === 1",
+    );
+    assert!(table_matches_host(&mut browser));
+    assert_eq!(
+        browser.eval("document.querySelectorAll('tbody').length"),
+        serde_json::json!(1)
+    );
+    assert_eq!(browser.eval("window.unreloaded"), serde_json::json!(true));
     assert!(browser.errors().is_empty(), "{:?}", browser.errors());
 }
 
