@@ -519,7 +519,12 @@ pub fn own_venv(root: &Path) -> PathBuf {
 
 /// The zygotes among this process's children: (pid, its interpreter).
 pub fn my_zygotes() -> Vec<(u32, String)> {
-    let me = std::process::id() as i32;
+    zygotes_of(std::process::id())
+}
+
+/// The zygotes among `parent`'s children: (pid, its interpreter).
+pub fn zygotes_of(parent: u32) -> Vec<(u32, String)> {
+    let me = parent as i32;
     all_pids()
         .into_iter()
         .filter(|&p| matches!(proc_stat(p), Some((state, ppid, ..)) if ppid == me && state != 'Z'))
@@ -534,4 +539,26 @@ pub fn my_zygotes() -> Vec<(u32, String)> {
             .then(|| (p as u32, args[0].clone()))
         })
         .collect()
+}
+
+/// The fake plugin as a Python plugin that the zygote forks: `plugin.py`
+/// (run by the interpreter the test configures, e.g. [`test_python`])
+/// checks that it was forked (grpc already imported), then execs
+/// `bin/plugin`, the same script [`native_fake_bundle`] writes. So the
+/// hostile matrix runs on forked processes.
+pub fn forked_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
+    let dir = native_fake_bundle(root, id, flags);
+    write_file(
+        &dir.join("plugin.json"),
+        &format!(r#"{{"id":"{id}","version":"1.0.0","server":{{"executable":"plugin.py"}}}}"#),
+        0o644,
+    );
+    write_file(
+        &dir.join("plugin.py"),
+        "import os, sys\n\
+         if 'grpc' not in sys.modules:\n    sys.exit('plugin.py was exec\\'d, not forked from the zygote')\n\
+         os.execv('bin/plugin', ['bin/plugin'])\n",
+        0o644,
+    );
+    dir
 }

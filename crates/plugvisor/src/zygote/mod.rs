@@ -37,6 +37,9 @@ pub(crate) enum ZygoteError {
 
 /// How long a zygote has to answer one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new zygote has for its imports, at least (the plugin's own
+/// start timeout, which runs from the fork, when that is longer).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Forks the plugin `spec` describes from its interpreter's zygote (started
 /// now if need be, through `spec.exec_fd`, the verified interpreter).
@@ -71,7 +74,7 @@ pub(crate) async fn fork(
                 &interpreter,
                 exec_fd,
                 &preload,
-                start_timeout,
+                start_timeout.max(READY_TIMEOUT),
                 async |zygote| {
                     let mut sent: Vec<&OwnedFd> = fds.stdio.iter().collect();
                     sent.extend(fds.landlock.as_deref());
