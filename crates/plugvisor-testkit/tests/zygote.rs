@@ -384,3 +384,38 @@ async fn a_bundle_opts_out_and_the_host_turns_it_off() {
     assert_eq!(facts["preloaded"], true);
     assert!(error.contains("exit status 4"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_class_based_sdk_plugin_runs_forked_and_exec_d() {
+    // hello-python (`run(Plugin)`, hooks, host API), with its own venv linked in.
+    let example = repo_root().join("examples/plugins/hello-python");
+    for zygote in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("hello-python");
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["plugin.json", "plugin.py"] {
+            std::fs::copy(example.join(file), dir.join(file)).unwrap();
+        }
+        std::os::unix::fs::symlink(
+            built_artifact("examples/plugins/hello-python/venv"),
+            dir.join("venv"),
+        )
+        .unwrap();
+        let launch = LaunchOptions::builder().zygote(zygote).build().unwrap();
+        let config = plugvisor::EnvironmentConfig::builder(root.path())
+            .launch(launch)
+            .data_dir(root.path().join(".data"))
+            .build()
+            .unwrap();
+        let env = plugvisor::Environment::new(config).unwrap();
+        let status = env.activate("hello-python").await.unwrap();
+        assert_eq!(status.state, plugvisor::PluginState::Running);
+        let pid = status.pid.unwrap();
+        let python = dir.join("venv/bin/python");
+        let forked = my_zygotes().iter().any(|(_, i)| Path::new(i) == python);
+        assert_eq!(forked, zygote, "forked: {forked}");
+        env.perform_health_check("hello-python").await.unwrap();
+        env.shutdown().await;
+        assert_no_leftovers(pid);
+    }
+}

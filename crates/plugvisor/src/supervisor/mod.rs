@@ -271,7 +271,7 @@ impl Supervisor {
             stdin: None,
         };
         let forked = match &plan.zygote {
-            Some(preload) => match crate::zygote::fork(&spec, preload, plan.start_timeout)
+            Some(preload) => match crate::zygote::fork(&spec, preload)
                 .instrument(span.clone())
                 .await
             {

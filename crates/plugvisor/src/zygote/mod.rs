@@ -37,8 +37,8 @@ pub(crate) enum ZygoteError {
 
 /// How long a zygote has to answer one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a new zygote has for its imports, at least (the plugin's own
-/// start timeout, which runs from the fork, when that is longer).
+/// How long a new zygote has for its imports (the plugin's start timeout
+/// runs from its fork, after that).
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Forks the plugin `spec` describes from its interpreter's zygote (started
@@ -46,7 +46,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) async fn fork(
     spec: &SpawnSpec,
     preload: &[String],
-    start_timeout: Duration,
 ) -> Result<(PluginProcess, ProcessPipes), ZygoteError> {
     let (tag_name, tag_value) = crate::process::new_instance_tag();
     let request = request(spec, (&tag_name, &tag_value))?;
@@ -74,7 +73,7 @@ pub(crate) async fn fork(
                 &interpreter,
                 exec_fd,
                 &preload,
-                start_timeout.max(READY_TIMEOUT),
+                READY_TIMEOUT,
                 async |zygote| {
                     let mut sent: Vec<&OwnedFd> = fds.stdio.iter().collect();
                     sent.extend(fds.landlock.as_deref());

@@ -284,7 +284,7 @@ def run(job):
     with open(path, "rb") as source:
         code = compile(source.read(), path, "exec")
     try:
-        exec(code, namespace)
+        exec(code, namespace)  # noqa: S102 - running the plugin's script is the point
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as error:  # noqa: BLE001 - as the interpreter reports it
