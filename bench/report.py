@@ -546,7 +546,7 @@ def zygote_section(w, get, keys):
     if pss["fork"] is not None and pss["exec"] is not None:
         r = ratio(pss["fork"], pss["exec"])
         ok = r <= 0.5
-        w(f"| 13 | total PSS of {count} SDK plugins (plugins + zygote), forked against exec'd | "
+        w(f"| 13 | total PSS of {int(count)} SDK plugins (plugins + zygote), forked against exec'd | "
           f"{pss['exec'] / 1024:.1f} MiB exec'd | {pss['fork'] / 1024:.1f} MiB forked | {fmt_ratio(r)} | ≤ 0.5× | "
           f"{verdict(ok)} |\n")
 

@@ -112,7 +112,7 @@ async fn probe(dir: &Path, options: &LaunchOptions, action: &str) -> (Value, Str
         unsafe { std::env::set_var("ACTION", action) };
         let result = Supervisor::start("probe", &plan, &config).await;
         unsafe { std::env::remove_var("ACTION") };
-        result.err().expect("the probe never serves").to_string()
+        result.expect_err("the probe never serves").to_string()
     };
     let facts = std::fs::read_to_string(dir.join("facts.json"))
         .unwrap_or_else(|e| panic!("the probe did not run ({e}): {error}"));
@@ -411,9 +411,15 @@ async fn the_class_based_sdk_plugin_runs_forked_and_exec_d() {
         let status = env.activate("hello-python").await.unwrap();
         assert_eq!(status.state, plugvisor::PluginState::Running);
         let pid = status.pid.unwrap();
-        let python = dir.join("venv/bin/python");
-        let forked = my_zygotes().iter().any(|(_, i)| Path::new(i) == python);
-        assert_eq!(forked, zygote, "forked: {forked}");
+        // A forked plugin's argv strings are NUL-padded (the zygote's were longer).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(cmdline.ends_with(b"\0\0"), zygote, "{cmdline:?}");
+        // The venv is linked: its zygote runs from the venv's real path.
+        let venv = std::fs::canonicalize(dir.join("venv/bin")).unwrap();
+        let shared = my_zygotes()
+            .iter()
+            .any(|(_, i)| Path::new(i) == venv.join("python"));
+        assert!(shared || !zygote, "no zygote for {}", venv.display());
         env.perform_health_check("hello-python").await.unwrap();
         env.shutdown().await;
         assert_no_leftovers(pid);

@@ -607,6 +607,25 @@ mod tests {
         assert!(config.supervisor().allow_remote());
     }
 
+    #[test]
+    fn the_zygote_is_on_unless_the_file_or_the_flag_turns_it_off() {
+        let on = Settings::default().launch_options().unwrap();
+        assert!(on.zygote());
+        let file: Settings = toml::from_str("zygote = false").unwrap();
+        assert!(!file.launch_options().unwrap().zygote());
+        let flags = LaunchFlags {
+            no_zygote: true,
+            ..LaunchFlags::default()
+        };
+        assert!(
+            !flags
+                .over(Settings::default())
+                .launch_options()
+                .unwrap()
+                .zygote()
+        );
+    }
+
     /// `10 s`, `10 min`, as the README writes durations.
     fn readme(duration: Duration) -> String {
         let secs = duration.as_secs();

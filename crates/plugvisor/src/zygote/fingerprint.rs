@@ -5,10 +5,13 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fingerprint(Vec<(PathBuf, Option<(u64, u64, u64, i64, i64)>)>);
+/// Device, inode, size, mtime (seconds, nanoseconds) of one file.
+type Stat = (u64, u64, u64, i64, i64);
 
-fn stat(metadata: std::io::Result<std::fs::Metadata>) -> Option<(u64, u64, u64, i64, i64)> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint(Vec<(PathBuf, Option<Stat>)>);
+
+fn stat(metadata: std::io::Result<std::fs::Metadata>) -> Option<Stat> {
     let m = metadata.ok()?;
     Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }

@@ -61,7 +61,7 @@ pub(crate) async fn fork(
         landlock: spec.landlock.clone(),
         cgroup: spec.cgroup.clone(),
     };
-    let interpreter = spec.program.clone();
+    let interpreter = venv_interpreter(&spec.program);
     let exec_fd = spec.exec_fd.clone();
     let preload = preload.to_vec();
     // No orphan is reaped until the plugin is among the live ones.
@@ -98,6 +98,19 @@ pub(crate) async fn fork(
         (None, error) => Err(ZygoteError::Refused(
             error.unwrap_or_else(|| "no pid in its answer".into()),
         )),
+    }
+}
+
+/// The interpreter as its venv's real directory names it: bundles that link
+/// the same venv (`venv -> ../shared/venv`) share one zygote. (Its forked
+/// plugins' `sys.executable` is that path, not the link's.)
+fn venv_interpreter(program: &std::path::Path) -> std::path::PathBuf {
+    let dir = program
+        .parent()
+        .and_then(|dir| std::fs::canonicalize(dir).ok());
+    match (dir, program.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => program.to_path_buf(),
     }
 }
 
