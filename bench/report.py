@@ -495,6 +495,62 @@ def sandbox_section(w, get):
             w(f"| 12 | {label} | {PLUGIN_NAMES[plugin]} | {cell(values)} | {r} |\n")
 
 
+def zygote_section(w, get, keys):
+    """Scenario 13: the Python SDK plugin forked from its venv's zygote, beside go-plugin execing it."""
+    def healthy(scenario, plugin, host):
+        return [r["healthy_ms"] for r in runs_of(get(scenario, plugin, host)) if not r.get("error")]
+
+    forked, go = healthy("zygstart", "sdk", "plugvisor"), healthy("zygstart", "sdk", "gohost")
+    if not forked and not go:
+        return
+    # Each plugvisor-bench process's first start is the cold one: its own row.
+    warm = [v for o in get("zygstart", "sdk", "plugvisor") for v in
+            [r["healthy_ms"] for r in (o.get("runs") or [])[1:] if not r.get("error")]]
+    exec_d = healthy("zygstart", "sdk-exec", "plugvisor")
+    cold = healthy("zygcold", "sdk", "plugvisor")
+    crash_p = [r["recover_ms"] for r in runs_of(get("zygcrash", "sdk", "plugvisor")) if not r.get("error")]
+    crash_g = [r["recover_ms"] for r in runs_of(get("zygcrash", "sdk", "gohost")) if not r.get("error")]
+    w("\n## Python plugins forked from a zygote (issue 15)\n\n")
+    w("The Python SDK plugin (examples/plugins/hello-python) forked from its venv's zygote (plugvisor's default: "
+      "one warm interpreter per venv that has imported grpcio, the health service and the SDK), beside "
+      "go-plugin's host execing the same plugin, in the same run, batch by batch. plugvisor's exec'd start "
+      "(`--no-zygote`) is shown for comparison. Targets are the issue's.\n\n")
+    w("| # | what | go-plugin (exec) | plugvisor | ratio | target | verdict |\n|---|---|---|---|---|---|---|\n")
+
+    def row(what, g, p, target, limit):
+        r = ratio(median(p), median(g))
+        ok = None if r is None else r <= limit
+        w(f"| 13 | {what} | {cell(g)} | {cell(p)} | {fmt_ratio(r)} | {target} | {verdict(ok)} |\n")
+
+    row("start → healthy, forked (warm zygote)", go, warm, "≤ 0.3×", 0.3)
+    w(f"| 13 | start → healthy, first start with the zygote cold | {cell(go)} | {cell(cold)} | "
+      f"{fmt_ratio(ratio(median(cold), median(go)))} | | |\n")
+    w(f"| 13 | start → healthy, plugvisor exec'ing (`--no-zygote`) | {cell(go)} | {cell(exec_d)} | "
+      f"{fmt_ratio(ratio(median(exec_d), median(go)))} | | |\n")
+    row("crash → healthy, forked", crash_g, crash_p, "≤ 0.3×", 0.3)
+    for key in keys:
+        if not key.startswith("sdk-"):
+            continue
+        g = [o.get("all_ready_ms") for o in get("zygscale", key, "gohost") if o.get("all_ready_ms")]
+        p = [o.get("all_ready_ms") for o in get("zygscale", key, "plugvisor")
+             if o.get("all_ready_ms") and not o.get("failures")]
+        r = ratio(median(p), median(g))
+        ok = None if r is None else r <= 0.3
+        w(f"| 13 | {key.split('-')[1]} SDK plugins started at once, all healthy | {fmt_ms(median(g))} | "
+          f"{fmt_ms(median(p))} | {fmt_ratio(r)} | ≤ 0.3× | {verdict(ok)} |\n")
+    pss = {}
+    for how in ("fork", "exec"):
+        objs = [o for o in get("zygpss", f"sdk-{how}", "plugvisor") if not o.get("failures")]
+        pss[how] = median([o.get("plugins_pss_kb", 0) + o.get("zygotes_pss_kb", 0) for o in objs])
+        count = median([o.get("count") for o in objs])
+    if pss["fork"] is not None and pss["exec"] is not None:
+        r = ratio(pss["fork"], pss["exec"])
+        ok = r <= 0.5
+        w(f"| 13 | total PSS of {int(count)} SDK plugins (plugins + zygote), forked against exec'd | "
+          f"{pss['exec'] / 1024:.1f} MiB exec'd | {pss['fork'] / 1024:.1f} MiB forked | {fmt_ratio(r)} | ≤ 0.5× | "
+          f"{verdict(ok)} |\n")
+
+
 def previous_rows(path):
     """(section, row, plugin) -> (plugvisor cell, ratio cell) from an earlier results.md's tables."""
     found = {}
@@ -894,6 +950,7 @@ def main(out_dir):
             w(f"- {line}\n")
 
     sandbox_section(w, get)
+    zygote_section(w, get, sorted({k[1] for k in data if k[0] == "zygscale"}))
 
     w("\n## Floors and context\n\n")
     w("What the plugins need on their own, and where ping time goes. \"No host\": bench/floor.py starts the "

@@ -115,6 +115,9 @@ struct Cli {
     /// Run the plugins in plugvisor's Landlock sandbox.
     #[arg(long, global = true)]
     sandbox: bool,
+    /// Exec every Python plugin instead of forking it from its venv's zygote.
+    #[arg(long, global = true)]
+    no_zygote: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,19 +181,20 @@ struct ScaleArgs {
 }
 
 /// The host settings every scenario's Environment gets (`--tls`, `--sandbox`).
-static HOST: std::sync::OnceLock<(plugvisor::TlsMode, bool)> = std::sync::OnceLock::new();
+static HOST: std::sync::OnceLock<(plugvisor::TlsMode, bool, bool)> = std::sync::OnceLock::new();
 
 /// An Environment builder for `plugins_dir` with the host settings.
 pub(crate) fn config_builder(plugins_dir: &std::path::Path) -> plugvisor::EnvironmentConfigBuilder {
-    let (tls, sandbox) = *HOST.get().expect("main sets the host settings");
+    let (tls, sandbox, zygote) = *HOST.get().expect("main sets the host settings");
     let supervisor = plugvisor::SupervisorConfig::builder()
         .tls(tls)
         .build()
         .expect("a TLS mode alone is valid");
     let launch = plugvisor::LaunchOptions::builder()
         .sandbox(sandbox)
+        .zygote(zygote)
         .build()
-        .expect("the sandbox switch alone is valid");
+        .expect("the sandbox and zygote switches alone are valid");
     EnvironmentConfig::builder(plugins_dir)
         .supervisor(supervisor)
         .launch(launch)
@@ -198,7 +202,8 @@ pub(crate) fn config_builder(plugins_dir: &std::path::Path) -> plugvisor::Enviro
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    HOST.set((cli.tls, cli.sandbox)).expect("set once");
+    HOST.set((cli.tls, cli.sandbox, !cli.no_zygote))
+        .expect("set once");
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let log = (cli.log_level != "off").then(|| {
@@ -618,8 +623,9 @@ impl CpuSampler {
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let cpu = || {
-                let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-                    .expect("getrusage");
+                let usage =
+                    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+                        .expect("getrusage");
                 let us = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
                 us(usage.user_time()) + us(usage.system_time())
             };
@@ -634,7 +640,11 @@ impl CpuSampler {
                 (last_cpu, last_wall) = (now_cpu, now_wall);
             }
             let wall_us = last_wall.duration_since(first_wall).as_secs_f64() * 1e6;
-            let mean = if wall_us > 0.0 { (last_cpu - first_cpu) / wall_us * 100.0 } else { 0.0 };
+            let mean = if wall_us > 0.0 {
+                (last_cpu - first_cpu) / wall_us * 100.0
+            } else {
+                0.0
+            };
             (peak, mean)
         });
         CpuSampler { stop, thread }
@@ -645,6 +655,36 @@ impl CpuSampler {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.thread.join().unwrap_or((0.0, 0.0))
     }
+}
+
+/// The proportional set size of a process (/proc/PID/smaps_rollup), in KiB:
+/// pages shared with others count in part.
+fn pss_kb(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This process's zygotes (its children running plugvisor's zygote).
+fn zygote_pids() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1));
+            ppid == Some(me.as_str())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("plugvisor_zygote"))
+        })
+        .collect()
 }
 
 async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
@@ -706,6 +746,10 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     }
     // Memory first: the scrapes allocate (the text, a listener).
     let (rss_kb, hwm_kb) = memory_kb();
+    let plugin_pids: Vec<u32> = env.statuses().iter().filter_map(|s| s.pid).collect();
+    let zygotes = zygote_pids();
+    let pss = |pids: &[u32]| pids.iter().filter_map(|&pid| pss_kb(pid)).sum::<u64>();
+    let (plugins_pss_kb, zygotes_pss_kb) = (pss(&plugin_pids), pss(&zygotes));
     let metrics = if args.scrapes > 0 {
         Some(web::scrape_metrics(&env, args.scrapes).await?)
     } else {
@@ -728,6 +772,9 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "start_cpu_mean_percent": start_cpu_mean,
         "rss_kb": rss_kb,
         "hwm_kb": hwm_kb,
+        "plugins_pss_kb": plugins_pss_kb,
+        "zygotes_pss_kb": zygotes_pss_kb,
+        "zygotes": zygotes.len(),
         "idle": idle,
         "metrics": metrics,
         "all_killed_ms": all_killed_ms,

@@ -479,3 +479,91 @@ pub fn fast_restarts() -> plugvisor::RestartPolicy {
         .build()
         .unwrap()
 }
+
+/// A venv of its own, cheap to make: `pyvenv.cfg` and the base interpreter
+/// linked from the test venv, its site-packages entries linked one by one,
+/// but `grpc`, a directory of links (so that adding a file to it is a grpc
+/// "upgrade" the test venv does not see). Returns its `bin/python`: an
+/// interpreter path no other test shares, so it gets a zygote of its own.
+pub fn own_venv(root: &Path) -> PathBuf {
+    let test_venv = test_python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let real_python = std::fs::canonicalize(test_python()).unwrap();
+    let venv = root.join("venv");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::copy(test_venv.join("pyvenv.cfg"), venv.join("pyvenv.cfg")).unwrap();
+    std::os::unix::fs::symlink(&real_python, venv.join("bin/python")).unwrap();
+    let lib = std::fs::read_dir(test_venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let from = test_venv.join("lib").join(&lib).join("site-packages");
+    let to = venv.join("lib").join(&lib).join("site-packages");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "grpc" {
+            std::fs::create_dir(to.join("grpc")).unwrap();
+            for inner in std::fs::read_dir(entry.path()).unwrap() {
+                let inner = inner.unwrap();
+                std::os::unix::fs::symlink(inner.path(), to.join("grpc").join(inner.file_name()))
+                    .unwrap();
+            }
+        } else {
+            std::os::unix::fs::symlink(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    venv.join("bin/python")
+}
+
+/// The zygotes among this process's children: (pid, its interpreter).
+pub fn my_zygotes() -> Vec<(u32, String)> {
+    zygotes_of(std::process::id())
+}
+
+/// The zygotes among `parent`'s children: (pid, its interpreter).
+pub fn zygotes_of(parent: u32) -> Vec<(u32, String)> {
+    let me = parent as i32;
+    all_pids()
+        .into_iter()
+        .filter(|&p| matches!(proc_stat(p), Some((state, ppid, ..)) if ppid == me && state != 'Z'))
+        .filter_map(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            (args.get(1).map(String::as_str) == Some("-c")
+                && args.get(2).is_some_and(|a| a.contains("plugvisor_zygote")))
+            .then(|| (p as u32, args[0].clone()))
+        })
+        .collect()
+}
+
+/// The fake plugin as a Python plugin that the zygote forks: `plugin.py`
+/// (run by the interpreter the test configures, e.g. [`test_python`])
+/// checks that it was forked (grpc already imported), then execs
+/// `bin/plugin`, the same script [`native_fake_bundle`] writes. So the
+/// hostile matrix runs on forked processes.
+pub fn forked_fake_bundle(root: &Path, id: &str, flags: &str) -> PathBuf {
+    let dir = native_fake_bundle(root, id, flags);
+    write_file(
+        &dir.join("plugin.json"),
+        &format!(r#"{{"id":"{id}","version":"1.0.0","server":{{"executable":"plugin.py"}}}}"#),
+        0o644,
+    );
+    write_file(
+        &dir.join("plugin.py"),
+        "import os, sys\n\
+         if 'grpc' not in sys.modules:\n    sys.exit('plugin.py was exec\\'d, not forked from the zygote')\n\
+         os.execv('bin/plugin', ['bin/plugin'])\n",
+        0o644,
+    );
+    dir
+}

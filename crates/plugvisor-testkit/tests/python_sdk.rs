@@ -46,9 +46,11 @@ plugvisor_plugin.serve(register, on_shutdown=cleanup)
     dir
 }
 
-async fn start(dir: &Path, config: &SupervisorConfig) -> Supervisor {
+/// Starts the plugin, forked from the venv's zygote or exec'd.
+async fn start(dir: &Path, config: &SupervisorConfig, zygote: bool) -> Supervisor {
     let options = LaunchOptions::builder()
         .interpreter(sdk_python())
+        .zygote(zygote)
         .build()
         .unwrap();
     let plan = plan_launch(&Bundle::load(dir).unwrap(), &options).unwrap();
@@ -57,13 +59,27 @@ async fn start(dir: &Path, config: &SupervisorConfig) -> Supervisor {
         sdk_python(),
         "the bundle has no venv of its own"
     );
-    Supervisor::start("sdk-plugin", &plan, config)
+    let supervisor = Supervisor::start("sdk-plugin", &plan, config)
         .await
-        .unwrap()
+        .unwrap();
+    if zygote {
+        let zygotes = my_zygotes();
+        assert!(
+            zygotes.iter().any(|(_, i)| Path::new(i) == sdk_python()),
+            "no zygote forked it: {zygotes:?}"
+        );
+    }
+    supervisor
 }
 
 #[tokio::test]
 async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio() {
+    for zygote in [true, false] {
+        stops_through_the_controller(zygote).await;
+    }
+}
+
+async fn stops_through_the_controller(zygote: bool) {
     let logs = captured_logs();
     let root = tempfile::tempdir().unwrap();
     let marker = root.path().join("marker");
@@ -71,6 +87,7 @@ async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio(
     let supervisor = start(
         &sdk_bundle(root.path(), &marker),
         &SupervisorConfig::default(),
+        zygote,
     )
     .await;
     supervisor.ping().await.unwrap();
@@ -104,11 +121,18 @@ async fn sdk_plugin_stops_through_the_controller_with_cleanup_and_streams_stdio(
 
 #[tokio::test]
 async fn sdk_plugin_runs_its_cleanup_on_sigterm() {
+    for zygote in [true, false] {
+        cleanup_on_sigterm(zygote).await;
+    }
+}
+
+async fn cleanup_on_sigterm(zygote: bool) {
     let root = tempfile::tempdir().unwrap();
     let marker = root.path().join("marker");
     let supervisor = start(
         &sdk_bundle(root.path(), &marker),
         &SupervisorConfig::default(),
+        zygote,
     )
     .await;
     let pid = supervisor.pid().unwrap();

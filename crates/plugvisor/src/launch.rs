@@ -59,6 +59,7 @@ pub struct LaunchOptions {
     lock_file: Option<PathBuf>,
     sandbox: bool,
     limits: std::collections::BTreeMap<String, ResourceLimits>,
+    zygote: bool,
 }
 
 impl LaunchOptions {
@@ -112,6 +113,13 @@ impl LaunchOptions {
         self.sandbox
     }
 
+    /// Whether Python plugins are forked from a zygote of their venv (a warm
+    /// interpreter that has imported grpcio and the SDK) rather than exec'd;
+    /// a bundle opts out with `server.zygote: false`. On by default.
+    pub fn zygote(&self) -> bool {
+        self.zygote
+    }
+
     /// The operator's resource limits for plugin `id`: each one set here
     /// replaces the same limit of the manifest's `server.limits`.
     pub fn limits_for(&self, id: &str) -> Option<&ResourceLimits> {
@@ -129,6 +137,7 @@ impl Default for LaunchOptions {
             lock_file: None,
             sandbox: false,
             limits: std::collections::BTreeMap::new(),
+            zygote: true,
         }
     }
 }
@@ -165,6 +174,12 @@ impl LaunchOptionsBuilder {
     /// See [`LaunchOptions::sandbox`].
     pub fn sandbox(mut self, on: bool) -> Self {
         self.0.sandbox = on;
+        self
+    }
+
+    /// See [`LaunchOptions::zygote`].
+    pub fn zygote(mut self, on: bool) -> Self {
+        self.0.zygote = on;
         self
     }
 
@@ -232,6 +247,10 @@ pub struct LaunchPlan {
     /// operator's ([`LaunchOptions::limits_for`]) in their place.
     #[serde(skip_serializing_if = "ResourceLimits::is_empty")]
     pub limits: ResourceLimits,
+    /// For a Python plugin to be forked from its venv's zygote: the modules
+    /// that zygote preloads (`server.preload`). `None`: exec'd.
+    #[serde(skip)]
+    pub zygote: Option<Vec<String>>,
 }
 
 impl LaunchPlan {
@@ -366,6 +385,8 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
             data_dir: None,
             program: interpreter,
             limits,
+            zygote: (options.zygote && manifest.zygote_allowed())
+                .then(|| manifest.preload().to_vec()),
         });
     }
     let mode = std::fs::metadata(&file)
@@ -390,6 +411,7 @@ pub fn plan_launch(bundle: &Bundle, options: &LaunchOptions) -> Result<LaunchPla
         data_dir: None,
         program,
         limits,
+        zygote: None,
     })
 }
 

@@ -50,6 +50,7 @@ mod supervisor;
 mod sweep;
 mod tls;
 mod transport;
+mod zygote;
 
 pub use bundle::{Bundle, BundleError, BundleProblem, MANIFEST_FILE, ScanError};
 pub use cgroup::{CgroupSupport, cgroup_support};

@@ -79,6 +79,14 @@ pub struct ServerSection {
     /// Mattermost ignores the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Value>,
+    /// `false` to always exec this Python plugin rather than fork it from its
+    /// venv's zygote (on by default where the host has the zygote on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zygote: Option<bool>,
+    /// Modules its venv's zygote imports beforehand (dotted names), so that
+    /// a forked plugin finds them loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<Vec<String>>,
     /// Every other field, kept as written.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -102,13 +110,15 @@ const KNOWN_FIELDS: [&str; 14] = [
     "props",
 ];
 /// Fields of the `server` section.
-const KNOWN_SERVER_FIELDS: [&str; 6] = [
+const KNOWN_SERVER_FIELDS: [&str; 8] = [
     "executables",
     "executable",
     "runtime",
     "sha256",
     "sandbox",
     "limits",
+    "zygote",
+    "preload",
 ];
 
 /// What is wrong with a manifest. `field` names the JSON field at fault.
@@ -155,6 +165,10 @@ pub enum ManifestError {
     InvalidSandbox(String),
     #[error("field `server.limits{}`: {}", .0.dotted_field(), .0.problem)]
     InvalidLimits(crate::limits::LimitsError),
+    #[error(
+        "field `server.preload`: {module:?} is not a module name (dotted Python identifiers, such as `numpy` or `email.mime.text`)"
+    )]
+    InvalidPreload { module: String },
     #[error(
         "field `{field}`: path {path:?} {reason}; executable paths must stay inside the bundle"
     )]
@@ -210,7 +224,33 @@ impl Manifest {
         }
         self.pinned_sha256()?;
         self.limits()?;
+        for module in server.preload.iter().flatten() {
+            let identifier = |part: &str| {
+                part.chars()
+                    .next()
+                    .is_some_and(|c| c == '_' || c.is_alphabetic())
+                    && part.chars().all(|c| c == '_' || c.is_alphanumeric())
+            };
+            if !module.split('.').all(identifier) {
+                return Err(ManifestError::InvalidPreload {
+                    module: module.clone(),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Whether this plugin may be forked from a zygote (`server.zygote`).
+    pub fn zygote_allowed(&self) -> bool {
+        self.server.as_ref().and_then(|s| s.zygote) != Some(false)
+    }
+
+    /// `server.preload`: what the zygote of its venv imports beforehand.
+    pub fn preload(&self) -> &[String] {
+        self.server
+            .as_ref()
+            .and_then(|s| s.preload.as_deref())
+            .unwrap_or_default()
     }
 
     /// `server.limits`, parsed; none set when the field is absent.
@@ -521,6 +561,25 @@ mod tests {
         let err = parse(r#"{"id":"abc","server":{"executable":"p","sha256":"abc"}}"#).unwrap_err();
         assert!(matches!(err, ManifestError::InvalidSha256(_)), "{err:?}");
         assert!(err.to_string().contains("server.sha256"), "{err}");
+    }
+
+    #[test]
+    fn zygote_opt_out_and_preload_are_read_and_checked() {
+        let m = parse(r#"{"id":"abc","server":{"executable":"p.py","zygote":false,"preload":["numpy","email.mime"]}}"#).unwrap();
+        assert!(!m.zygote_allowed());
+        assert_eq!(m.preload(), ["numpy", "email.mime"]);
+        assert!(
+            parse(r#"{"id":"abc","server":{"executable":"p.py"}}"#)
+                .unwrap()
+                .zygote_allowed()
+        );
+        let error =
+            parse(r#"{"id":"abc","server":{"executable":"p.py","preload":["os; import x"]}}"#)
+                .unwrap_err();
+        assert!(
+            error.to_string().contains("is not a module name"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -83,6 +83,26 @@ pub(crate) fn adopt_orphans() {
     });
 }
 
+/// Spawns and forks whose pid is not among the live plugin processes yet.
+static CLAIMS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// While one is held, no exited orphan is reaped: a process being spawned,
+/// or forked by a zygote and re-parented to the host, is not yet among the
+/// live plugin processes, and its exit status is its supervisor's.
+pub(crate) struct Claim(());
+
+/// A claim, held from before a spawn or fork until its pid is live.
+pub(crate) fn claim() -> Claim {
+    *CLAIMS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    Claim(())
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        *CLAIMS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    }
+}
+
 /// SIGKILLs every orphan (and its descendants) whose environment holds
 /// `tag`; returns their pids. The pass that serves this call starts after
 /// the call.
@@ -143,7 +163,25 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
             .name("plugvisor-sweep".into())
             .spawn(move || {
                 let mut last_pass: Option<Instant> = None;
-                while let Ok(first) = received.recv() {
+                let mut retry = false;
+                loop {
+                    // An orphan left for a claim is looked at again soon,
+                    // with or without a new request.
+                    let first = if retry {
+                        match received.recv_timeout(PASS_GAP) {
+                            Ok(request) => request,
+                            Err(mpsc::RecvTimeoutError::Timeout) => Request {
+                                job: Job::Reap,
+                                done: None,
+                            },
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    } else {
+                        match received.recv() {
+                            Ok(request) => request,
+                            Err(_) => break,
+                        }
+                    };
                     if let Some(last) = last_pass {
                         std::thread::sleep(PASS_GAP.saturating_sub(last.elapsed()));
                     }
@@ -157,7 +195,9 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
                             _ => None,
                         })
                         .collect();
-                    let mut killed = pass(&tags).into_iter();
+                    let (killed, left) = pass_and_retry(&tags);
+                    retry = left;
+                    let mut killed = killed.into_iter();
                     for request in batch {
                         let pids = match request.job {
                             Job::Kill(_) => killed.next().unwrap_or_default(),
@@ -185,7 +225,13 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
 /// for each tag, kills the orphans that carry it, then their children in
 /// turn. Returns, for each tag, the pids killed.
 fn pass(tags: &[&[u8]]) -> Vec<Vec<i32>> {
+    pass_and_retry(tags).0
+}
+
+/// The same, and whether an exited orphan was left for a claim to end.
+fn pass_and_retry(tags: &[&[u8]]) -> (Vec<Vec<i32>>, bool) {
     let mut killed = vec![Vec::new(); tags.len()];
+    let mut retry = false;
     let host_group = nix::unistd::getpgrp().as_raw();
     let deadline = Instant::now() + DEATH_WAIT;
     loop {
@@ -203,7 +249,13 @@ fn pass(tags: &[&[u8]]) -> Vec<Vec<i32>> {
             };
             if stat.zombie {
                 if stat.group != host_group {
-                    reap(pid);
+                    // Held across the reap: no spawn registers meanwhile.
+                    let claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+                    if *claims == 0 {
+                        reap(pid);
+                    } else {
+                        retry = true;
+                    }
                 }
                 continue;
             }
@@ -235,7 +287,7 @@ fn pass(tags: &[&[u8]]) -> Vec<Vec<i32>> {
             break;
         }
     }
-    killed
+    (killed, retry)
 }
 
 /// The host's children, from every thread (a child belongs to the thread

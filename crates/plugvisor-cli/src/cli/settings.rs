@@ -113,6 +113,8 @@ pub struct Settings {
     pub allow_remote_plugins: bool,
     #[serde(default)]
     pub sandbox: bool,
+    /// `zygote = false`: exec every Python plugin (as `--no-zygote`).
+    pub zygote: Option<bool>,
     pub stop_grace: Option<DurationArg>,
     pub health_interval: Option<DurationArg>,
     pub health_fail_limit: Option<u32>,
@@ -172,6 +174,13 @@ pub struct LaunchFlags {
     /// start on a kernel without Landlock; `check --sandbox` shows each policy
     #[arg(long)]
     sandbox: bool,
+    /// Exec every Python plugin instead of forking it from its venv's zygote
+    /// (a warm interpreter that has imported grpcio and the SDK, started at
+    /// the first start that wants it); `zygote = false` in the config file
+    /// does the same, `"zygote": false` in a plugin.json's server section
+    /// for that plugin alone
+    #[arg(long)]
+    no_zygote: bool,
 }
 
 /// How the host speaks to plugins: `run` and `ping`.
@@ -308,6 +317,9 @@ impl LaunchFlags {
             python_start_timeout
         );
         settings.sandbox |= flags.sandbox;
+        if flags.no_zygote {
+            settings.zygote = Some(false);
+        }
         settings
     }
 }
@@ -403,7 +415,9 @@ impl Settings {
     }
 
     fn launch_builder(&self) -> anyhow::Result<plugvisor::LaunchOptionsBuilder> {
-        let mut options = LaunchOptions::builder().sandbox(self.sandbox);
+        let mut options = LaunchOptions::builder()
+            .sandbox(self.sandbox)
+            .zygote(self.zygote.unwrap_or(true));
         for (id, table) in &self.limits {
             let value =
                 serde_json::to_value(table).context("a [limits] table is not plain data")?;
@@ -591,6 +605,25 @@ mod tests {
         );
         assert_eq!(config.supervisor().tls(), TlsMode::Require);
         assert!(config.supervisor().allow_remote());
+    }
+
+    #[test]
+    fn the_zygote_is_on_unless_the_file_or_the_flag_turns_it_off() {
+        let on = Settings::default().launch_options().unwrap();
+        assert!(on.zygote());
+        let file: Settings = toml::from_str("zygote = false").unwrap();
+        assert!(!file.launch_options().unwrap().zygote());
+        let flags = LaunchFlags {
+            no_zygote: true,
+            ..LaunchFlags::default()
+        };
+        assert!(
+            !flags
+                .over(Settings::default())
+                .launch_options()
+                .unwrap()
+                .zygote()
+        );
     }
 
     /// `10 s`, `10 min`, as the README writes durations.

@@ -1,6 +1,6 @@
 //! One plugin OS process: spawned in its own process group with a parent-death
-//! signal (`spawn.rs`), reaped by a watcher task on its pidfd, signalled as
-//! a group.
+//! signal (`spawn.rs`), or forked by a zygote and adopted (`adopt`), reaped
+//! by a watcher task on its pidfd, signalled as a group.
 
 mod spawn;
 
@@ -32,6 +32,23 @@ pub struct SpawnSpec {
     pub limits: crate::ResourceLimits,
     /// The plugin's own cgroup, which the child joins before its exec.
     pub cgroup: Option<std::sync::Arc<crate::cgroup::PluginCgroup>>,
+    /// The child's stdin instead of /dev/null (a zygote's socket).
+    pub stdin: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+/// The setrlimit values of a spawn: (resource, soft, hard).
+pub(crate) fn rlimits_of(spec: &SpawnSpec) -> Vec<(nix::libc::c_int, u64, u64)> {
+    crate::limits::rlimits(&spec.limits, spec.cgroup.is_some())
+        .into_iter()
+        .map(|(kind, soft, hard)| (resource(kind), soft, hard))
+        .collect()
+}
+
+/// A new instance tag: `(name, value)`.
+pub(crate) fn new_instance_tag() -> (String, String) {
+    let host_pid = std::process::id();
+    let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (INSTANCE_ENV.to_string(), format!("{host_pid}.{instance}"))
 }
 
 /// The setrlimit resource of a limit.
@@ -92,9 +109,7 @@ impl PluginProcess {
     /// signal when the spawning *thread* exits.
     pub fn spawn(spec: &SpawnSpec) -> std::io::Result<(PluginProcess, ProcessPipes)> {
         crate::sweep::adopt_orphans();
-        let host_pid = std::process::id();
-        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tag_value = format!("{host_pid}.{instance}");
+        let (_, tag_value) = new_instance_tag();
         let mut env: Vec<(OsString, OsString)> = spec
             .env
             .iter()
@@ -102,14 +117,9 @@ impl PluginProcess {
             .collect();
         env.push((INSTANCE_ENV.into(), tag_value.clone().into()));
         let exec_fd = spec.exec_fd.as_deref();
-        let rlimits: Vec<_> = crate::limits::rlimits(&spec.limits, spec.cgroup.is_some())
-            .into_iter()
-            .map(|(kind, soft, hard)| (resource(kind), soft, hard))
-            .collect();
-        // Held from before the clone to the insert: a sweep pass, which
-        // reads the host's children first and this set after, never takes
-        // a child that is starting for an orphan.
-        let mut starting = live();
+        let rlimits = rlimits_of(spec);
+        // No orphan reaping between the clone and the pid's entry in LIVE.
+        let _claim = crate::sweep::claim();
         let spawned = spawn::spawn(
             &spec.program,
             exec_fd,
@@ -121,16 +131,46 @@ impl PluginProcess {
                 cgroup_procs: spec.cgroup.as_deref().map(|cgroup| cgroup.procs()),
                 landlock: spec.landlock.as_deref(),
             },
+            spec.stdin.as_deref(),
         )?;
-        let pid = spawned.pid;
-        starting.insert(pid);
-        drop(starting);
-        let stdout = pipe::Receiver::from_owned_fd(spawned.stdout)?;
-        let stderr = pipe::Receiver::from_owned_fd(spawned.stderr)?;
-        // SAFETY: an OwnedFd keeps its one descriptor open for as long as it lives.
-        let pidfd = unsafe { AsyncFd::register(spawned.pidfd) }.map_err(|e| e.into_parts().1)?;
-        let (exit_tx, exit) = watch::channel(None);
+        live().insert(spawned.pid);
         let tag = format!("{INSTANCE_ENV}={tag_value}");
+        Self::watch(
+            spawned.pid,
+            spawned.pidfd,
+            spawned.stdout,
+            spawned.stderr,
+            tag,
+        )
+    }
+
+    /// Takes over a child that a zygote forked and that was re-parented to
+    /// this host: from here it is watched, reaped and signalled exactly like
+    /// a spawned one. `tag` is its `INSTANCE_ENV=value`. The caller holds a
+    /// `sweep::claim()` from before the fork.
+    pub(crate) fn adopt(
+        pid: u32,
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+        tag: String,
+    ) -> std::io::Result<(PluginProcess, ProcessPipes)> {
+        let pidfd = pidfd_open(pid)?;
+        live().insert(pid);
+        Self::watch(pid, pidfd, stdout, stderr, tag)
+    }
+
+    fn watch(
+        pid: u32,
+        pidfd: std::os::fd::OwnedFd,
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+        tag: String,
+    ) -> std::io::Result<(PluginProcess, ProcessPipes)> {
+        let stdout = pipe::Receiver::from_owned_fd(stdout)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        // SAFETY: an OwnedFd keeps its one descriptor open for as long as it lives.
+        let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
+        let (exit_tx, exit) = watch::channel(None);
         let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sweep_when_reaped = (tag.clone(), dropped.clone());
         tokio::spawn(async move {
@@ -224,6 +264,38 @@ impl Drop for PluginProcess {
             crate::sweep::kill_tagged_in_background(&self.tag);
         }
     }
+}
+
+/// A runtime on a thread of its own that lives as long as the host: for what
+/// must outlive the caller's runtime (the orphan reaper, the zygotes, whose
+/// parent-death signal is tied to the thread that spawned them).
+pub(crate) fn background() -> &'static tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("plugvisor-background")
+            .build()
+            .expect("a runtime for plugvisor's background tasks");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("plugvisor-background".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("a thread for plugvisor's background tasks");
+        handle
+    })
+}
+
+/// A pidfd for `pid` (close-on-exec).
+pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Waits until the process exits (its pidfd turns readable), then reaps it;

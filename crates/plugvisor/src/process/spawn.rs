@@ -83,7 +83,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts `program` with `args`, in `cwd`, with the host's environment plus
-/// `env` (which wins), stdin on /dev/null and stdout and stderr on pipes, in
+/// `env` (which wins), stdin on /dev/null (or `stdin`) and stdout and stderr on pipes, in
 /// a process group of its own, with SIGKILL as its parent-death signal.
 /// With `program_fd`, that open file is what is exec'd, not the path; the
 /// child is confined as `confine` says before its exec.
@@ -94,6 +94,7 @@ pub(crate) fn spawn(
     cwd: &Path,
     env: &[(OsString, OsString)],
     confine: &Confinement,
+    stdin: Option<&OwnedFd>,
 ) -> io::Result<Spawned> {
     let Confinement {
         rlimits,
@@ -133,7 +134,7 @@ pub(crate) fn spawn(
         argv: null(&arg_strings),
         envp: null(&env_strings),
         cwd: cstring(cwd.as_os_str())?,
-        stdin: devnull.as_raw_fd(),
+        stdin: stdin.map_or(devnull.as_raw_fd(), |fd| fd.as_raw_fd()),
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         host_pid: std::process::id() as libc::pid_t,
@@ -340,6 +341,7 @@ mod tests {
             Path::new("/"),
             &env,
             &Confinement::default(),
+            None,
         )
         .unwrap()
     }
@@ -394,6 +396,7 @@ mod tests {
                 rlimits: &limits,
                 ..Confinement::default()
             },
+            None,
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -414,6 +417,7 @@ mod tests {
                 cgroup_procs: Some(&write),
                 ..Confinement::default()
             },
+            None,
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -434,6 +438,7 @@ mod tests {
             Path::new("/"),
             &[],
             &Confinement::default(),
+            None,
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(0));
@@ -444,6 +449,7 @@ mod tests {
             Path::new("/"),
             &[],
             &Confinement::default(),
+            None,
         )
         .unwrap();
         assert_eq!(wait(&spawned).code(), Some(1));
@@ -458,6 +464,7 @@ mod tests {
             Path::new("/"),
             &[],
             &Confinement::default(),
+            None,
         )
         .err()
         .expect("no such program");
@@ -469,6 +476,7 @@ mod tests {
             Path::new("/nonexistent"),
             &[],
             &Confinement::default(),
+            None,
         )
         .err()
         .expect("no such directory");

@@ -268,12 +268,32 @@ impl Supervisor {
             landlock,
             limits: plan.limits,
             cgroup: cgroup.clone(),
+            stdin: None,
         };
-        let (process, pipes) =
-            PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
+        let forked = match &plan.zygote {
+            Some(preload) => match crate::zygote::fork(&spec, preload)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(forked) => Some(forked),
+                Err(error) => {
+                    span.in_scope(
+                        || tracing::warn!(%error, "exec'ing the plugin instead of forking it"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let launched = if forked.is_some() { "forked" } else { "exec" };
+        let (process, pipes) = match forked {
+            Some(forked) => forked,
+            None => PluginProcess::spawn(&spec).map_err(|source| SupervisorError::Spawn {
                 program: plan.program.display().to_string(),
                 source,
-            })?;
+            })?,
+        };
+        span.in_scope(|| tracing::debug!(pid = process.pid(), launched, "plugin process started"));
         let deadline = Deadline::after(plan.start_timeout);
         let stderr = StderrTail::default();
         let stderr_relay = tokio::spawn(
