@@ -269,7 +269,8 @@ fn pass_and_retry(tags: &[&[u8]]) -> (Vec<Vec<i32>>, bool) {
                 .split(|&b| b == 0)
                 .find_map(|variable| tags.iter().position(|tag| *tag == variable));
             if let Some(i) = tagged
-                && let Some(pidfd) = pidfd(pid)
+                // A pidfd, so that the wait can never hit a recycled pid.
+                && let Ok(pidfd) = crate::process::pidfd_open(pid as u32)
             {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 killed[i].push(pid);
@@ -351,17 +352,6 @@ impl Stat {
 fn reap(pid: i32) {
     use nix::sys::wait::{WaitPidFlag, waitpid};
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
-}
-
-/// A pidfd, so that waiting on the process can never hit a recycled pid.
-fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open returns a new descriptor that nothing else owns.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd was just returned by the kernel and is ours alone.
-    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
 /// Waits (until `deadline`) for the process to exit, and reaps it.
