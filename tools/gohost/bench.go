@@ -561,9 +561,13 @@ func startCPUSampler() *cpuSampler {
 				return
 			case <-ticker.C:
 				nowCPU, nowWall := cpu(), time.Now()
-				if wall := float64(nowWall.Sub(lastWall).Microseconds()); wall > 0 {
-					peak = max(peak, (nowCPU-lastCPU)/wall*100)
+				// A tick that queued behind a late one comes at once: too
+				// short a window to say anything; it joins the next.
+				if nowWall.Sub(lastWall) < 100*time.Millisecond {
+					continue
 				}
+				wall := float64(nowWall.Sub(lastWall).Microseconds())
+				peak = max(peak, (nowCPU-lastCPU)/wall*100)
 				lastCPU, lastWall = nowCPU, nowWall
 			}
 		}
