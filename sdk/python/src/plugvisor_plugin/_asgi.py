@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -89,6 +90,7 @@ class _Exchange:
         self.head_sent = False
         self.body_complete = False
         self.task: Optional[asyncio.Task[None]] = None
+        self.cut = False  # the app was stopped mid-response (disconnect or cancel)
 
     # -- the RPC side (any thread) -----------------------------------------------------------
     def call_ended(self) -> None:
@@ -175,7 +177,7 @@ class _Exchange:
             elif not self.body_complete:
                 await self._put(_Abort("the app returned before it finished the response body"))
         except (ClientDisconnected, asyncio.CancelledError):
-            pass
+            self.cut = True
         except Exception as e:
             if self.body_complete:
                 # The response went out whole (Starlette sends its 500, then
@@ -234,6 +236,7 @@ class AsgiAdapter:
         self._lifespan_events: Optional[asyncio.Queue[Message]] = None
         self._lifespan_supported = False
         self._live: set[_Exchange] = set()
+        self._cut = False  # some app was stopped mid-response: its body may wait for collection
         # Not the loop's default executor (cpu + 4 threads): slow uploads
         # must not hold up every other request's body.
         self._readers = ThreadPoolExecutor(BODY_READERS, thread_name_prefix="plugvisor-asgi-body")
@@ -313,8 +316,26 @@ class AsgiAdapter:
             await exchange.abandon()
             if exchange.task is not None and not exchange.task.done():
                 tasks.append(exchange.task)
+        deadline = self.loop.time() + END_TIMEOUT
         if tasks:
             await asyncio.wait(tasks, timeout=END_TIMEOUT)
+        if not (tasks or self._cut):
+            return
+        self._cut = False
+        # A streaming body whose send() raised is an async generator left
+        # suspended; it closes only when collected, and the exception groups
+        # of anyio's task groups keep it in a cycle. Collect it now and wait
+        # for the loop's finalizer (its aclose) so its cleanup runs first.
+        before = asyncio.all_tasks(self.loop)
+        gc.collect()
+        await asyncio.sleep(0)  # the finalizer hook schedules aclose() with call_soon_threadsafe
+        closing = asyncio.all_tasks(self.loop) - before
+        if closing:
+            await asyncio.wait(closing, timeout=max(deadline - self.loop.time(), 0))
+
+    def _ended(self, exchange: _Exchange) -> None:
+        self._live.discard(exchange)
+        self._cut = self._cut or exchange.cut
 
     # -- requests ----------------------------------------------------------------------------------
     def serve(
@@ -323,7 +344,10 @@ class AsgiAdapter:
         exchange = _Exchange(self.loop, body, self._readers)
         context.add_callback(exchange.call_ended)
         self._live.add(exchange)
-        asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope_for(head, self.state)), self.loop)
+        running = asyncio.run_coroutine_threadsafe(exchange.run(self.app, scope_for(head, self.state)), self.loop)
+        # Live until the app's task ends, not the call: a stop that cut the
+        # call still waits for the app's cleanup before the lifespan shutdown.
+        running.add_done_callback(lambda _: self._ended(exchange))
         try:
             while True:
                 item = asyncio.run_coroutine_threadsafe(exchange.next_item(), self.loop).result()
@@ -333,6 +357,5 @@ class AsgiAdapter:
                     break
                 yield item
         finally:
-            self._live.discard(exchange)
             exchange.call_ended()  # a closed generator (the client left) counts as a disconnect
         context.abort(grpc.StatusCode.INTERNAL, item.message)
