@@ -219,3 +219,21 @@ def test_the_recorder_sees_what_a_plugin_imports_first(tmp_path):
     script = tmp_path / "eager.py"
     script.write_text("import html, json\nfrom plugvisor_plugin import serve\nserve()\n")
     assert {"html", "json"} <= modules_at_handshake(script, tmp_path)
+
+
+@pytest.mark.parametrize("automtls", [False, True], ids=["plain", "automtls"])
+@pytest.mark.parametrize(
+    "script", [EXAMPLE, PLUGINS / "asgi_plugin.py"], ids=["hello-python", "run-asgi"]
+)
+def test_the_zygote_preload_holds_everything_a_plugin_life_imports(script, automtls, tmp_path):
+    # plugvisor's zygote imports plugvisor_plugin._preload before it forks a
+    # plugin: whatever the SDK imports later is imported again by every forked
+    # plugin, at its start and in its own memory.
+    out = tmp_path / "modules.txt"
+    recorder = PLUGINS / "modules_after_preload.py"
+    with PluginHost(recorder, args=(str(out), str(script)), automtls=automtls, plugin_id="hello-python") as host:
+        assert host.http("GET", "/").status == 200
+        assert host.stop() == 0
+    imported = set(out.read_text().split())
+    the_examples_own = {"html", "html.entities"}  # its page's, on the first request
+    assert sorted(imported - the_examples_own) == []

@@ -25,7 +25,7 @@ import threading
 
 # Each preloaded module is optional: a venv without the SDK (or without grpcio)
 # still gets a warm interpreter.
-BASE_PRELOAD = ("grpc", "grpc_health.v1.health", "plugvisor_plugin")
+BASE_PRELOAD = ("grpc", "grpc_health.v1.health", "plugvisor_plugin", "plugvisor_plugin._preload")
 
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
