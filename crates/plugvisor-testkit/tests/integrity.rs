@@ -235,7 +235,8 @@ async fn a_python_plugin_whose_interpreter_changed_is_refused() {
 #[tokio::test]
 async fn a_real_python_plugin_runs_locked_through_its_venv_interpreter() {
     // The interpreter is exec'd through its descriptor: the venv (grpcio, the
-    // SDK) must still be found from argv[0].
+    // SDK) must still be found from argv[0]. Forked from the zygote (which
+    // was started through that descriptor) and exec'd.
     let python = built_artifact("examples/plugins/hello-python/venv/bin/python");
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("sdk-locked");
@@ -250,10 +251,15 @@ async fn a_real_python_plugin_runs_locked_through_its_venv_interpreter() {
         &["sdk-locked"],
         &options.clone().build().unwrap(),
     );
-    let env = environment_with(root.path(), Some(&lock), options);
-    let status = env.activate("sdk-locked").await.unwrap();
-    assert_eq!(status.state, PluginState::Running);
-    let pid = status.pid.unwrap();
-    env.shutdown().await;
-    assert_no_leftovers(pid);
+    for zygote in [true, false] {
+        let env = environment_with(root.path(), Some(&lock), options.clone().zygote(zygote));
+        let status = env.activate("sdk-locked").await.unwrap();
+        assert_eq!(status.state, PluginState::Running);
+        let pid = status.pid.unwrap();
+        // A forked plugin's argv strings are NUL-padded (the zygote's were longer).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(cmdline.ends_with(b"\0\0"), zygote, "{cmdline:?}");
+        env.shutdown().await;
+        assert_no_leftovers(pid);
+    }
 }

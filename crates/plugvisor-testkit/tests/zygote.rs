@@ -34,6 +34,15 @@ with open("/proc/self/environ", "rb") as f:
 with open("/proc/self/cmdline", "rb") as f:
     proc_cmdline = [a.decode() for a in f.read().split(b"\0") if a]
 fds = sorted(os.listdir("/proc/self/fd"), key=int)
+with open("/proc/self/status") as f:
+    no_new_privs = [line.split()[1] for line in f if line.startswith("NoNewPrivs:")]
+def attempt(call):
+    try:
+        call()
+        return "allowed"
+    except OSError as error:
+        return type(error).__name__
+outside = os.path.join(os.path.dirname(os.getcwd()), "outside")
 facts = {
     "preloaded": preloaded,
     "pid": os.getpid(),
@@ -61,6 +70,9 @@ facts = {
     "stdout": os.readlink("/proc/self/fd/1"),
     "threads": len(os.listdir("/proc/self/task")),
     "flags": str(sys.flags),
+    "no_new_privs": no_new_privs,
+    "read_outside": attempt(lambda: open(os.path.join(outside, "secret")).close()),
+    "write_outside": attempt(lambda: open(os.path.join(outside, "written"), "w").close()),
 }
 with open("facts.json", "w") as f:
     json.dump(facts, f)
@@ -93,6 +105,29 @@ fn options(python: &Path, zygote: bool) -> LaunchOptions {
         .zygote(zygote)
         .build()
         .unwrap()
+}
+
+/// The facts of an exec'd and a forked start of `dir`, with what differs
+/// between any two starts taken out.
+async fn exec_d_and_forked(dir: &Path, options: impl Fn(bool) -> LaunchOptions) -> (Value, Value) {
+    let (mut exec, exec_error) = probe(dir, &options(false), "exit 3").await;
+    let (mut forked, forked_error) = probe(dir, &options(true), "exit 3").await;
+    assert_eq!(
+        exec["preloaded"], false,
+        "the exec'd probe imported grpc itself"
+    );
+    assert_eq!(
+        forked["preloaded"], true,
+        "the forked probe found grpc loaded"
+    );
+    for error in [&exec_error, &forked_error] {
+        assert!(error.contains("exit status 3"), "{error}");
+    }
+    for facts in [&mut exec, &mut forked] {
+        facts["preloaded"] = Value::Null;
+        without_per_start(facts);
+    }
+    (exec, forked)
 }
 
 /// Starts the probe (which never serves, so the start fails with its exit)
@@ -219,6 +254,71 @@ async fn a_forked_plugin_finds_itself_as_an_exec_d_one_would() {
         );
     }
     assert_eq!(exec, forked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_plugin_gets_the_exec_d_one_s_sandbox_and_resource_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let python = own_venv(root.path());
+    let outside = root.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "not the plugin's").unwrap();
+    // Its own limits, and a sandbox that lets it write its facts in its
+    // bundle and read the test venv, which own_venv's files link to.
+    let test_venv = test_python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let server = serde_json::json!({
+        "limits": {"open_files": 333, "processes": 4321, "cpu_seconds": 600},
+        "sandbox": {"write": ["."], "read": [test_venv]},
+    });
+    let dir = probe_bundle(root.path(), "probe", server);
+    let sandboxed = |zygote| {
+        LaunchOptions::builder()
+            .interpreter(&python)
+            .zygote(zygote)
+            .sandbox(true)
+            .build()
+            .unwrap()
+    };
+    let (exec, forked) = exec_d_and_forked(&dir, sandboxed).await;
+    for facts in [&exec, &forked] {
+        assert_eq!(facts["no_new_privs"], serde_json::json!(["1"]));
+        assert_eq!(
+            facts["read_outside"], "PermissionError",
+            "Landlock lets it read"
+        );
+        assert_eq!(
+            facts["write_outside"], "PermissionError",
+            "Landlock lets it write"
+        );
+        let rlimits = facts["rlimits"].as_array().unwrap();
+        // RLIMIT_NOFILE (7), RLIMIT_NPROC (6), RLIMIT_CPU (0): soft and hard.
+        assert_eq!(rlimits[7], serde_json::json!([333, 333]));
+        assert_eq!(rlimits[6], serde_json::json!([4321, 4321]));
+        // SIGXCPU at the soft limit, SIGKILL a second later.
+        assert_eq!(rlimits[0], serde_json::json!([600, 601]));
+    }
+    for (key, value) in exec.as_object().unwrap() {
+        if key != "fds" {
+            assert_eq!(
+                &forked[key], value,
+                "{key} differs between exec'd and forked"
+            );
+        }
+    }
+    // Unsandboxed, the same reads and writes are allowed: the refusals are Landlock's.
+    let (exec, forked) = exec_d_and_forked(&dir, |zygote| options(&python, zygote)).await;
+    for facts in [&exec, &forked] {
+        assert_eq!(facts["no_new_privs"], serde_json::json!(["0"]));
+        assert_eq!(
+            (&facts["read_outside"], &facts["write_outside"]),
+            (&"allowed".into(), &"allowed".into())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
