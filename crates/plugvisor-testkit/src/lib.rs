@@ -65,6 +65,16 @@ pub fn test_python() -> PathBuf {
     built_artifact(".venv/bin/python")
 }
 
+/// The test venv: the directory of `bin/python`'s `bin`.
+pub fn test_venv() -> PathBuf {
+    test_python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 fn write_file(path: &Path, text: &str, mode: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
@@ -486,12 +496,7 @@ pub fn fast_restarts() -> plugvisor::RestartPolicy {
 /// "upgrade" the test venv does not see). Returns its `bin/python`: an
 /// interpreter path no other test shares, so it gets a zygote of its own.
 pub fn own_venv(root: &Path) -> PathBuf {
-    let test_venv = test_python()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let test_venv = test_venv();
     let real_python = std::fs::canonicalize(test_python()).unwrap();
     let venv = root.join("venv");
     std::fs::create_dir_all(venv.join("bin")).unwrap();

@@ -107,29 +107,6 @@ fn options(python: &Path, zygote: bool) -> LaunchOptions {
         .unwrap()
 }
 
-/// The facts of an exec'd and a forked start of `dir`, with what differs
-/// between any two starts taken out.
-async fn exec_d_and_forked(dir: &Path, options: impl Fn(bool) -> LaunchOptions) -> (Value, Value) {
-    let (mut exec, exec_error) = probe(dir, &options(false), "exit 3").await;
-    let (mut forked, forked_error) = probe(dir, &options(true), "exit 3").await;
-    assert_eq!(
-        exec["preloaded"], false,
-        "the exec'd probe imported grpc itself"
-    );
-    assert_eq!(
-        forked["preloaded"], true,
-        "the forked probe found grpc loaded"
-    );
-    for error in [&exec_error, &forked_error] {
-        assert!(error.contains("exit status 3"), "{error}");
-    }
-    for facts in [&mut exec, &mut forked] {
-        facts["preloaded"] = Value::Null;
-        without_per_start(facts);
-    }
-    (exec, forked)
-}
-
 /// Starts the probe (which never serves, so the start fails with its exit)
 /// and returns its facts and the start's error.
 async fn probe(dir: &Path, options: &LaunchOptions, action: &str) -> (Value, String) {
@@ -185,13 +162,11 @@ fn without_per_start(facts: &mut Value) {
     facts.as_object_mut().unwrap().remove("pgid");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forked_plugin_finds_itself_as_an_exec_d_one_would() {
-    let root = tempfile::tempdir().unwrap();
-    let python = own_venv(root.path());
-    let dir = probe_bundle(root.path(), "probe", serde_json::json!({}));
-    let (mut exec, exec_error) = probe(&dir, &options(&python, false), "exit 3").await;
-    let (mut forked, forked_error) = probe(&dir, &options(&python, true), "exit 3").await;
+/// The facts of an exec'd and then a forked start of `dir` (the probe exits
+/// with status 3), the `preloaded` fact checked and taken out.
+async fn exec_d_and_forked(dir: &Path, options: impl Fn(bool) -> LaunchOptions) -> (Value, Value) {
+    let (mut exec, exec_error) = probe(dir, &options(false), "exit 3").await;
+    let (mut forked, forked_error) = probe(dir, &options(true), "exit 3").await;
     assert_eq!(
         exec["preloaded"], false,
         "the exec'd probe imported grpc itself"
@@ -200,8 +175,21 @@ async fn a_forked_plugin_finds_itself_as_an_exec_d_one_would() {
         forked["preloaded"], true,
         "the forked probe found grpc loaded"
     );
-    for (facts, error) in [(&exec, &exec_error), (&forked, &forked_error)] {
+    for error in [&exec_error, &forked_error] {
         assert!(error.contains("exit status 3"), "{error}");
+    }
+    exec["preloaded"] = Value::Null;
+    forked["preloaded"] = Value::Null;
+    (exec, forked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_plugin_finds_itself_as_an_exec_d_one_would() {
+    let root = tempfile::tempdir().unwrap();
+    let python = own_venv(root.path());
+    let dir = probe_bundle(root.path(), "probe", serde_json::json!({}));
+    let (mut exec, mut forked) = exec_d_and_forked(&dir, |zygote| options(&python, zygote)).await;
+    for facts in [&exec, &forked] {
         assert_eq!(facts["ppid"], std::process::id(), "the host is its parent");
         assert_eq!(facts["pdeathsig"], 9);
         assert_eq!(facts["threads"], 1);
@@ -243,8 +231,6 @@ async fn a_forked_plugin_finds_itself_as_an_exec_d_one_would() {
     }
     exec["fds"] = Value::Null;
     forked["fds"] = Value::Null;
-    exec["preloaded"] = Value::Null;
-    forked["preloaded"] = Value::Null;
     without_per_start(&mut exec);
     without_per_start(&mut forked);
     for (key, value) in exec.as_object().unwrap() {
@@ -265,15 +251,9 @@ async fn a_forked_plugin_gets_the_exec_d_one_s_sandbox_and_resource_limits() {
     std::fs::write(outside.join("secret"), "not the plugin's").unwrap();
     // Its own limits, and a sandbox that lets it write its facts in its
     // bundle and read the test venv, which own_venv's files link to.
-    let test_venv = test_python()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
     let server = serde_json::json!({
         "limits": {"open_files": 333, "processes": 4321, "cpu_seconds": 600},
-        "sandbox": {"write": ["."], "read": [test_venv]},
+        "sandbox": {"write": ["."], "read": [test_venv()]},
     });
     let dir = probe_bundle(root.path(), "probe", server);
     let sandboxed = |zygote| {
@@ -284,7 +264,9 @@ async fn a_forked_plugin_gets_the_exec_d_one_s_sandbox_and_resource_limits() {
             .build()
             .unwrap()
     };
-    let (exec, forked) = exec_d_and_forked(&dir, sandboxed).await;
+    let (mut exec, mut forked) = exec_d_and_forked(&dir, sandboxed).await;
+    without_per_start(&mut exec);
+    without_per_start(&mut forked);
     for facts in [&exec, &forked] {
         assert_eq!(facts["no_new_privs"], serde_json::json!(["1"]));
         assert_eq!(
