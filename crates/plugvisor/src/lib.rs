@@ -82,7 +82,7 @@ pub use supervisor::{
     SupervisorConfig, SupervisorConfigBuilder, SupervisorError, TlsMode, Transport,
 };
 pub use tls::TlsError;
-pub use transport::ConnectError;
+pub use transport::{ChannelError, ConnectError, PluginChannel};
 
 /// The JSON library plugvisor's configuration values are made of
 /// ([`EnvironmentConfigBuilder::plugin_configuration`], [`ConfigValue`]),

@@ -5,8 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use tonic::transport::Channel;
-
 use super::Shared;
 use super::configuration;
 use super::error::EnvironmentError;
@@ -17,6 +15,7 @@ use crate::hooks::lifecycle::{self, BROKER_SERVICE, HookError, Implemented};
 use crate::launch::plan_launch;
 use crate::proto::plugvisor::v1::OnActivateRequest;
 use crate::supervisor::{Ended, PingError, StopReport, Supervisor};
+use crate::transport::PluginChannel;
 
 /// What the host says it is, in OnActivate.
 const HOST_VERSION: &str = concat!("plugvisor ", env!("CARGO_PKG_VERSION"));
@@ -191,7 +190,7 @@ impl Instance {
         self.supervisor.sandbox()
     }
 
-    pub(crate) fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> PluginChannel {
         self.supervisor.channel()
     }
 

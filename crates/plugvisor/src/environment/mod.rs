@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 pub use call::CallError;
@@ -43,6 +42,7 @@ use crate::launch::plan_launch;
 use crate::settings_schema::SettingsSchema;
 use crate::store::Store;
 use crate::supervisor::AttachTarget;
+use crate::transport::PluginChannel;
 use keeper_task::KeeperTask;
 use metrics::Metrics;
 use slot::{Keeper, Life, Phase, Slot, Version};
@@ -250,7 +250,7 @@ impl Environment {
     /// The running plugin's gRPC channel, for the application's own clients
     /// (go-plugin's `Dispense`). It stays bound to this process: after a
     /// restart, ask again.
-    pub fn channel(&self, id: &str) -> Result<Channel, EnvironmentError> {
+    pub fn channel(&self, id: &str) -> Result<PluginChannel, EnvironmentError> {
         Ok(self.running(id)?.channel())
     }
 
@@ -423,7 +423,7 @@ impl Environment {
     /// service `service` (such as `"chat.v1.MessageHooks"`), sorted by id,
     /// with their channels: for an application that calls them in turn
     /// (a filter chain).
-    pub fn plugins_serving(&self, service: &str) -> Vec<(String, Channel)> {
+    pub fn plugins_serving(&self, service: &str) -> Vec<(String, PluginChannel)> {
         self.inner
             .slots()
             .into_iter()
@@ -448,7 +448,7 @@ impl Environment {
         call: F,
     ) -> Vec<(String, Result<T, CallError>)>
     where
-        F: Fn(String, Channel) -> Fut,
+        F: Fn(String, PluginChannel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let calls = self
@@ -472,7 +472,7 @@ impl Environment {
 
     /// Where an HTTP request for plugin `id` goes: its channel, if it is
     /// Running and serves the HTTP hook.
-    pub(crate) fn http_target(&self, id: &str) -> Result<Channel, HttpTarget> {
+    pub(crate) fn http_target(&self, id: &str) -> Result<PluginChannel, HttpTarget> {
         let slot = self.inner.slot(id).ok_or(HttpTarget::Unknown)?;
         let instance = slot
             .running()

@@ -6,11 +6,11 @@
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::proto::plugin::ConnInfo;
 use crate::proto::plugin::grpc_broker_client::GrpcBrokerClient;
+use crate::transport::PluginChannel;
 
 /// The broker id the host API is announced under. Any non-zero id works;
 /// plugins must take it from OnActivate, not assume it.
@@ -28,7 +28,7 @@ pub(crate) struct Broker {
 impl Broker {
     /// Opens the stream. It stays open until the Broker is dropped; what it
     /// logs goes in `span` (the plugin's).
-    pub(crate) fn open(channel: Channel, span: tracing::Span) -> Broker {
+    pub(crate) fn open(channel: PluginChannel, span: tracing::Span) -> Broker {
         let (outgoing, requests) = mpsc::channel(BACKLOG);
         let stream = tokio::spawn(async move {
             let mut client = GrpcBrokerClient::new(channel);

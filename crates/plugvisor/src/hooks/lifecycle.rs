@@ -5,13 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tonic::transport::Channel;
-
 use crate::proto::plugvisor::v1::lifecycle_client::LifecycleClient;
 use crate::proto::plugvisor::v1::{
     ImplementedRequest, OnActivateRequest, OnConfigurationChangeRequest, OnDeactivateRequest,
     Refusal,
 };
+use crate::transport::PluginChannel;
 
 /// The lifecycle hooks plugvisor knows.
 pub(crate) const ON_ACTIVATE: &str = "OnActivate";
@@ -116,7 +115,7 @@ async fn within<T>(
 /// `Implemented`; a plugin that does not serve the lifecycle service has
 /// none of it. Unknown hook names are dropped with a warning.
 pub(crate) async fn implemented(
-    channel: &Channel,
+    channel: &PluginChannel,
     after: Duration,
 ) -> Result<Implemented, HookError> {
     let mut client = LifecycleClient::new(channel.clone());
@@ -162,7 +161,7 @@ fn refusal(refused: Option<Refusal>) -> Option<String> {
 
 /// `OnActivate`: `Ok(None)` when the plugin accepts, `Ok(Some(message))` when it refuses.
 pub(crate) async fn on_activate(
-    channel: &Channel,
+    channel: &PluginChannel,
     after: Duration,
     request: OnActivateRequest,
 ) -> Result<Option<String>, HookError> {
@@ -173,7 +172,7 @@ pub(crate) async fn on_activate(
 
 /// `OnConfigurationChange`: the same shape as [`on_activate`].
 pub(crate) async fn on_configuration_change(
-    channel: &Channel,
+    channel: &PluginChannel,
     after: Duration,
     configuration_json: String,
 ) -> Result<Option<String>, HookError> {
@@ -189,7 +188,10 @@ pub(crate) async fn on_configuration_change(
 }
 
 /// `OnDeactivate`; its failure is logged, never blocks the stop.
-pub(crate) async fn on_deactivate(channel: &Channel, after: Duration) -> Result<(), HookError> {
+pub(crate) async fn on_deactivate(
+    channel: &PluginChannel,
+    after: Duration,
+) -> Result<(), HookError> {
     let mut client = LifecycleClient::new(channel.clone());
     within(
         ON_DEACTIVATE,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::handshake::{Handshake, Network};
+use crate::transport::PluginChannel;
 
 /// Where an attached plugin listens, and its pid if it was given: `unix:/path`
 /// (or an absolute path), or `tcp:HOST:PORT` (or `HOST:PORT`).
@@ -115,7 +115,7 @@ impl Attached {
     /// dialling it every second. Logs its GRPCStdio lines.
     pub(crate) fn watch(
         pid: Option<(u32, OwnedFd)>,
-        channel: Channel,
+        channel: PluginChannel,
         address: String,
     ) -> Attached {
         let (tell, gone) = watch::channel(None);
@@ -177,7 +177,7 @@ impl Attached {
 
 /// A plugin without GRPCStdio: gone once a health check finds nobody
 /// listening (a check that only times out may be a paused debugger).
-async fn dial_until_refused(channel: Channel, address: &str) -> String {
+async fn dial_until_refused(channel: PluginChannel, address: &str) -> String {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
     let mut client = HealthClient::new(channel);

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, BufReader};
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -45,6 +44,7 @@ use crate::stdio::{
     Line, MAX_LINE_BYTES, StderrLines, StderrTail, Stream, log_plugin_line, read_bounded_line,
     relay_lines,
 };
+use crate::transport::PluginChannel;
 use crate::transport::connect;
 
 /// The gRPC health service name go-plugin plugins report under.
@@ -153,7 +153,7 @@ pub struct Supervisor {
     id: String,
     process: Process,
     handshake: Handshake,
-    channel: Channel,
+    channel: PluginChannel,
     stderr: StderrTail,
     /// The stderr relay, until an exit waits for its last lines.
     stderr_relay: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -494,7 +494,7 @@ impl Supervisor {
 
     /// A channel for the embedding application's own gRPC clients: the
     /// equivalent of go-plugin's `Dispense`.
-    pub fn channel(&self) -> Channel {
+    pub fn channel(&self) -> PluginChannel {
         self.channel.clone()
     }
 
@@ -905,7 +905,7 @@ async fn kill_and_wrap(
 /// the plugin has no such stream. (grpc-go sends the stream's headers with
 /// its first message, so the call itself may wait for the plugin's first
 /// output, and fail only when the plugin goes away.)
-async fn consume_stdio_stream(channel: Channel) -> Result<(), tonic::Status> {
+async fn consume_stdio_stream(channel: PluginChannel) -> Result<(), tonic::Status> {
     let mut client = GrpcStdioClient::new(channel);
     let mut stream = match client.stream_stdio(()).await {
         Ok(response) => response.into_inner(),
