@@ -52,7 +52,7 @@ const HEALTH_SERVICE: &str = "plugin";
 
 /// Read buffer of each of a plugin's pipes: lines are assembled from reads
 /// of this size, so it bounds memory per plugin, not line length.
-const PIPE_BUFFER: usize = 2048;
+const PIPE_BUFFER: usize = 1024;
 
 /// When a start must be done by: its spawn plus the start timeout.
 #[derive(Debug, Clone, Copy)]
