@@ -308,7 +308,7 @@ async fn the_host_api_answers_only_the_plugins_own_processes() {
     hooked(root.path(), "guarded", "");
     let env = Environment::new(builder(root.path()).build().unwrap()).unwrap();
     let status = env.activate("guarded").await.unwrap();
-    // Find the plugin's host API socket in its private directory.
+    // Find the plugin's host API socket in its socket directory.
     let environ = std::fs::read(format!("/proc/{}/environ", status.pid.unwrap())).unwrap();
     let dir = environ
         .split(|&b| b == 0)
@@ -319,7 +319,18 @@ async fn the_host_api_answers_only_the_plugins_own_processes() {
         })
         .unwrap()
         .to_string();
-    let socket = Path::new(&dir).join("host-api.sock");
+    let prefix = format!("host-api-{}-", status.pid.unwrap());
+    let socket = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .expect("the plugin's host API socket");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,

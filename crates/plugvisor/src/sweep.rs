@@ -40,9 +40,9 @@ enum Job {
     Kill(Vec<u8>),
     /// Only reap the orphans that exited.
     Reap,
-    /// Remove a stopped plugin's socket directory: a few ms of file-system
-    /// work that no caller needs to wait for.
-    Remove(tempfile::TempDir),
+    /// Drop a stopped plugin's socket directory: file-system work that no
+    /// caller needs to wait for.
+    Drop(Box<dyn Send>),
 }
 
 /// Makes this process the reaper of its plugins' orphans, once, before the
@@ -129,13 +129,14 @@ pub fn kill_tagged_in_background(tag: &str) {
     }
 }
 
-/// Removes the directory in the background; [`settled`] waits for it.
-pub(crate) fn remove_in_background(directory: tempfile::TempDir) {
+/// Drops `value` (a socket directory) in the background; [`settled`] waits
+/// for it.
+pub(crate) fn drop_in_background(value: impl Send + 'static) {
     let request = Request {
-        job: Job::Remove(directory),
+        job: Job::Drop(Box::new(value)),
         done: None,
     };
-    // Without the thread, the directory is removed here, as it is dropped.
+    // Without the thread, the value is dropped here.
     let _ = sweeper().send(request);
 }
 
@@ -202,11 +203,8 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
                         let pids = match request.job {
                             Job::Kill(_) => killed.next().unwrap_or_default(),
                             Job::Reap => Vec::new(),
-                            Job::Remove(directory) => {
-                                let path = directory.path().to_owned();
-                                if let Err(error) = directory.close() {
-                                    tracing::warn!(path = %path.display(), %error, "cannot remove a plugin's socket directory");
-                                }
+                            Job::Drop(value) => {
+                                drop(value);
                                 Vec::new()
                             }
                         };

@@ -434,6 +434,12 @@ mod tests {
 
     use super::*;
 
+    /// Held through a test: the sweep (started by other tests here) must not
+    /// reap the test's children before it waits for them.
+    fn claimed() -> crate::sweep::Claim {
+        crate::sweep::claim()
+    }
+
     /// Waits for the child (blocking) and returns how it ended.
     fn wait(spawned: &Spawned) -> ExitStatus {
         // SAFETY: siginfo_t is plain data that waitid fills for our child.
@@ -467,12 +473,14 @@ mod tests {
 
     #[test]
     fn exits_and_signals_are_reported_as_they_happened() {
+        let _claim = claimed();
         assert_eq!(wait(&sh("exit 3", &[])).code(), Some(3));
         assert_eq!(wait(&sh("kill -9 $$", &[])).signal(), Some(9));
     }
 
     #[test]
     fn the_child_runs_where_and_as_it_was_told() {
+        let _claim = claimed();
         let spawned = sh(
             r#"[ "$(pwd)" = / ] || exit 10
                [ "$EXTRA" = yes ] || exit 11
@@ -496,6 +504,7 @@ mod tests {
     /// the host left inheritable (without close-on-exec).
     #[test]
     fn the_child_gets_its_own_table_without_the_hosts_descriptors() {
+        let _claim = claimed();
         let null = std::fs::File::open("/dev/null").unwrap();
         // SAFETY: F_DUPFD (no close-on-exec) on an open descriptor.
         let inheritable = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD, 700) };
@@ -517,6 +526,7 @@ mod tests {
 
     #[test]
     fn resource_limits_are_set_before_the_exec() {
+        let _claim = claimed();
         let limits = [
             (libc::RLIMIT_NOFILE as libc::c_int, 77, 77),
             (libc::RLIMIT_CPU as libc::c_int, 5, 6),
@@ -548,6 +558,7 @@ mod tests {
     /// for it (no delegated cgroup v2 on the machine this was written on).
     #[test]
     fn the_child_writes_itself_into_its_cgroup_before_the_exec() {
+        let _claim = claimed();
         let (read, write) = pipe().unwrap();
         let spawned = spawn(
             Path::new("/bin/true"),
@@ -571,6 +582,7 @@ mod tests {
 
     #[test]
     fn a_program_descriptor_is_what_runs_whatever_the_path_now_holds() {
+        let _claim = claimed();
         // The path says `false`; the descriptor, opened earlier, is `true`.
         let opened: OwnedFd = std::fs::File::open("/bin/true").unwrap().into();
         let spawned = spawn(
@@ -599,6 +611,7 @@ mod tests {
 
     #[test]
     fn a_program_that_cannot_run_is_an_error_not_a_child() {
+        let _claim = claimed();
         let error = spawn(
             Path::new("/nonexistent/plugin"),
             None,

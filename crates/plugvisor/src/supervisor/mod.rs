@@ -30,6 +30,7 @@ use attached::Attached;
 pub use config::{SupervisorConfig, SupervisorConfigBuilder};
 use error::PartialError;
 pub use error::{PingError, SkippedLines, SupervisorError};
+use socket_dir::SocketDir;
 use tls_mode::{Plaintext, judge_plaintext};
 pub use tls_mode::{TlsMode, Transport};
 
@@ -166,7 +167,7 @@ pub struct Supervisor {
     /// The AutoMTLS client identity of this start, kept for brokered servers.
     identity: Option<crate::tls::ClientIdentity>,
     sandbox: Option<SandboxStatus>,
-    socket_dir: Mutex<Option<tempfile::TempDir>>,
+    socket_dir: Mutex<Option<SocketDir>>,
     config: SupervisorConfig,
     stopped: tokio::sync::OnceCell<StopReport>,
     span: tracing::Span,
@@ -234,7 +235,8 @@ impl Supervisor {
         config: &SupervisorConfig,
     ) -> Result<(Supervisor, Deadline), SupervisorError> {
         let span = crate::stdio::plugin_span(id);
-        let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
+        let mut socket_dir =
+            SocketDir::create(plan.sandbox.is_some()).map_err(SupervisorError::SocketDir)?;
         let identity = match config.tls.offers_certificate() {
             true => Some(crate::tls::ClientIdentity::generate()?),
             false => None,
@@ -341,6 +343,9 @@ impl Supervisor {
         if let Err(error) = dialable(&handshake, config.allow_remote) {
             return Err(kill_and_wrap(&process, &stderr, error).await);
         }
+        if handshake.network == crate::handshake::Network::Unix {
+            socket_dir.owns(std::path::Path::new(&handshake.address));
+        }
         let judged = judge_plaintext(config.tls, &handshake, socket_dir.path());
         let tls = match span.in_scope(|| tls_for(&handshake, identity.as_ref(), judged)) {
             Ok(tls) => tls,
@@ -418,7 +423,7 @@ impl Supervisor {
         let channel = connect(&handshake, timeout, None)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let socket_dir = socket_dir::create().map_err(SupervisorError::SocketDir)?;
+        let socket_dir = SocketDir::create(false).map_err(SupervisorError::SocketDir)?;
         let span = crate::stdio::plugin_span(id);
         let attached = Attached::watch(pid, channel.clone(), target.address.clone());
         let supervisor = Supervisor {
@@ -712,7 +717,7 @@ impl Supervisor {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(directory) = socket_dir {
-            crate::sweep::remove_in_background(directory);
+            crate::sweep::drop_in_background(directory);
         }
         let exit = status.map(describe_exit).unwrap_or_default();
         tracing::debug!(?method, ?took, exit, "plugin stopped");

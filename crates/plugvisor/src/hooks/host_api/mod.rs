@@ -74,7 +74,12 @@ impl HostApi {
         pgid: Option<u32>,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<HostApi> {
-        let address = socket_dir.join("host-api.sock");
+        // The directory may be shared with other plugins' sockets: named
+        // by the plugin's group, and unique even when a pid comes again.
+        static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let group = pgid.map_or_else(|| "attached".to_string(), |g| g.to_string());
+        let address = socket_dir.join(format!("host-api-{group}-{n}.sock"));
         let listener = UnixListener::bind(&address)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&address, std::fs::Permissions::from_mode(0o600))?;
@@ -136,6 +141,7 @@ impl Drop for HostApi {
     fn drop(&mut self) {
         self.accept.abort();
         self.stop.cancel();
+        let _ = std::fs::remove_file(&self.address);
     }
 }
 
