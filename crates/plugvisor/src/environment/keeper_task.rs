@@ -163,6 +163,7 @@ impl KeeperTask {
     /// checks in a row fail.
     async fn watch(&self, instance: &Instance, keeper: &mut Keeper) -> Watch {
         let policy = &self.shared.config.health;
+        let latencies = self.shared.metrics.health_checks(self.slot.id());
         let checks = async {
             // A random first check spreads the checks of plugins that started
             // together; the grid then batches them into a few wake-ups.
@@ -173,9 +174,7 @@ impl KeeperTask {
                 // Boxed for the length of the call only: between checks the
                 // watch holds no call state.
                 let result = Box::pin(instance.ping()).await;
-                self.shared
-                    .metrics
-                    .health_check(self.slot.id(), pinged.elapsed());
+                latencies.observe(pinged.elapsed().as_secs_f64());
                 let debugging = self.slot.debugging();
                 match &result {
                     Err(error) if debugging => {

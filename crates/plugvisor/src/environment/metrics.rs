@@ -172,13 +172,13 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn health_check(&self, plugin: &str, took: Duration) {
+    /// A plugin's health-check latency histogram, for the watch to keep:
+    /// a check then records without a lookup (histograms share their data).
+    pub(crate) fn health_checks(&self, plugin: &str) -> Histogram {
         let labels = Plugin {
             plugin: plugin.to_string(),
         };
-        self.health_check
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
+        self.health_check.get_or_create(&labels).clone()
     }
 
     pub(crate) fn hook(&self, plugin: &str, hook: &str, took: Duration) {

@@ -12,9 +12,13 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::body::Body;
+use tonic::codegen::http::uri::{Authority, PathAndQuery, Scheme};
 use tonic::codegen::http::{Request, Response, Uri};
 
 use crate::handshake::{Handshake, Network};
+
+mod coalesced_writes;
+use coalesced_writes::CoalescedWrites;
 
 /// The host could not connect to the address a plugin announced.
 #[derive(Debug, thiserror::Error)]
@@ -69,17 +73,15 @@ impl tower::Service<Request<Body>> for PluginChannel {
 
     fn call(&mut self, mut request: Request<Body>) -> ResponseFuture {
         // tonic's clients give a path; HTTP/2 wants :scheme and :authority.
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        *request.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority("plugin")
-            .path_and_query(path)
-            .build()
-            .unwrap_or_else(|_| Uri::from_static("http://plugin/"));
+        // The path moves over as it is (no copy, no parse).
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(Authority::from_static("plugin"));
+        parts
+            .path_and_query
+            .get_or_insert_with(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() =
+            Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://plugin/"));
         let sending = self.send.send_request(request);
         Box::pin(async move {
             sending.await.map_err(|error| {
@@ -154,7 +156,7 @@ async fn dial(
     };
     let (send, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(CoalescedWrites::new(stream)))
         .await
         .map_err(|source| ConnectError::Http2 {
             address: address.to_string(),
