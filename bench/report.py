@@ -844,6 +844,7 @@ def main(out_dir):
                 "cpu": med(lambda o: idle_of(o).get("cpu_percent")),
                 "idle_s": med(lambda o: idle_of(o).get("seconds")),
                 "killed": med(lambda o: o.get("all_killed_ms")),
+                "stop_cpu": med(lambda o: o.get("stop_cpu_ms")),
                 "runs": len(objs),
             }
         g, p = res["gohost"], res["plugvisor"]
@@ -894,6 +895,9 @@ def main(out_dir):
         ok = None if r is None or not alike else r <= 1.0
         rows.append(("5", f"{label}: all stopped", "", fmt_ms(g["killed"]), fmt_ms(p["killed"]),
                      fmt_ratio(r), "≤ 1×", verdict(ok) if alike else "not compared"))
+        rows.append(("5", f"{label}: host CPU while stopping them all (the plugins' own exits not counted)", "",
+                     fmt_ms(g["stop_cpu"]), fmt_ms(p["stop_cpu"]), fmt_ratio(ratio(p["stop_cpu"], g["stop_cpu"])),
+                     "", ""))
         if not alike:
             why.append(f"**stop of {label}**: not compared, go-plugin's host had {g['running']} of {n} "
                        f"running (plugvisor {p['running']}); plugvisor stopped its {p['running']} in "

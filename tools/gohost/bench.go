@@ -439,10 +439,12 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 		cyclesResult
 		AllReadyMs  float64 `json:"all_ready_ms"`
 		AllKilledMs float64 `json:"all_killed_ms"`
-		HostPid     int     `json:"host_pid"`
-		RSSReadyKB  int64   `json:"rss_ready_kb"`
-		HWMReadyKB  int64   `json:"hwm_ready_kb"`
-		Running     int     `json:"running"`
+		// This process's CPU time (every thread) while stopping them all.
+		StopCPUMs  float64 `json:"stop_cpu_ms"`
+		HostPid    int     `json:"host_pid"`
+		RSSReadyKB int64   `json:"rss_ready_kb"`
+		HWMReadyKB int64   `json:"hwm_ready_kb"`
+		Running    int     `json:"running"`
 		// This process's CPU while starting them, in % of one core: the
 		// busiest 200 ms window and the mean.
 		StartCPUPeak float64     `json:"start_cpu_peak_percent"`
@@ -505,7 +507,7 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 		idleRes.RSSEndKB, _ = memoryKB()
 	}
 	rss, hwm := memoryKB()
-	t1 := time.Now()
+	t1, cpuBeforeStop := time.Now(), cpuTime()
 	for _, c := range runs {
 		wg.Add(1)
 		go func(c *cycle) {
@@ -514,7 +516,8 @@ func cmdScale(args []string, stdout, stderr io.Writer) int {
 		}(c)
 	}
 	wg.Wait()
-	res := scaleResult{Count: bf.count, cyclesResult: summarizeCycles(runs), AllReadyMs: allReady, AllKilledMs: ms(time.Since(t1)),
+	allKilled, stopCPU := ms(time.Since(t1)), ms(cpuTime()-cpuBeforeStop)
+	res := scaleResult{Count: bf.count, cyclesResult: summarizeCycles(runs), AllReadyMs: allReady, AllKilledMs: allKilled, StopCPUMs: stopCPU,
 		HostPid: os.Getpid(), RSSReadyKB: rssReady, HWMReadyKB: hwmReady, RSSKB: rss, HWMKB: hwm, Idle: idleRes,
 		StartCPUPeak: cpuPeak, StartCPUMean: cpuMean}
 	res.Running = res.Count - res.Failures

@@ -610,6 +610,17 @@ pub(crate) fn cpu_ticks_of(pid: &str) -> u64 {
 
 pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
+/// This process's user + system CPU time so far (every thread), to the
+/// microsecond.
+fn cpu_time() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let of = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    of(usage.user_time()) + of(usage.system_time())
+}
+
 /// This process's CPU use (all threads) sampled every 200 ms until dropped:
 /// the busiest window and the mean, in % of one core.
 struct CpuSampler {
@@ -622,13 +633,7 @@ impl CpuSampler {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
-            let cpu = || {
-                let usage =
-                    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-                        .expect("getrusage");
-                let us = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
-                us(usage.user_time()) + us(usage.system_time())
-            };
+            let cpu = || cpu_time().as_secs_f64() * 1e6;
             let (first_cpu, first_wall) = (cpu(), Instant::now());
             let (mut last_cpu, mut last_wall) = (first_cpu, first_wall);
             let mut peak: f64 = 0.0;
@@ -755,9 +760,10 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     } else {
         None
     };
-    let t1 = Instant::now();
+    let (t1, cpu_before_stop) = (Instant::now(), cpu_time());
     env.shutdown().await;
     let all_killed_ms = ms(t1.elapsed());
+    let stop_cpu_ms = ms(cpu_time().saturating_sub(cpu_before_stop));
     let value = json!({
         "count": ids.len(),
         "host_pid": std::process::id(),
@@ -778,6 +784,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "idle": idle,
         "metrics": metrics,
         "all_killed_ms": all_killed_ms,
+        "stop_cpu_ms": stop_cpu_ms,
     });
     Ok((value, errors.is_empty()))
 }

@@ -147,8 +147,8 @@ pub async fn settled() {
     kill_tagged("\0").await;
 }
 
-/// The shortest time between two passes: a burst of stops or of SIGCHLDs
-/// costs a few passes, not one each.
+/// The shortest time between two passes that no caller waits for: a burst
+/// of stops or of SIGCHLDs costs a few passes, not one each.
 const PASS_GAP: Duration = Duration::from_millis(25);
 
 /// How long a pass waits for the orphans it SIGKILLed to die (one in
@@ -183,12 +183,18 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
                             Err(_) => break,
                         }
                     };
-                    if let Some(last) = last_pass {
-                        std::thread::sleep(PASS_GAP.saturating_sub(last.elapsed()));
-                    }
-                    last_pass = Some(Instant::now());
                     let mut batch = vec![first];
                     batch.extend(received.try_iter());
+                    // A caller waiting for the pass (a shutdown's last step)
+                    // gets it at once; the rest waits out the gap to share one.
+                    let waited_for = batch.iter().any(|r| r.done.is_some());
+                    if let Some(last) = last_pass
+                        && !waited_for
+                    {
+                        std::thread::sleep(PASS_GAP.saturating_sub(last.elapsed()));
+                        batch.extend(received.try_iter());
+                    }
+                    last_pass = Some(Instant::now());
                     let tags: Vec<&[u8]> = batch
                         .iter()
                         .filter_map(|r| match &r.job {
