@@ -178,15 +178,10 @@ impl Attached {
 /// A plugin without GRPCStdio: gone once a health check finds nobody
 /// listening (a check that only times out may be a paused debugger).
 async fn dial_until_refused(channel: PluginChannel, address: &str) -> String {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let mut client = HealthClient::new(channel);
     loop {
         tokio::time::sleep(GONE_POLL).await;
-        let request = HealthCheckRequest {
-            service: super::HEALTH_SERVICE.into(),
-        };
-        if let Ok(Err(status)) = tokio::time::timeout(GONE_POLL, client.check(request)).await
+        let check = super::health_check::check(channel.clone(), super::HEALTH_SERVICE);
+        if let Ok(Err(status)) = tokio::time::timeout(GONE_POLL, check).await
             && status.code() == tonic::Code::Unavailable
         {
             return format!("nothing answers at {address} any more");

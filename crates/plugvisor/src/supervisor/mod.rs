@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, BufReader};
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 
 mod attached;
 mod config;
 mod error;
+mod health_check;
 mod socket_dir;
 mod tls_mode;
 
@@ -568,17 +567,14 @@ impl Supervisor {
     }
 
     async fn ping_within(&self, timeout: Duration) -> Result<(), PingError> {
-        let mut client = HealthClient::new(self.channel.clone());
-        let request = HealthCheckRequest {
-            service: HEALTH_SERVICE.into(),
-        };
-        match tokio::time::timeout(timeout, client.check(request)).await {
+        let check = health_check::check(self.channel.clone(), HEALTH_SERVICE);
+        match tokio::time::timeout(timeout, check).await {
             Err(_) => Err(PingError::Timeout(timeout)),
             Ok(Err(status)) => Err(PingError::Rpc {
                 code: status.code(),
                 message: status.message().to_string(),
             }),
-            Ok(Ok(response)) => match ServingStatus::try_from(response.into_inner().status) {
+            Ok(Ok(response)) => match ServingStatus::try_from(response.status) {
                 Ok(ServingStatus::Serving) => Ok(()),
                 Ok(other) => Err(PingError::NotServing(other.as_str_name().to_string())),
                 Err(_) => Err(PingError::NotServing("an unknown status".into())),
