@@ -203,6 +203,17 @@ mod tests {
         }
     }
 
+    fn recorded() -> (Recorder, CoalescedWrites<Recorder>) {
+        let recorder = Recorder::default();
+        (recorder.clone(), CoalescedWrites::new(recorder))
+    }
+
+    /// Writes and flushes, as h2 does.
+    async fn send(stream: &mut CoalescedWrites<Recorder>, bytes: &[u8]) {
+        stream.write_all(bytes).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+
     fn flush_once(stream: &mut CoalescedWrites<Recorder>) -> Poll<io::Result<()>> {
         let waker = std::task::Waker::noop();
         Pin::new(stream).poll_flush(&mut Context::from_waker(waker))
@@ -210,8 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flush_waits_one_turn_and_what_came_in_it_goes_in_the_same_write() {
-        let recorder = Recorder::default();
-        let mut stream = CoalescedWrites::new(recorder.clone());
+        let (recorder, mut stream) = recorded();
         stream.write_all(b"headers").await.unwrap();
         assert!(
             flush_once(&mut stream).is_pending(),
@@ -231,13 +241,10 @@ mod tests {
 
     #[tokio::test]
     async fn acks_of_grpc_gos_bandwidth_pings_wait_for_the_next_write() {
-        let recorder = Recorder::default();
-        let mut stream = CoalescedWrites::new(recorder.clone());
-        stream.write_all(&BDP_PING_ACK).await.unwrap();
-        stream.flush().await.unwrap();
+        let (recorder, mut stream) = recorded();
+        send(&mut stream, &BDP_PING_ACK).await;
         assert!(recorder.writes().is_empty(), "a lone bandwidth ack is held");
-        stream.write_all(b"request").await.unwrap();
-        stream.flush().await.unwrap();
+        send(&mut stream, b"request").await;
         let mut expected = BDP_PING_ACK.to_vec();
         expected.extend_from_slice(b"request");
         assert_eq!(recorder.writes(), vec![expected], "in order, in one write");
@@ -245,28 +252,23 @@ mod tests {
 
     #[tokio::test]
     async fn any_other_ping_ack_goes_at_once() {
-        let recorder = Recorder::default();
-        let mut stream = CoalescedWrites::new(recorder.clone());
+        let (recorder, mut stream) = recorded();
         // A keepalive ping's ack: the server times it out.
         let mut keepalive = BDP_PING_ACK;
         keepalive[9..].fill(0);
-        stream.write_all(&keepalive).await.unwrap();
-        stream.flush().await.unwrap();
+        send(&mut stream, &keepalive).await;
         assert_eq!(recorder.writes(), vec![keepalive.to_vec()]);
         // A bandwidth ack with other frames behind it is no reason to wait.
         let mut both = BDP_PING_ACK.to_vec();
         both.extend_from_slice(b"window update");
-        stream.write_all(&both).await.unwrap();
-        stream.flush().await.unwrap();
+        send(&mut stream, &both).await;
         assert_eq!(recorder.writes().len(), 2);
     }
 
     #[tokio::test]
     async fn a_shutdown_sends_what_is_held() {
-        let recorder = Recorder::default();
-        let mut stream = CoalescedWrites::new(recorder.clone());
-        stream.write_all(&BDP_PING_ACK).await.unwrap();
-        stream.flush().await.unwrap();
+        let (recorder, mut stream) = recorded();
+        send(&mut stream, &BDP_PING_ACK).await;
         stream.shutdown().await.unwrap();
         assert_eq!(recorder.writes(), vec![BDP_PING_ACK.to_vec()]);
     }
