@@ -13,6 +13,11 @@
 mod protocol;
 mod web;
 
+/// The allocator of the `plugvisor` binary (crates/plugvisor-cli), so that
+/// the host measured here is the one operators run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
