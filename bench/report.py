@@ -182,7 +182,9 @@ def git_describe():
     root = repo_root()
     head = command_version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
     try:
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+        # results.md itself is being written (bench/run redirects into it).
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":!bench/results.md"],
                                capture_output=True, text=True, timeout=20).stdout.strip()
     except Exception:  # noqa: BLE001
         dirty = ""
@@ -717,8 +719,9 @@ def main(out_dir):
             why.append(
                 f"**ping p99, {PLUGIN_NAMES[plugin]}** ({fmt_ms(p[1])}; go-plugin's host {fmt_ms(g[1])} on the "
                 f"same plugin; p50 {fmt_ms(p[0])}): on tokio's multi-thread runtime the same pings have p50 "
-                f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A call crosses tonic's buffered Channel and hyper's "
-                "connection task; on the multi-thread runtime each hop can be a wake-up of another thread; "
+                f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A check goes from the caller's task to hyper's "
+                "dispatch task, the h2 connection task and the two tasks hyper spawns for each call (its body, "
+                "its answer); on the multi-thread runtime each hop can be a wake-up of another thread; "
                 "the rest of the tail is the plugin's server."
             )
 
