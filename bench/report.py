@@ -719,10 +719,10 @@ def main(out_dir):
             why.append(
                 f"**ping p99, {PLUGIN_NAMES[plugin]}** ({fmt_ms(p[1])}; go-plugin's host {fmt_ms(g[1])} on the "
                 f"same plugin; p50 {fmt_ms(p[0])}): on tokio's multi-thread runtime the same pings have p50 "
-                f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A check goes from the caller's task to hyper's "
-                "dispatch task, the h2 connection task and the two tasks hyper spawns for each call (its body, "
-                "its answer); on the multi-thread runtime each hop can be a wake-up of another thread; "
-                "the rest of the tail is the plugin's server."
+                f"{fmt_ms(ct[0])} and p99 {fmt_ms(ct[1])}. A check goes from the caller's task to the h2 "
+                "connection task and back (its small body is written during the call, no task); on the "
+                "multi-thread runtime each hop can be a wake-up of another thread; the rest of the tail is "
+                "the plugin's server."
             )
 
     # 3. stop --------------------------------------------------------------------

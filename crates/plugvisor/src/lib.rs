@@ -82,7 +82,7 @@ pub use supervisor::{
     SupervisorConfig, SupervisorConfigBuilder, SupervisorError, TlsMode, Transport,
 };
 pub use tls::TlsError;
-pub use transport::{ChannelError, ConnectError, PluginChannel};
+pub use transport::{ChannelError, ConnectError, PluginChannel, ResponseBody};
 
 /// The JSON library plugvisor's configuration values are made of
 /// ([`EnvironmentConfigBuilder::plugin_configuration`], [`ConfigValue`]),
