@@ -173,7 +173,19 @@ async fn dial(
         ),
         None => stream,
     };
-    // hyper's client defaults, which the plugins were served with before.
+    handshake(stream)
+        .await
+        .map_err(|source| ConnectError::Http2 {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// HTTP/2 on a dialed stream, with hyper's client defaults (which the
+/// plugins were served with before).
+async fn handshake<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    stream: S,
+) -> Result<PluginChannel, h2::Error> {
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(2 * 1024 * 1024)
         .initial_connection_window_size(5 * 1024 * 1024)
@@ -183,11 +195,7 @@ async fn dial(
         .initial_max_send_streams(100)
         .enable_push(false)
         .handshake::<_, Bytes>(CoalescedWrites::new(stream))
-        .await
-        .map_err(|source| ConnectError::Http2 {
-            address: address.to_string(),
-            source,
-        })?;
+        .await?;
     // Ends once every clone of the channel and every call on it is dropped
     // (h2 then says goodbye), or when the plugin closes the connection.
     tokio::spawn(async move {
@@ -197,3 +205,6 @@ async fn dial(
     });
     Ok(PluginChannel { send })
 }
+
+#[cfg(test)]
+mod tests;
