@@ -115,6 +115,7 @@ pub async fn kill_tagged(tag: &str) -> Vec<i32> {
     if sweeper().send(request).is_err() {
         return pass(&[tag.as_bytes()]).pop().unwrap_or_default();
     }
+    WAITED.raise();
     killed.await.unwrap_or_default()
 }
 
@@ -145,6 +146,44 @@ pub async fn settled() {
     // Requests are served in order, in batches: once this one is answered,
     // every earlier one is. Its tag matches no process.
     kill_tagged("\0").await;
+}
+
+/// Set when a request that a caller waits for was sent: it ends the gap.
+static WAITED: Flag = Flag::new();
+
+/// A flag that a thread can wait on, with a deadline.
+struct Flag {
+    set: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Flag {
+    const fn new() -> Flag {
+        Flag {
+            set: std::sync::Mutex::new(false),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn raise(&self) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_one();
+    }
+
+    /// Lowers the flag.
+    fn take(&self) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    /// Until the flag is raised or `deadline` passes.
+    fn wait_until(&self, deadline: Instant) {
+        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .changed
+            .wait_timeout_while(set, left, |set| !*set)
+            .unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// The shortest time between two passes that no caller waits for: a burst
@@ -184,14 +223,16 @@ fn sweeper() -> &'static mpsc::Sender<Request> {
                         }
                     };
                     let mut batch = vec![first];
+                    WAITED.take();
                     batch.extend(received.try_iter());
                     // A caller waiting for the pass (a shutdown's last step)
-                    // gets it at once; the rest waits out the gap to share one.
-                    let waited_for = batch.iter().any(|r| r.done.is_some());
+                    // gets it at once, even one that comes in during the gap;
+                    // the rest waits out the gap to share one, without a
+                    // wake-up for each request of a burst.
                     if let Some(last) = last_pass
-                        && !waited_for
+                        && !batch.iter().any(|r| r.done.is_some())
                     {
-                        std::thread::sleep(PASS_GAP.saturating_sub(last.elapsed()));
+                        WAITED.wait_until(last + PASS_GAP);
                         batch.extend(received.try_iter());
                     }
                     last_pass = Some(Instant::now());
@@ -383,6 +424,21 @@ fn wait_for_exit(pidfd: &OwnedFd, deadline: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raised_flag_ends_the_wait_before_its_deadline() {
+        static FLAG: Flag = Flag::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let raiser = std::thread::spawn(|| FLAG.raise());
+        FLAG.wait_until(deadline);
+        raiser.join().unwrap();
+        assert!(Instant::now() < deadline, "the wait ended at its deadline");
+        // Lowered, a wait lasts until its deadline.
+        FLAG.take();
+        let soon = Instant::now() + Duration::from_millis(20);
+        FLAG.wait_until(soon);
+        assert!(Instant::now() >= soon);
+    }
 
     #[test]
     fn stat_fields_come_after_the_last_parenthesis() {

@@ -68,10 +68,16 @@ impl Drop for SocketDir {
         for file in &self.files {
             let _ = std::fs::remove_file(file);
         }
-        if let Some(own) = self.own.take()
-            && let Err(error) = own.close()
-        {
-            tracing::warn!(path = %self.path.display(), %error, "cannot remove a plugin's socket directory");
+        if let Some(own) = self.own.take() {
+            // Empty once its sockets are gone: one rmdir, not a walk of it.
+            let path = own.keep();
+            let removed = std::fs::remove_dir(&path).or_else(|error| match error.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => std::fs::remove_dir_all(&path),
+            });
+            if let Err(error) = removed {
+                tracing::warn!(path = %self.path.display(), %error, "cannot remove a plugin's socket directory");
+            }
         }
     }
 }
