@@ -834,13 +834,15 @@ def main(out_dir):
                 if fails:
                     notes.append(f"scale {label}, {host}: {fails} plugin(s) failed to start: "
                                  f"{(o.get('errors') or [''])[0] if host == 'plugvisor' else ''}".strip())
-            # Sizes without an idle phase run twice per host; take the median (mean of two).
-            med = lambda f: median([v for v in map(f, objs) if v is not None])  # noqa: E731
+            # Each size runs three times per host: times are medians. At the idle
+            # size only the first run idles; RSS comes from that run alone.
+            med = lambda f, of=objs: median([v for v in map(f, of) if v is not None])  # noqa: E731
             idle_of = lambda o: o.get("idle") or {}  # noqa: E731
+            idled = [o for o in objs if o.get("idle")] or objs
             res[host] = {
                 "ready": med(lambda o: o.get("all_ready_ms")),
                 "running": min([o.get("running", o.get("count", 0) - o.get("failures", 0)) for o in objs] or [0]),
-                "rss": med(lambda o: idle_of(o).get("rss_end_kb") or o.get("rss_kb")),
+                "rss": med(lambda o: idle_of(o).get("rss_end_kb") or o.get("rss_kb"), idled),
                 "hwm": med(lambda o: o.get("hwm_ready_kb")),
                 "peak": med(lambda o: o.get("start_cpu_peak_percent")),
                 "mean": med(lambda o: o.get("start_cpu_mean_percent")),

@@ -183,6 +183,9 @@ struct ScaleArgs {
     /// end, timed (0: none).
     #[arg(long, default_value_t = 10)]
     scrapes: usize,
+    /// Measure the PSS of the plugins and of the zygotes once all are up.
+    #[arg(long)]
+    pss: bool,
 }
 
 /// The host settings every scenario's Environment gets (`--tls`, `--sandbox`).
@@ -756,19 +759,40 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
     }
     // Memory first: the scrapes allocate (the text, a listener).
     let (rss_kb, hwm_kb) = memory_kb();
-    let plugin_pids: Vec<u32> = env.statuses().iter().filter_map(|s| s.pid).collect();
-    let zygotes = zygote_pids();
-    let pss = |pids: &[u32]| pids.iter().filter_map(|&pid| pss_kb(pid)).sum::<u64>();
-    let (plugins_pss_kb, zygotes_pss_kb) = (pss(&plugin_pids), pss(&zygotes));
+    // Only when asked: reading a plugin's /proc/PID leaves dentries that the
+    // kernel drops when the host reaps it, on the stop's path, which
+    // go-plugin's host does not pay.
+    let (plugins_pss_kb, zygotes_pss_kb, zygotes) = if args.pss {
+        let plugin_pids: Vec<u32> = env.statuses().iter().filter_map(|s| s.pid).collect();
+        let zygotes = zygote_pids();
+        let pss = |pids: &[u32]| pids.iter().filter_map(|&pid| pss_kb(pid)).sum::<u64>();
+        (
+            Some(pss(&plugin_pids)),
+            Some(pss(&zygotes)),
+            Some(zygotes.len()),
+        )
+    } else {
+        (None, None, None)
+    };
     let metrics = if args.scrapes > 0 {
         Some(web::scrape_metrics(&env, args.scrapes).await?)
     } else {
         None
     };
-    let (t1, cpu_before_stop) = (Instant::now(), cpu_time());
+    probe::take();
+    let (t1, t1_unix_ns, cpu_before_stop) = (Instant::now(), unix_ns(), cpu_time());
     env.shutdown().await;
     let all_killed_ms = ms(t1.elapsed());
     let stop_cpu_ms = ms(cpu_time().saturating_sub(cpu_before_stop));
+    // When the first and the last plugin was reaped, from the shutdown call:
+    // what is left of all_killed_ms after the last is the shutdown's tail.
+    let reaped_ms: Vec<f64> = probe::take()
+        .iter()
+        .filter(|n| n.message == "plugin stopped")
+        .map(|n| n.unix_ns.saturating_sub(t1_unix_ns) as f64 / 1e6)
+        .collect();
+    let first_reaped_ms = reaped_ms.iter().copied().reduce(f64::min);
+    let last_reaped_ms = reaped_ms.iter().copied().reduce(f64::max);
     let value = json!({
         "count": ids.len(),
         "host_pid": std::process::id(),
@@ -785,11 +809,13 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<(Value, bool)> {
         "hwm_kb": hwm_kb,
         "plugins_pss_kb": plugins_pss_kb,
         "zygotes_pss_kb": zygotes_pss_kb,
-        "zygotes": zygotes.len(),
+        "zygotes": zygotes,
         "idle": idle,
         "metrics": metrics,
         "all_killed_ms": all_killed_ms,
         "stop_cpu_ms": stop_cpu_ms,
+        "first_reaped_ms": first_reaped_ms,
+        "last_reaped_ms": last_reaped_ms,
     });
     Ok((value, errors.is_empty()))
 }
