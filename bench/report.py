@@ -834,8 +834,8 @@ def main(out_dir):
                 if fails:
                     notes.append(f"scale {label}, {host}: {fails} plugin(s) failed to start: "
                                  f"{(o.get('errors') or [''])[0] if host == 'plugvisor' else ''}".strip())
-            # Each size runs three times per host: times are medians. At the idle
-            # size only the first run idles; RSS comes from that run alone.
+            # Each size runs three times per host, every one with the same idle
+            # phase: every row is a median of the three.
             med = lambda f, of=objs: median([v for v in map(f, of) if v is not None])  # noqa: E731
             idle_of = lambda o: o.get("idle") or {}  # noqa: E731
             idled = [o for o in objs if o.get("idle")] or objs

@@ -363,6 +363,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             return fail(*libc::__errno_location());
         }
+        // A plugin woken by the host does not preempt it (SCHED_BATCH keeps
+        // its fair share of CPU and its nice value, and gives up only wake-up
+        // preemption): a host writing to many plugins at once (a round of
+        // health checks, a wave of stops) finishes its round before they run,
+        // instead of being switched out at each write. A host run under
+        // another policy on purpose passes that policy on unchanged, and a
+        // refusal costs nothing but the hint.
+        if libc::sched_getscheduler(0) == libc::SCHED_OTHER {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        }
         // The host may have died before the parent-death signal was set.
         if libc::getppid() != child.host_pid {
             return fail(-1);
@@ -522,6 +533,32 @@ mod tests {
         let mut out = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(spawned.stdout), &mut out).unwrap();
         assert_eq!(out, "out\n", "stdout reached the pipe through its slot");
+    }
+
+    #[test]
+    fn a_plugin_runs_without_wake_up_preemption_unless_the_host_chose_a_policy() {
+        let _claim = claimed();
+        let policy_of_child = || {
+            let spawned = sh("chrt -p $$ | grep -q SCHED_BATCH || exit 10; exit 0", &[]);
+            wait(&spawned).code()
+        };
+        assert_eq!(policy_of_child(), Some(0), "a plugin runs SCHED_BATCH");
+        // A host thread under SCHED_IDLE (its operator's choice) passes it on.
+        let chosen = std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sets this (new) thread's own policy.
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) },
+                0
+            );
+            let spawned = sh("chrt -p $$ | grep -q SCHED_IDLE || exit 10; exit 0", &[]);
+            wait(&spawned).code()
+        });
+        assert_eq!(
+            chosen.join().unwrap(),
+            Some(0),
+            "the host's own policy is kept"
+        );
     }
 
     #[test]
